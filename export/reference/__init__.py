@@ -1,0 +1,30 @@
+"""PyTorch reference modules: the numerical oracle for every runtime backend.
+
+Each module takes its architecture config as a dataclass (``<Name>Config``) whose ``to_dict`` is
+what the bundle manifest records, and its ``state_dict`` names are the tensor names stored in the
+bundle's weights file.
+"""
+from .configs import (
+    FbankFrontendConfig,
+    WhisperFrontendConfig,
+    SenseVoiceSmallConfig,
+    SenseVoiceLargeConfig,
+    ProjectorConfig,
+    Qwen2Config,
+    DuplexConfig,
+    ChunkSpec,
+)
+from .frontend import KaldiFbankFrontend, WhisperLogMelFrontend, apply_lfr
+from .encoder_small import SenseVoiceSmallEncoder
+from .encoder_large import SenseVoiceLargeEncoder
+from .projector import InputProjector
+from .qwen2 import Qwen2Decoder, KVCache
+from .duplex import DuplexPredictor
+
+__all__ = [
+    "FbankFrontendConfig", "WhisperFrontendConfig", "SenseVoiceSmallConfig", "SenseVoiceLargeConfig",
+    "ProjectorConfig", "Qwen2Config", "DuplexConfig", "ChunkSpec",
+    "KaldiFbankFrontend", "WhisperLogMelFrontend", "apply_lfr",
+    "SenseVoiceSmallEncoder", "SenseVoiceLargeEncoder", "InputProjector",
+    "Qwen2Decoder", "KVCache", "DuplexPredictor",
+]

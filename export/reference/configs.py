@@ -1,0 +1,182 @@
+"""Architecture configs of the reference modules.
+
+A config is what the manifest stores under ``modules.<name>.config``; ``from_dict`` ignores
+unknown keys only when they are listed in ``_IGNORED`` so that a foreign config fails loudly.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class _Config:
+    """Dict round-trip shared by every config dataclass."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class ChunkSpec(_Config):
+    """Encoder attention mode.
+
+    ``full``: every frame sees the whole turn (the encoder runs once the turn has ended).
+    ``chunked``: frames are grouped in chunks of ``chunk_frames`` encoder frames; a frame sees its
+    own chunk and ``left_chunks`` chunks before it, and convolution memories (FSMN) see no frame
+    after the end of their chunk. Streaming and offline then give the same result.
+    """
+
+    encoder_attention: str = "full"
+    chunk_frames: int = 8
+    left_chunks: int = 4
+
+    def __post_init__(self):
+        if self.encoder_attention not in ("full", "chunked"):
+            raise ValueError(f"encoder_attention must be 'full' or 'chunked', not {self.encoder_attention!r}")
+        if self.chunk_frames < 2 or self.chunk_frames % 2:
+            raise ValueError("chunk_frames must be an even number >= 2 (the projector halves it)")
+        if self.left_chunks < 0:
+            raise ValueError("left_chunks must be >= 0")
+
+    @property
+    def chunked(self) -> bool:
+        return self.encoder_attention == "chunked"
+
+
+@dataclass
+class FbankFrontendConfig(_Config):
+    """SenseVoice-Small frontend: kaldi fbank, low-frame-rate stacking, CMVN."""
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    preemphasis: float = 0.97
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0: offset from Nyquist, as in kaldi
+    lfr_m: int = 7
+    lfr_n: int = 6
+    apply_cmvn: bool = True
+    waveform_scale: float = 32768.0
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_mel_bins * self.lfr_m
+
+
+@dataclass
+class WhisperFrontendConfig(_Config):
+    """SenseVoice-Large style frontend: whisper log-mel.
+
+    Whisper clamps the log spectrum to (utterance max - 8), which needs the whole utterance.
+    ``log_ceiling`` replaces the utterance max by a constant so that the frontend streams; set it
+    to ``None`` for whisper's offline behaviour (not streamable, the runtime refuses it).
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 128
+    log_ceiling: Optional[float] = 2.0
+
+
+@dataclass
+class SenseVoiceSmallConfig(_Config):
+    input_dim: int = 560
+    d_model: int = 512
+    n_heads: int = 4
+    ffn_dim: int = 2048
+    n_blocks: int = 50
+    n_tp_blocks: int = 20
+    fsmn_kernel: int = 11
+    sanm_shift: int = 0
+    norm_eps: float = 1e-5
+    vocab_size: int = 25055
+    n_query_embed: int = 16
+
+
+@dataclass
+class SenseVoiceLargeConfig(_Config):
+    n_mels: int = 128
+    d_model: int = 1280
+    n_heads: int = 20
+    n_blocks: int = 32
+    fsmn_kernel: int = 15
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+
+@dataclass
+class ProjectorConfig(_Config):
+    encoder_dim: int = 1280
+    hidden_dim: int = 2048
+    output_dim: int = 3584
+    n_layers: int = 2
+    n_heads: int = 8
+    ffn_dim: int = 8192
+    norm_eps: float = 1e-5
+
+
+@dataclass
+class Qwen2Config(_Config):
+    vocab_size: int = 152064
+    hidden_size: int = 3584
+    intermediate_size: int = 18944
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 28
+    num_key_value_heads: int = 4
+    head_dim: int = 128
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 32768
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "Qwen2Config":
+        """From a Hugging Face ``config.json`` of a Qwen2/Qwen2.5 model."""
+        arch = hf.get("model_type")
+        if arch not in ("qwen2",):
+            raise ValueError(f"not a Qwen2 config (model_type={arch!r})")
+        heads = hf["num_attention_heads"]
+        return cls(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_hidden_layers=hf["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=hf.get("num_key_value_heads", heads),
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+            rope_theta=float(hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0))),
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            max_position_embeddings=int(hf.get("max_position_embeddings", 32768)),
+        )
+
+
+@dataclass
+class DuplexConfig(_Config):
+    llm_hidden: int = 3584
+    hidden_size: int = 896
+    intermediate_size: int = 4736
+    num_attention_heads: int = 7
+    num_key_value_heads: int = 1
+    head_dim: int = 128
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+
+    def as_qwen2_layer(self) -> Qwen2Config:
+        return Qwen2Config(
+            vocab_size=1, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=1, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, head_dim=self.head_dim,
+            rope_theta=self.rope_theta, rms_norm_eps=self.rms_norm_eps,
+        )
