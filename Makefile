@@ -21,7 +21,7 @@ $(DEPS_STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q "$(TORCH_SPEC)"
 	$(VPY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "nlohmann-json>=3.11" "scipy-openblas32>=0.3.27" cmake ninja
-	$(VPY) -m pip install -q numpy soxr soundfile tokenizers tqdm safetensors onnx onnxscript onnxruntime pyyaml sentencepiece pytest pytest-timeout transformers
+	$(VPY) -m pip install -q numpy soxr soundfile tokenizers tqdm safetensors onnx onnxscript onnxruntime pyyaml sentencepiece pytest pytest-timeout transformers jsonschema kaldi-native-fbank
 	touch $@
 
 $(INSTALL_STAMP): $(DEPS_STAMP) $(SOURCES)

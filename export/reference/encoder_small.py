@@ -14,8 +14,8 @@ from torch import nn
 from .configs import ChunkSpec, SenseVoiceSmallConfig
 from .layers import attention, chunk_attention_mask, chunk_limits, fsmn_memory
 
-LANGUAGE_IDS = {"auto": 0, "zh": 3, "en": 4, "yue": 7, "ja": 11, "ko": 12, "nospeech": 13}
-EVENT_QUERY, EMOTION_QUERY, ITN_QUERY, NO_ITN_QUERY = 1, 2, 14, 15
+from ...sensevoice_ids import sensevoice_query_ids
+
 NUM_QUERIES = 4
 
 
@@ -101,9 +101,7 @@ class SenseVoiceSmallEncoder(nn.Module):
 
     @staticmethod
     def query_ids(language: str = "auto", use_itn: bool = False) -> torch.Tensor:
-        if language not in LANGUAGE_IDS:
-            raise ValueError(f"unknown language {language!r}; known: {sorted(LANGUAGE_IDS)}")
-        return torch.tensor([LANGUAGE_IDS[language], EVENT_QUERY, EMOTION_QUERY, ITN_QUERY if use_itn else NO_ITN_QUERY])
+        return torch.tensor(sensevoice_query_ids(language, use_itn))
 
     def forward(self, features: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([self.embed(query_ids.long()), features], dim=0)

@@ -1,0 +1,180 @@
+"""``minmo-bench BUNDLE``: per-stage streaming latency, real-time factor, decode tokens/s and
+memory bandwidth achieved, plus a per-module side-by-side with ONNX Runtime and PyTorch eager.
+Prints tables and (with ``--json``) writes one JSON report. See bench/README.md."""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from .bundleinfo import decode_bytes_per_token, manifest_summary
+from .compare import compare, native_inputs
+from .machine import host_copy_rate, machine_info
+from .stats import fmt, table
+from .streaming import run_streaming
+
+
+def default_audio() -> str:
+    from .. import __file__ as pkg_file
+
+    return os.path.join(os.path.dirname(pkg_file), "assets", "demo_turn_on_lights.wav")
+
+
+def _load_audio(path: str, model_rate: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """(samples at the file's rate, that rate, the same audio at the model's rate)."""
+    from ..audio import Resampler, read_wav
+
+    audio, rate = read_wav(path)
+    at_model = Resampler(rate, model_rate)(audio, last=True) if rate != model_rate else audio
+    return audio, rate, np.ascontiguousarray(at_model, np.float32)
+
+
+def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, warmup: int = 1,
+              chunk_ms: float = 160.0, threads: Optional[int] = None, onnx: bool = True, torch: bool = True,
+              max_new_tokens: int = 16, log: Callable[[str], None] = print) -> dict:
+    """Run the whole bench on ``bundle`` and return the JSON report (also printed via ``log``)."""
+    from .. import Runtime
+
+    threads = int(threads or os.cpu_count() or 1)
+    audio_path = os.path.abspath(audio_path or default_audio())
+    t_start = time.perf_counter()
+    rt = Runtime(bundle, num_threads=threads)
+    manifest = rt.manifest
+    audio, rate, wave = _load_audio(audio_path, rt.sample_rate)
+    seconds = audio.size / rate
+    ctc = rt.mode == "asr-ctc"
+    log(f"minmo-bench: {rt.bundle_dir}")
+    log(f"  mode {rt.mode}, modules {', '.join(rt.modules)}; device cpu, {threads} threads")
+    log(f"  audio {os.path.basename(audio_path)}: {seconds:.2f} s, pushed in {chunk_ms:g} ms chunks; "
+        f"{runs} runs after {warmup} warm-up")
+
+    # 1. streaming latency
+    st = run_streaming(rt, audio, rate, runs=runs, warmup=warmup, chunk_ms=chunk_ms, max_new_tokens=max_new_tokens)
+    stages = st["stages"]
+    rows = [[name, str(s["count"]), fmt(s["p50_ms"]), fmt(s["p99_ms"]), fmt(s["mean_ms"])]
+            for name, s in stages.items()]
+    log("")
+    log("Streaming latency (per call, pooled over runs)")
+    log(table(["stage", "calls", "p50 ms", "p99 ms", "mean ms"], rows))
+    ft = stages.get("first_token") or {}
+    if ft.get("p50_ms") is not None:
+        log(f"end of speech -> first text token: p50 {fmt(ft['p50_ms'])} ms, p99 {fmt(ft['p99_ms'])} ms")
+    elif st["first_event_wall"]["p50_ms"] is not None:
+        fw = st["first_event_wall"]
+        log(f"end of speech -> first text/tag event (wall time seen from Python): p50 {fmt(fw['p50_ms'])} ms, "
+            f"p99 {fmt(fw['p99_ms'])} ms")
+    if st["rtf"] is not None:
+        log(f"real-time factor: {st['rtf']:.3f} (audio-path compute {fmt(st['audio_path_ms_per_run'])} ms "
+            f"per {fmt(st['audio_ms_per_run'], 0)} ms of audio)")
+
+    # decode throughput and bandwidth
+    decode = stages.get("decode") or {}
+    tps = st["decode_tokens_per_s"]
+    bw = {"bytes_per_token": None, "decode_p50_ms": decode.get("p50_ms"), "achieved_gb_s": None}
+    info = None if ctc else decode_bytes_per_token(rt.bundle_dir, manifest)
+    if info:
+        bw.update(info)
+    copy = host_copy_rate()
+    bw.update({"host_copy_gb_s": copy["copy_gb_s"], "host_read_gb_s": copy["read_gb_s"],
+               "host_copy_array_bytes": copy["array_bytes"], "percent_of_host_copy": None})
+    if info and decode.get("p50_ms"):
+        bw["achieved_gb_s"] = info["bytes_per_token"] / (decode["p50_ms"] / 1000.0) / 1e9
+        bw["percent_of_host_copy"] = 100.0 * bw["achieved_gb_s"] / copy["copy_gb_s"]
+    if tps is not None:
+        log(f"decode: {tps:.1f} tokens/s ({st['generated_tokens']} tokens over {runs} runs)")
+    if bw["achieved_gb_s"] is not None:
+        log(f"bandwidth achieved by decode: {bw['achieved_gb_s']:.2f} GB/s "
+            f"({bw['bytes_per_token'] / 1e6:.1f} MB of LLM weights per token / p50 {fmt(decode['p50_ms'])} ms) = "
+            f"{bw['percent_of_host_copy']:.0f}% of host memory copy {copy['copy_gb_s']:.2f} GB/s "
+            f"(numpy copy of {copy['array_bytes'] >> 20} MB, read+write, best of 3)")
+    elif not ctc:
+        log("bandwidth achieved: not measured (no decode steps or no llm weights)")
+    else:
+        log(f"host memory copy: {copy['copy_gb_s']:.2f} GB/s (no LLM in a CTC bundle: no decode bandwidth)")
+
+    # 2. side-by-side
+    log("")
+    log(f"Per module, one utterance ({seconds:.2f} s): p50 over {runs} calls after {warmup} warm-up")
+    inputs = native_inputs(rt, wave)
+    cmp_rows = compare(rt, inputs, runs=runs, warmup=warmup, threads=threads,
+                       native_decode_ms=None if ctc else decode.get("p50_ms"), use_onnx=onnx, use_torch=torch)
+    log(table(["module", "native p50 ms", "onnxruntime p50 ms", "torch p50 ms", "ORT/native"],
+              [[r.name, fmt(r.native_ms), fmt(r.onnxruntime_ms), fmt(r.torch_ms),
+                "-" if r.ratio is None else f"{r.ratio:.2f}x"] for r in cmp_rows]))
+    for line in _footnotes(cmp_rows):
+        log(f"  note: {line}")
+    log(f"(bench wall time {time.perf_counter() - t_start:.1f} s)")
+
+    return {
+        "bundle": rt.bundle_dir,
+        "manifest_summary": manifest_summary(rt.bundle_dir, manifest),
+        "machine": machine_info(),
+        "device": "cpu",
+        "threads": threads,
+        "run_config": {"runs": runs, "warmup": warmup, "chunk_ms": chunk_ms, "max_new_tokens": max_new_tokens,
+                       "onnx": onnx, "torch": torch},
+        "audio": {"path": audio_path, "seconds": seconds, "sample_rate": rate},
+        "stages": stages,
+        "first_token_ms": ft.get("p50_ms"),
+        "first_event_wall_ms": st["first_event_wall"],
+        "rtf": st["rtf"],
+        "decode_tokens_per_s": tps,
+        "generated_tokens": st["generated_tokens"],
+        "bandwidth": bw,
+        "comparison": {r.name: r.to_json() for r in cmp_rows},
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _footnotes(rows) -> list[str]:
+    """Row notes as lines; a note every row shares is said once."""
+    if not rows:
+        return []
+    common = set(rows[0].notes).intersection(*(set(r.notes) for r in rows[1:]))
+    out = sorted(common)
+    for r in rows:
+        out += [f"{r.name}: {n}" for n in r.notes if n not in common]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="minmo-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("bundle", help="bundle directory made by minmo-export build")
+    p.add_argument("--audio", default=None, help="WAV to stream (default: the shipped demo WAV)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON here")
+    p.add_argument("--runs", type=int, default=5, help="timed runs / calls (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs / calls (default 1)")
+    p.add_argument("--chunk-ms", type=float, default=160.0, help="microphone chunk size (default 160)")
+    p.add_argument("--threads", type=int, default=None, help="compute threads for every engine (default: all cores)")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per run (default 16)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime column")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager column")
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0 or args.chunk_ms <= 0 or (args.threads is not None and args.threads < 1):
+        p.error("need --runs >= 1, --warmup >= 0, --chunk-ms > 0, --threads >= 1")
+    from .. import MinmoError
+
+    try:
+        report = run_bench(args.bundle, audio_path=args.audio, runs=args.runs, warmup=args.warmup,
+                           chunk_ms=args.chunk_ms, threads=args.threads, onnx=not args.no_onnx,
+                           torch=not args.no_torch, max_new_tokens=args.max_new_tokens)
+    except (MinmoError, ValueError, FileNotFoundError) as e:
+        print(f"minmo-bench: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        d = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(d, exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""``minmo``: stream audio through a bundle (``minmo transcribe``) or run the demo (``minmo demo``)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+DEMO_WAV = os.path.join(os.path.dirname(__file__), "assets", "demo_turn_on_lights.wav")
+
+
+def stream_file(bundle: str, wav: str, task: str, chunk_ms: int, max_new_tokens: int, show_duplex: bool) -> str:
+    """Push ``wav`` in ``chunk_ms`` pieces as a microphone would, printing events as they happen."""
+    from . import Runtime, read_wav
+
+    rt = Runtime(bundle)
+    audio, rate = read_wav(wav)
+    step = max(1, int(rate * chunk_ms / 1000))
+    with rt.session(task=task, max_new_tokens=max_new_tokens) as s:
+        for start in range(0, len(audio), step):
+            s.push(audio[start:start + step], rate)
+            for ev in s.events(generate=False):
+                if ev.kind == "duplex" and show_duplex:
+                    print(f"  [{ev.time_ms:7.0f} ms] turn-taking p={ev.p_turn:.3f}  barge-in p={ev.p_barge:.3f}")
+        t0 = time.perf_counter()
+        s.end_of_turn()
+        print("  [end of speech] response: ", end="", flush=True)
+        first = None
+        for ev in s.events():
+            if ev.kind in ("text", "tag"):
+                if first is None:
+                    first = (time.perf_counter() - t0) * 1000
+                print(ev.text if ev.kind == "text" else f"{ev.text} ", end="", flush=True)
+        print()
+        if first is not None:
+            print(f"  first text token {first:.1f} ms after end of speech")
+        return s.text
+
+
+def demo(args) -> int:
+    from .export import cli as export_cli
+    from .export.checkpoints.synthetic import write_minmo_checkpoint
+    from .bench import cli as bench_cli
+
+    work = os.path.abspath(args.workdir)
+    ckpt, bundle = os.path.join(work, "checkpoint"), os.path.join(work, "bundle")
+    print("=" * 78)
+    print("minmo-rt demo. NOTE: the demo model has RANDOM weights (the trained minmo-tiny model is")
+    print("not there yet), so the transcript below is noise; the pipeline and timings are real.")
+    print("=" * 78)
+    print(f"1/3 export: writing a small MinMo-layout checkpoint and building a bundle in {work}")
+    write_minmo_checkpoint(ckpt, seed=0)
+    rc = export_cli.main(["build", ckpt, "-o", bundle, "--force"])
+    if rc:
+        return rc
+    print(f"\n2/3 stream: {os.path.basename(args.audio)} pushed in {args.chunk_ms} ms chunks")
+    stream_file(bundle, args.audio, "asr", args.chunk_ms, args.max_new_tokens, show_duplex=True)
+    print("\n3/3 bench: per-stage latency")
+    return bench_cli.main([bundle, "--audio", args.audio, "--json", os.path.join(work, "bench.json")])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="minmo", description="Stream speech through a minmo-rt bundle.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="export a small bundle, stream the shipped WAV through it, print latencies")
+    d.add_argument("--workdir", default="out/demo", help="where the checkpoint, bundle and bench JSON go")
+    d.add_argument("--audio", default=DEMO_WAV, help="WAV file to stream (default: the shipped one)")
+    d.add_argument("--chunk-ms", type=int, default=160, help="microphone chunk size")
+    d.add_argument("--max-new-tokens", type=int, default=24)
+    t = sub.add_parser("transcribe", help="stream a WAV file through a bundle and print the response")
+    t.add_argument("bundle")
+    t.add_argument("audio")
+    t.add_argument("--task", default="asr", help="asr | emotion | lid | event | translate:<lang> | ask:<question>")
+    t.add_argument("--chunk-ms", type=int, default=160)
+    t.add_argument("--max-new-tokens", type=int, default=128)
+    t.add_argument("--duplex", action="store_true", help="print turn-taking probabilities as they arrive")
+    args = parser.parse_args(argv)
+    from . import MinmoError
+
+    try:
+        if args.cmd == "demo":
+            return demo(args)
+        stream_file(args.bundle, args.audio, args.task, args.chunk_ms, args.max_new_tokens, args.duplex)
+        return 0
+    except (MinmoError, ValueError, FileNotFoundError) as e:
+        print(f"minmo: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

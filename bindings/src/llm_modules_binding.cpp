@@ -1,0 +1,307 @@
+// minmo_rt._core.testing_llm: the input projector, the Qwen2 decoder, token sampling and the
+// full-duplex predictor on numpy arrays, for verification against the PyTorch reference and
+// Hugging Face transformers (tests/test_llm_modules.py). Modules are loaded from a .safetensors
+// file and a config given as a JSON string (plus the streaming settings where relevant); compute
+// runs with the GIL released; results are new numpy arrays.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+#include "minmo/status.h"
+#include "modules/duplex.h"
+#include "modules/projector.h"
+#include "modules/qwen2.h"
+#include "modules/sampling.h"
+#include "registry.h"
+
+namespace py = pybind11;
+using minmo::ErrorCode;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using IdArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+nlohmann::json parse_json(const std::string& text, const char* what) {
+  try {
+    return text.empty() ? nlohmann::json::object() : nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    MINMO_THROW(ErrorCode::InvalidArgument, what << " is not valid JSON: " << e.what());
+  }
+}
+
+py::array_t<float> to_numpy(const minmo::Tensor& t) {
+  py::array_t<float> a(t.shape);
+  if (t.numel()) std::memcpy(a.mutable_data(), t.ptr(), sizeof(float) * t.data.size());
+  return a;
+}
+
+py::array_t<float> to_numpy(const std::vector<float>& v) {
+  py::array_t<float> a(static_cast<py::ssize_t>(v.size()));
+  if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), sizeof(float) * v.size());
+  return a;
+}
+
+void check_2d(const FloatArray& a, const char* name) {
+  MINMO_CHECK(a.ndim() == 2, ErrorCode::InvalidArgument,
+              name << " must be 2-D [rows, dim], got " << a.ndim() << " dimensions");
+}
+
+// Splits n rows into the given segment sizes (the rest as one last segment).
+std::vector<int64_t> split_rows(int64_t n, const std::vector<int64_t>& sizes) {
+  std::vector<int64_t> out;
+  int64_t at = 0;
+  for (int64_t s : sizes) {
+    MINMO_CHECK(s >= 0, ErrorCode::InvalidArgument, "segment sizes must be >= 0, got " << s);
+    if (at >= n) break;
+    out.push_back(std::min(s, n - at));
+    at += out.back();
+  }
+  if (at < n) out.push_back(n - at);
+  return out;
+}
+
+minmo::Tensor concat_rows(const std::vector<minmo::Tensor>& parts, int64_t dim) {
+  int64_t rows = 0;
+  for (const auto& p : parts) rows += p.rows();
+  minmo::Tensor out({rows, dim});
+  int64_t r = 0;
+  for (const auto& p : parts) {
+    if (p.rows()) std::memcpy(out.row(r), p.ptr(), sizeof(float) * p.data.size());
+    r += p.rows();
+  }
+  return out;
+}
+
+// A Qwen2 model with one state, for tests.
+class Qwen2Runner {
+ public:
+  Qwen2Runner(const std::string& weights_path, const std::string& config, int capacity) {
+    py::gil_scoped_release release;
+    model_ = minmo::Qwen2Model::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
+    state_ = model_->new_state(capacity);
+  }
+  py::array_t<float> embed(IdArray ids) {
+    MINMO_CHECK(ids.ndim() == 1, ErrorCode::InvalidArgument, "ids must be 1-D");
+    minmo::Tensor out;
+    {
+      py::gil_scoped_release release;
+      out = model_->embed(ids.data(), static_cast<size_t>(ids.shape(0)));
+    }
+    return to_numpy(out);
+  }
+  py::tuple forward(FloatArray embeds, bool last_only) {
+    check_2d(embeds, "embeds");
+    minmo::Tensor logits, hidden;
+    {
+      py::gil_scoped_release release;
+      MINMO_CHECK(embeds.shape(1) == model_->hidden_size(), ErrorCode::InvalidArgument,
+                  "embeds must have " << model_->hidden_size() << " columns, got " << embeds.shape(1));
+      model_->forward(*state_, embeds.data(), embeds.shape(0), &hidden, &logits, last_only);
+    }
+    return py::make_tuple(to_numpy(logits), to_numpy(hidden));
+  }
+  // Prefill prompt ids, then n_steps tokens: each sampled from the last logits and fed back.
+  std::vector<int64_t> generate(IdArray prompt, int n_steps, float temperature, int top_k, float top_p,
+                                uint64_t seed) {
+    MINMO_CHECK(prompt.ndim() == 1 && prompt.shape(0) > 0, ErrorCode::InvalidArgument,
+                "prompt must be a non-empty 1-D array of ids");
+    std::vector<int64_t> out;
+    py::gil_scoped_release release;
+    minmo::SamplingParams sp;
+    sp.temperature = temperature;
+    sp.top_k = top_k;
+    sp.top_p = top_p;
+    std::mt19937_64 rng(seed);
+    minmo::Tensor logits, emb({1, model_->hidden_size()});
+    minmo::Tensor x = model_->embed(prompt.data(), static_cast<size_t>(prompt.shape(0)));
+    model_->forward(*state_, x, nullptr, &logits, /*last_only=*/true);
+    for (int i = 0; i < n_steps; ++i) {
+      const int64_t tok = minmo::sample_token(logits.ptr(), static_cast<size_t>(model_->vocab_size()), sp, rng);
+      out.push_back(tok);
+      if (i + 1 == n_steps) break;
+      model_->embed_into(&tok, 1, emb.ptr());
+      model_->forward(*state_, emb, nullptr, &logits, true);
+    }
+    return out;
+  }
+  int64_t length() const { return state_->length(); }
+  int64_t capacity() const { return state_->capacity(); }
+  void truncate(int64_t n) { state_->truncate(n); }
+  void reset() { state_->reset(); }
+
+ private:
+  std::shared_ptr<const minmo::Qwen2Model> model_;
+  std::unique_ptr<minmo::Qwen2State> state_;
+};
+
+}  // namespace
+
+MINMO_PY_BINDING(bind_testing_llm) {
+  py::module_ t = m.def_submodule(
+      "testing_llm",
+      "Input projector, Qwen2 decoder, sampling and duplex predictor on numpy arrays (verification against the "
+      "PyTorch reference). Modules load from `weights_path` (.safetensors) with `config` (JSON string of the "
+      "module config) and, for the projector, `chunk` (JSON string of the manifest's streaming settings).");
+
+  // ---- input projector
+  t.def(
+      "projector_offline",
+      [](const std::string& weights_path, const std::string& config, const std::string& chunk, FloatArray frames) {
+        check_2d(frames, "frames");
+        minmo::Tensor out;
+        {
+          py::gil_scoped_release release;
+          auto p = minmo::InputProjector::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"),
+                                               parse_json(chunk, "chunk"));
+          out = p->run(frames.data(), frames.shape(0), frames.shape(1));
+        }
+        return to_numpy(out);
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("chunk"), py::arg("frames"),
+      "Input projector offline: frames [T, encoder_dim] -> tokens [(T-1)//2+1, output_dim].");
+  t.def(
+      "projector_streamed",
+      [](const std::string& weights_path, const std::string& config, const std::string& chunk, FloatArray frames,
+         std::vector<int64_t> sizes) {
+        check_2d(frames, "frames");
+        minmo::Tensor out;
+        std::vector<int64_t> counts;
+        {
+          py::gil_scoped_release release;
+          auto p = minmo::InputProjector::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"),
+                                               parse_json(chunk, "chunk"));
+          minmo::ProjectorStream s(p);
+          const int64_t width = frames.shape(1);
+          std::vector<minmo::Tensor> parts;
+          int64_t at = 0;
+          for (int64_t len : split_rows(frames.shape(0), sizes)) {
+            parts.push_back(s.push(frames.data() + at * width, len, width));
+            counts.push_back(parts.back().rows());
+            at += len;
+          }
+          parts.push_back(s.finish());
+          counts.push_back(parts.back().rows());
+          out = concat_rows(parts, p->output_dim());
+        }
+        return py::make_tuple(to_numpy(out), counts);
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("chunk"), py::arg("frames"), py::arg("push_sizes"),
+      "Streamed chunked projector: pushes frames in pieces of push_sizes rows (rest as one piece), then finish(). "
+      "Returns (tokens, tokens out per push + [tokens out of finish]).");
+
+  // ---- Qwen2 decoder
+  py::class_<Qwen2Runner>(t, "Qwen2Runner", "A Qwen2Model with one Qwen2State (KV cache of `capacity` positions).")
+      .def(py::init<const std::string&, const std::string&, int>(), py::arg("weights_path"), py::arg("config"),
+           py::arg("capacity"))
+      .def("embed", &Qwen2Runner::embed, py::arg("ids"), "Token embeddings [n, hidden].")
+      .def("forward", &Qwen2Runner::forward, py::arg("embeds"), py::arg("last_only") = false,
+           "Appends embeds [T, hidden]; returns (logits [T or 1, vocab], final-norm hidden [T, hidden]).")
+      .def("generate", &Qwen2Runner::generate, py::arg("prompt"), py::arg("n_steps"), py::arg("temperature") = 0.f,
+           py::arg("top_k") = 0, py::arg("top_p") = 1.f, py::arg("seed") = 0,
+           "Prefills prompt ids, then samples n_steps tokens (each fed back). Returns the token ids.")
+      .def_property_readonly("length", &Qwen2Runner::length)
+      .def_property_readonly("capacity", &Qwen2Runner::capacity)
+      .def("truncate", &Qwen2Runner::truncate, py::arg("n"))
+      .def("reset", &Qwen2Runner::reset);
+  t.def(
+      "qwen2_forward",
+      [](const std::string& weights_path, const std::string& config, FloatArray embeds, std::vector<int64_t> segments,
+         int capacity) {
+        check_2d(embeds, "embeds");
+        minmo::Tensor logits, hidden;
+        {
+          py::gil_scoped_release release;
+          auto model = minmo::Qwen2Model::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
+          const int64_t T = embeds.shape(0), H = model->hidden_size();
+          MINMO_CHECK(embeds.shape(1) == H, ErrorCode::InvalidArgument,
+                      "embeds must have " << H << " columns, got " << embeds.shape(1));
+          auto state = model->new_state(capacity > 0 ? capacity : static_cast<int>(std::max<int64_t>(T, 1)));
+          std::vector<minmo::Tensor> ls, hs;
+          int64_t at = 0;
+          for (int64_t len : split_rows(T, segments)) {
+            ls.emplace_back();
+            hs.emplace_back();
+            model->forward(*state, embeds.data() + at * H, len, &hs.back(), &ls.back(), false);
+            at += len;
+          }
+          logits = concat_rows(ls, model->vocab_size());
+          hidden = concat_rows(hs, H);
+        }
+        return py::make_tuple(to_numpy(logits), to_numpy(hidden));
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("embeds"), py::arg("segments"), py::arg("capacity") = 0,
+      "Runs embeds [T, hidden] through a fresh state in segments of the given sizes (rest as one); capacity 0 = T. "
+      "Returns (logits [T, vocab], hidden [T, hidden]) of every position.");
+
+  // ---- sampling
+  t.def(
+      "sample",
+      [](FloatArray logits, float temperature, int top_k, float top_p, uint64_t seed, int n) {
+        MINMO_CHECK(logits.ndim() == 1, ErrorCode::InvalidArgument, "logits must be 1-D");
+        MINMO_CHECK(n >= 0, ErrorCode::InvalidArgument, "n must be >= 0");
+        py::array_t<int64_t> out(n);
+        {
+          int64_t* o = out.mutable_data();
+          py::gil_scoped_release release;
+          minmo::SamplingParams sp;
+          sp.temperature = temperature;
+          sp.top_k = top_k;
+          sp.top_p = top_p;
+          std::mt19937_64 rng(seed);
+          for (int i = 0; i < n; ++i)
+            o[i] = minmo::sample_token(logits.data(), static_cast<size_t>(logits.shape(0)), sp, rng);
+        }
+        return out;
+      },
+      py::arg("logits"), py::arg("temperature") = 0.f, py::arg("top_k") = 0, py::arg("top_p") = 1.f,
+      py::arg("seed") = 0, py::arg("n") = 1,
+      "n draws of sample_token from one logits row with one generator seeded with `seed`.");
+
+  // ---- duplex predictor
+  t.def(
+      "duplex_streamed",
+      [](const std::string& weights_path, const std::string& config, FloatArray hidden, std::vector<int64_t> sizes,
+         int64_t capacity, bool model_api) {
+        check_2d(hidden, "hidden");
+        std::vector<float> turn, barge;
+        {
+          py::gil_scoped_release release;
+          auto pred = minmo::DuplexPredictor::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
+          const int64_t T = hidden.shape(0), W = hidden.shape(1);
+          const int64_t cap = capacity > 0 ? capacity : std::max<int64_t>(T, 1);
+          // model_api: DuplexPredictor::new_state + DuplexPredictor::push; else DuplexState(shared_ptr).
+          std::unique_ptr<minmo::DuplexState> st =
+              model_api ? pred->new_state(cap) : std::make_unique<minmo::DuplexState>(pred, cap);
+          std::vector<float> pt, pb;
+          int64_t at = 0;
+          for (int64_t len : split_rows(T, sizes)) {
+            if (model_api) {
+              minmo::Tensor piece({len, W});
+              std::memcpy(piece.ptr(), hidden.data() + at * W, sizeof(float) * static_cast<size_t>(len * W));
+              pred->push(*st, piece, &pt, &pb);
+            } else {
+              st->push(hidden.data() + at * W, len, W, &pt, &pb);
+            }
+            turn.insert(turn.end(), pt.begin(), pt.end());
+            barge.insert(barge.end(), pb.begin(), pb.end());
+            at += len;
+          }
+        }
+        return py::make_tuple(to_numpy(turn), to_numpy(barge));
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("hidden"), py::arg("push_sizes"), py::arg("capacity") = 0,
+      py::arg("model_api") = false,
+      "Duplex predictor streamed: pushes hidden [T, llm_hidden] in pieces of push_sizes rows (rest as one); "
+      "capacity 0 = T. Returns (p_turn [T], p_barge [T]).");
+}

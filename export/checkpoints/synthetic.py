@@ -1,0 +1,250 @@
+"""Small random checkpoints in the real on-disk layouts, for tests and the demo.
+
+The weights are random: what these prove is that the formats load and that every backend computes
+the same function, not that anything is recognised.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Union
+
+import torch
+
+from ..reference import (ChunkSpec, DuplexConfig, ProjectorConfig, Qwen2Config, SenseVoiceLargeConfig, SenseVoiceSmallConfig, WhisperFrontendConfig)
+from .archs import make_module
+from .funasr_sensevoice import SENSEVOICE_TAGS
+from .hf_qwen2 import CHATML_SPECIALS
+
+TRAINING_TEXT = """\
+You are a helpful assistant. Transcribe speech into English: turn on the lights in the kitchen.
+Translate the speech into Chinese: what is the weather like today? Please answer the question.
+Detect the emotion of the speaker. Which language is spoken? Describe the audio events you hear.
+The quick brown fox jumps over the lazy dog. A streaming runtime pushes microphone chunks and
+receives text tokens, speech audio and turn-taking events as they happen. Hello, how are you?
+Set a timer for ten minutes. Play some music in the living room. Call my mother tomorrow morning.
+Numbers: one two three four five six seven eight nine ten 0 1 2 3 4 5 6 7 8 9 100 2025.
+今天天气怎么样？请打开客厅的灯。我们明天早上见。谢谢你的帮助。
+"""
+
+
+def _rng(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def perturb_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every norm weight / bias non-trivial random values (default init leaves them 1 / 0,
+    which would hide a missing bias or a wrong norm in a test)."""
+    g = _rng(seed + 1000)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            is_norm = any(s in name for s in ("norm", "_ln", "ln_post"))
+            if leaf == "bias" or (is_norm and leaf == "weight"):
+                noise = 0.1 * torch.randn(p.shape, generator=g)
+                p.copy_((1.0 + noise) if (is_norm and leaf == "weight") else noise)
+    return module
+
+
+def build_bpe_tokenizer(vocab_size: int = 384):
+    """A byte-level BPE tokenizer trained on :data:`TRAINING_TEXT`, with the ChatML and audio special
+    tokens appended after the learned vocabulary (as in Qwen2)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TRAINING_TEXT.splitlines() * 3, trainer=trainer)
+    tok.add_special_tokens(list(CHATML_SPECIALS))
+    return tok
+
+
+def _write_tokenizer(directory: str) -> int:
+    tok = build_bpe_tokenizer()
+    tok.save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "Qwen2Tokenizer", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                   "bos_token": None, "model_max_length": 32768,
+                   "additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>"]},
+                  f, indent=2)
+    return tok.get_vocab_size(with_added_tokens=True)
+
+
+def tiny_qwen2_config(vocab_size: int, **kw) -> Qwen2Config:
+    d = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+             max_position_embeddings=4096)
+    d.update(kw)
+    return Qwen2Config(**d)
+
+
+def write_hf_qwen2(directory: str, cfg: Optional[Union[Qwen2Config, dict]] = None, seed: int = 0,
+                   max_shard_size: Optional[str] = None) -> Qwen2Config:
+    """A Hugging Face Qwen2 folder written by transformers' ``save_pretrained`` (safetensors) plus a
+    byte-level BPE tokenizer.json. ``cfg`` overrides the tiny default (its vocab_size, if smaller,
+    is raised to the tokenizer size); ``max_shard_size`` (e.g. "40KB") writes sharded weights."""
+    import transformers
+
+    os.makedirs(directory, exist_ok=True)
+    n_tok = _write_tokenizer(directory)
+    if cfg is None:
+        cfg = tiny_qwen2_config(n_tok)
+    elif isinstance(cfg, dict):
+        cfg = tiny_qwen2_config(n_tok, **cfg)
+    if cfg.vocab_size < n_tok:
+        cfg = Qwen2Config.from_dict({**cfg.to_dict(), "vocab_size": n_tok})
+    hf_cfg = transformers.Qwen2Config(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim, rope_theta=cfg.rope_theta,
+        rms_norm_eps=cfg.rms_norm_eps, tie_word_embeddings=cfg.tie_word_embeddings,
+        max_position_embeddings=cfg.max_position_embeddings, hidden_act="silu", use_sliding_window=False,
+        bos_token_id=None, eos_token_id=n_tok - 3, torch_dtype="float32")
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForCausalLM(hf_cfg).eval()
+    perturb_(model, seed)
+    kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(directory, safe_serialization=True, **kw)
+    return cfg
+
+
+def tiny_sensevoice_config(vocab_size: int, **kw) -> SenseVoiceSmallConfig:
+    d = dict(input_dim=560, d_model=64, n_heads=4, ffn_dim=128, n_blocks=3, n_tp_blocks=2, fsmn_kernel=11,
+             sanm_shift=0, vocab_size=vocab_size)
+    d.update(kw)
+    return SenseVoiceSmallConfig(**d)
+
+
+def write_am_mvn(path: str, shift, scale) -> None:
+    """FunASR's CMVN file: a kaldi nnet in text form."""
+    n = len(shift)
+    fmt = lambda v: " ".join(f"{float(x):.9g}" for x in v)  # noqa: E731  (9 digits: float32 round trip)
+    with open(path, "w") as f:
+        f.write(f"<Nnet>\n<Splice> {n} {n}\n[ 0 ]\n<AddShift> {n} {n}\n<LearnRateCoef> 0 [ {fmt(shift)} ]\n"
+                f"<Rescale> {n} {n}\n<LearnRateCoef> 0 [ {fmt(scale)} ]\n</Nnet>\n")
+
+
+def _train_spm(path_prefix: str, vocab_size: int = 160) -> None:
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TRAINING_TEXT.splitlines() * 4), model_writer=buf, vocab_size=vocab_size,
+        model_type="bpe", character_coverage=1.0, user_defined_symbols=list(SENSEVOICE_TAGS),
+        hard_vocab_limit=False, num_threads=1, minloglevel=2, bos_id=1, eos_id=2, unk_id=0, pad_id=-1)
+    with open(path_prefix + ".model", "wb") as f:
+        f.write(buf.getvalue())
+
+
+def write_funasr_sensevoice(directory: str, cfg: Optional[Union[SenseVoiceSmallConfig, dict]] = None, seed: int = 0,
+                            wrap: Optional[str] = None) -> SenseVoiceSmallConfig:
+    """A FunASR SenseVoice-Small folder: model.pt (``torch.save`` of a plain state dict, or nested
+    under ``wrap`` = "state_dict" / "model"), config.yaml, am.mvn, a SentencePiece BPE model with
+    SenseVoice's tag symbols. Returns the encoder config (vocab = the BPE model's size)."""
+    import sentencepiece as spm
+    import yaml
+
+    os.makedirs(directory, exist_ok=True)
+    bpe = "chn_jpn_yue_eng_ko_spectok.bpe"
+    _train_spm(os.path.join(directory, bpe))
+    n_vocab = spm.SentencePieceProcessor(model_file=os.path.join(directory, bpe + ".model")).get_piece_size()
+    if cfg is None:
+        cfg = tiny_sensevoice_config(n_vocab)
+    elif isinstance(cfg, dict):
+        cfg = tiny_sensevoice_config(n_vocab, **cfg)
+    if cfg.vocab_size != n_vocab:
+        cfg = SenseVoiceSmallConfig.from_dict({**cfg.to_dict(), "vocab_size": n_vocab})
+    torch.manual_seed(seed)
+    enc = perturb_(make_module("sensevoice_small", cfg.to_dict()), seed)
+    sd = {k: v.clone() for k, v in enc.state_dict().items()}
+    torch.save({wrap: sd} if wrap else sd, os.path.join(directory, "model.pt"))
+    n_mels, lfr_m = 80, cfg.input_dim // 80
+    conf = {
+        "encoder": "SenseVoiceEncoderSmall",
+        "encoder_conf": {"output_size": cfg.d_model, "attention_heads": cfg.n_heads, "linear_units": cfg.ffn_dim,
+                         "num_blocks": cfg.n_blocks, "tp_blocks": cfg.n_tp_blocks, "dropout_rate": 0.1,
+                         "positional_dropout_rate": 0.1, "attention_dropout_rate": 0.1, "input_layer": "pe",
+                         "pos_enc_class": "SinusoidalPositionEncoder", "normalize_before": True,
+                         "kernel_size": cfg.fsmn_kernel, "sanm_shfit": cfg.sanm_shift, "selfattention_layer_type": "sanm"},
+        "model": "SenseVoiceSmall",
+        "model_conf": {"length_normalized_loss": True, "sos": 1, "eos": 2, "ignore_id": -1},
+        "tokenizer": "SentencepiecesTokenizer",
+        "tokenizer_conf": {"bpemodel": bpe + ".model", "unk_symbol": "<unk>", "split_with_space": True},
+        "frontend": "WavFrontend",
+        "frontend_conf": {"fs": 16000, "window": "hamming", "n_mels": n_mels, "frame_length": 25, "frame_shift": 10,
+                          "lfr_m": lfr_m, "lfr_n": 6, "cmvn_file": None},
+        "ctc_conf": {"dropout_rate": 0.0, "ctc_type": "builtin", "reduce": True, "ignore_nan_grad": True},
+    }
+    with open(os.path.join(directory, "config.yaml"), "w") as f:
+        yaml.safe_dump(conf, f, sort_keys=False)
+    g = _rng(seed + 7)
+    dim = n_mels * lfr_m
+    shift = (-10.0 - 4.0 * torch.rand(dim, generator=g)).tolist()
+    scale = (0.15 + 0.2 * torch.rand(dim, generator=g)).tolist()
+    write_am_mvn(os.path.join(directory, "am.mvn"), shift, scale)
+    return cfg
+
+
+MINMO_SIZES = {
+    "tiny": dict(
+        frontend=WhisperFrontendConfig(n_mels=128),
+        encoder=SenseVoiceLargeConfig(n_mels=128, d_model=64, n_heads=4, n_blocks=2, fsmn_kernel=15),
+        projector=dict(encoder_dim=64, hidden_dim=128, output_dim=128, n_layers=1, n_heads=4, ffn_dim=256),
+        llm=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=32),
+        duplex=dict(llm_hidden=128, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=32),
+    ),
+    "small": dict(
+        frontend=WhisperFrontendConfig(n_mels=128),
+        encoder=SenseVoiceLargeConfig(n_mels=128, d_model=256, n_heads=4, n_blocks=4, fsmn_kernel=15),
+        projector=dict(encoder_dim=256, hidden_dim=512, output_dim=256, n_layers=2, n_heads=4, ffn_dim=1024),
+        llm=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8,
+                 num_key_value_heads=2, head_dim=32),
+        duplex=dict(llm_hidden=256, hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                    num_key_value_heads=1, head_dim=32),
+    ),
+}
+
+DEFAULT_PROMPT = {"system": "You are a helpful assistant.", "audio_bos": "<|audio_bos|>", "audio_eos": "<|audio_eos|>"}
+
+
+def write_minmo_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0,
+                           streaming: Optional[ChunkSpec] = None) -> dict:
+    """A MinMo-layout checkpoint (see README.md): whisper log-mel frontend, SenseVoice-Large style
+    encoder, projector, Qwen2 LLM, duplex predictor, tokenizer.json. Returns the minmo.json dict."""
+    from safetensors.torch import save_file
+
+    if sizes not in MINMO_SIZES:
+        raise ValueError(f"sizes must be one of {sorted(MINMO_SIZES)}")
+    s = MINMO_SIZES[sizes]
+    os.makedirs(directory, exist_ok=True)
+    n_tok = _write_tokenizer(directory)
+    chunk = streaming or ChunkSpec(encoder_attention="chunked", chunk_frames=8, left_chunks=4)
+    cfgs = {
+        "frontend": ("whisper_logmel", s["frontend"]),
+        "encoder": ("sensevoice_large", s["encoder"]),
+        "projector": ("projector", ProjectorConfig(**s["projector"])),
+        "llm": ("qwen2", tiny_qwen2_config(n_tok, rope_theta=1_000_000.0, **s["llm"])),
+        "duplex": ("duplex", DuplexConfig(**s["duplex"])),
+    }
+    meta = {"format": "minmo-checkpoint", "version": 1, "streaming": chunk.to_dict(), "prompt": dict(DEFAULT_PROMPT),
+            "modules": {}}
+    torch.manual_seed(seed)
+    for i, (name, (arch, cfg)) in enumerate(cfgs.items()):
+        meta["modules"][name] = {"arch": arch, "config": cfg.to_dict()}
+        m = make_module(arch, cfg.to_dict(), chunk)
+        if arch == "whisper_logmel":
+            tensors = {k: v.to(torch.float32).contiguous() for k, v in m.named_buffers()}
+        else:
+            perturb_(m, seed + i)
+            tensors = {k: v.detach().clone().contiguous() for k, v in m.state_dict().items()}
+        save_file(tensors, os.path.join(directory, f"{name}.safetensors"), metadata={"format": "pt"})  # one key keeps the bytes reproducible
+    with open(os.path.join(directory, "minmo.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+

@@ -1,0 +1,150 @@
+"""``minmo-export verify``: every module of a bundle in the C++ runtime vs the PyTorch reference
+rebuilt from the same bundle, on random inputs.
+
+I/O contract of ``minmo_rt.Runtime(bundle).run_module(name, inputs)`` (float32 numpy, ids int64):
+frontend {waveform [N]} -> {features [T, D]}; encoder sensevoice_small {features [T, 560],
+query_ids [4]} -> {encoder_out, ctc_logits}; encoder sensevoice_large {features [T, n_mels]} ->
+{encoder_out}; projector {frames [T, enc]} -> {tokens}; llm {embeds [T, H]} -> {logits [T, V],
+hidden [T, H]}; duplex {hidden [T, llm_hidden]} -> {p_turn [T], p_barge [T]}.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .checkpoints.archs import MODULE_NAMES
+
+# ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order)
+TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4}
+
+
+@dataclass
+class Row:
+    module: str
+    output: str
+    max_abs_err: float
+    rel_err: float
+    tolerance: float
+    ok: bool
+    note: str = ""
+
+
+def module_inputs(name: str, arch: str, cfg: dict, ref_module, rng: np.random.Generator) -> dict:
+    """Random inputs of a module, named as run_module expects."""
+    f32 = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    if arch in ("kaldi_fbank", "whisper_logmel"):
+        n = int(1.13 * cfg.get("sample_rate", 16000))
+        t = np.arange(n) / cfg.get("sample_rate", 16000)
+        wave = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(n)
+        return {"waveform": wave.astype(np.float32)}
+    if arch == "sensevoice_small":
+        return {"features": f32(31, cfg["input_dim"]), "query_ids": np.array([4, 1, 2, 14], np.int64)}
+    if arch == "sensevoice_large":
+        return {"features": f32(93, cfg["n_mels"])}
+    if arch == "projector":
+        return {"frames": f32(23, cfg["encoder_dim"])}
+    if arch == "qwen2":
+        ids = torch.from_numpy(rng.integers(0, cfg["vocab_size"], size=6))
+        with torch.no_grad():
+            text = ref_module.embed(ids).numpy()
+        return {"embeds": np.concatenate([text, f32(5, cfg["hidden_size"], scale=float(text.std()))]).astype(np.float32)}
+    if arch == "duplex":
+        return {"hidden": f32(13, cfg["llm_hidden"])}
+    raise ValueError(f"no verify inputs for arch {arch!r}")
+
+
+def reference_outputs(name: str, arch: str, module, inputs: dict) -> dict:
+    t = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    with torch.no_grad():
+        if arch in ("kaldi_fbank", "whisper_logmel"):
+            out = {"features": module(t["waveform"])}
+        elif arch == "sensevoice_small":
+            enc, ctc = module(t["features"], t["query_ids"])
+            out = {"encoder_out": enc, "ctc_logits": ctc}
+        elif arch == "sensevoice_large":
+            out = {"encoder_out": module(t["features"])}
+        elif arch == "projector":
+            out = {"tokens": module(t["frames"])}
+        elif arch == "qwen2":
+            logits, hidden, _ = module(t["embeds"])
+            out = {"logits": logits, "hidden": hidden}
+        elif arch == "duplex":
+            p_turn, p_barge, _ = module(t["hidden"])
+            out = {"p_turn": p_turn, "p_barge": p_barge}
+        else:
+            raise ValueError(arch)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def compare(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    o, r = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    if o.shape != r.shape:
+        raise ValueError(f"shape {o.shape} vs reference {r.shape}")
+    diff = o - r
+    max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
+    denom = float(np.linalg.norm(r))
+    rel = float(np.linalg.norm(diff) / denom) if denom > 0 else float(np.linalg.norm(diff))
+    if not np.all(np.isfinite(o)):
+        rel = max_abs = float("inf")
+    return max_abs, rel
+
+
+def verify_bundle(bundle: str, seed: int = 0, tolerances: Optional[dict] = None) -> list[Row]:
+    import minmo_rt
+
+    from .bundle import build_reference_modules, load_manifest
+
+    if not hasattr(getattr(minmo_rt, "Runtime", None), "run_module"):
+        raise RuntimeError("this minmo_rt build has no Runtime.run_module; cannot run modules in the C++ runtime")
+    tol = dict(TOLERANCES, **(tolerances or {}))
+    manifest = load_manifest(bundle)
+    rt = minmo_rt.Runtime(bundle)
+    refs = build_reference_modules(bundle)
+    rng = np.random.default_rng(seed)
+    rows: list[Row] = []
+    for name in [n for n in MODULE_NAMES if n in manifest["modules"]]:
+        entry = manifest["modules"][name]
+        inputs = module_inputs(name, entry["arch"], entry["config"], refs[name], rng)
+        ref = reference_outputs(name, entry["arch"], refs[name], inputs)
+        try:
+            got = rt.run_module(name, inputs)
+        except Exception as e:  # a module the runtime cannot run is a failed row, not a crash
+            for key in ref:
+                rows.append(Row(name, key, float("nan"), float("nan"), tol[name], False, f"{type(e).__name__}: {e}"[:200]))
+            continue
+        for key, r in ref.items():
+            if key not in got:
+                rows.append(Row(name, key, float("nan"), float("nan"), tol[name], False, "output missing from the runtime"))
+                continue
+            try:
+                max_abs, rel = compare(got[key], r)
+            except ValueError as e:
+                rows.append(Row(name, key, float("nan"), float("nan"), tol[name], False, str(e)))
+                continue
+            rows.append(Row(name, key, max_abs, rel, tol[name], bool(rel <= tol[name])))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    head = ["module", "output", "max abs err", "rel err", "tolerance", "ok"]
+    body = [[r.module, r.output, f"{r.max_abs_err:.3e}", f"{r.rel_err:.3e}", f"{r.tolerance:.0e}",
+             ("ok" if r.ok else "FAIL") + (f"  ({r.note})" if r.note else "")] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)] if body else [len(h) for h in head]
+    line = lambda cells: " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), "-+-".join("-" * w for w in widths)] + [line(b) for b in body])
+
+
+def rows_json(bundle: str, seed: int, rows: list[Row]) -> dict:
+    def clean(v):
+        return None if isinstance(v, float) and not np.isfinite(v) else v
+    return {"bundle": bundle, "seed": seed, "ok": all(r.ok for r in rows) and bool(rows),
+            "rows": [{k: clean(v) for k, v in asdict(r).items()} for r in rows]}
+
+
+def write_json(path: str, payload: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)

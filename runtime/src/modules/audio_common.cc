@@ -1,0 +1,177 @@
+#include "modules/audio_common.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "backends/cpu/ops.h"
+#include "minmo/status.h"
+
+namespace minmo {
+
+using nlohmann::json;
+
+ConfigReader::ConfigReader(const json& config, std::string what) : config_(config), what_(std::move(what)) {
+  MINMO_CHECK(config_.is_object() || config_.is_null(), ErrorCode::BundleError,
+              what_ << ": config must be a JSON object, got " << config_.type_name());
+}
+
+const json* ConfigReader::find(const std::string& key) {
+  known_.insert(key);
+  if (!config_.is_object()) return nullptr;
+  auto it = config_.find(key);
+  return it == config_.end() ? nullptr : &*it;
+}
+
+int64_t ConfigReader::get_int(const std::string& key, int64_t def) {
+  const json* v = find(key);
+  if (!v) return def;
+  if (v->is_number_integer()) return v->get<int64_t>();
+  // An integral float (e.g. 16000.0) is accepted.
+  if (v->is_number_float()) {
+    const double d = v->get<double>();
+    if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<int64_t>(d);
+  }
+  MINMO_THROW(ErrorCode::BundleError, what_ << ": config key '" << key << "' must be an integer, got " << v->dump());
+}
+
+double ConfigReader::get_float(const std::string& key, double def) {
+  const json* v = find(key);
+  if (!v) return def;
+  MINMO_CHECK(v->is_number(), ErrorCode::BundleError,
+              what_ << ": config key '" << key << "' must be a number, got " << v->dump());
+  return v->get<double>();
+}
+
+bool ConfigReader::get_bool(const std::string& key, bool def) {
+  const json* v = find(key);
+  if (!v) return def;
+  MINMO_CHECK(v->is_boolean(), ErrorCode::BundleError,
+              what_ << ": config key '" << key << "' must be true or false, got " << v->dump());
+  return v->get<bool>();
+}
+
+std::string ConfigReader::get_string(const std::string& key, const std::string& def) {
+  const json* v = find(key);
+  if (!v) return def;
+  MINMO_CHECK(v->is_string(), ErrorCode::BundleError,
+              what_ << ": config key '" << key << "' must be a string, got " << v->dump());
+  return v->get<std::string>();
+}
+
+std::optional<double> ConfigReader::get_optional_float(const std::string& key, std::optional<double> def) {
+  const json* v = find(key);
+  if (!v) return def;
+  if (v->is_null()) return std::nullopt;
+  MINMO_CHECK(v->is_number(), ErrorCode::BundleError,
+              what_ << ": config key '" << key << "' must be a number or null, got " << v->dump());
+  return v->get<double>();
+}
+
+void ConfigReader::finish() const {
+  if (!config_.is_object()) return;
+  std::string unknown;
+  for (auto it = config_.begin(); it != config_.end(); ++it)
+    if (!known_.count(it.key())) unknown += (unknown.empty() ? "'" : ", '") + it.key() + "'";
+  MINMO_CHECK(unknown.empty(), ErrorCode::BundleError, what_ << ": unknown config keys " << unknown);
+}
+
+ChunkSpec ChunkSpec::from_json(const json& streaming) {
+  ConfigReader r(streaming, "streaming settings");
+  ChunkSpec c;
+  const std::string mode = r.get_string("encoder_attention", "full");
+  c.chunk_frames = r.get_int("chunk_frames", 8);
+  c.left_chunks = r.get_int("left_chunks", 4);
+  r.finish();
+  MINMO_CHECK(mode == "full" || mode == "chunked", ErrorCode::BundleError,
+              "streaming settings: encoder_attention must be 'full' or 'chunked', not '" << mode << "'");
+  MINMO_CHECK(c.chunk_frames >= 2 && c.chunk_frames % 2 == 0, ErrorCode::BundleError,
+              "streaming settings: chunk_frames must be an even number >= 2, got " << c.chunk_frames);
+  MINMO_CHECK(c.left_chunks >= 0, ErrorCode::BundleError,
+              "streaming settings: left_chunks must be >= 0, got " << c.left_chunks);
+  c.chunked = mode == "chunked";
+  return c;
+}
+
+json ChunkSpec::to_json() const {
+  return json{{"encoder_attention", chunked ? "chunked" : "full"},
+              {"chunk_frames", chunk_frames},
+              {"left_chunks", left_chunks}};
+}
+
+void chunk_key_ranges(const ChunkSpec& chunk, int64_t q0, int64_t n, int64_t k0, int64_t tk, int64_t total,
+                      std::vector<int64_t>& lo, std::vector<int64_t>& hi) {
+  lo.assign(static_cast<size_t>(n), 0);
+  hi.assign(static_cast<size_t>(n), tk);
+  if (!chunk.chunked) return;
+  const int64_t C = chunk.chunk_frames;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = (q0 + i) / C;
+    const int64_t a = std::max<int64_t>(0, (c - chunk.left_chunks) * C);
+    const int64_t b = std::min((c + 1) * C, total);
+    lo[static_cast<size_t>(i)] = std::clamp<int64_t>(a - k0, 0, tk);
+    hi[static_cast<size_t>(i)] = std::clamp<int64_t>(b - k0, 0, tk);
+  }
+}
+
+std::vector<float> transpose_fsmn(const float* weight, int64_t D, int64_t K) {
+  std::vector<float> wt(static_cast<size_t>(K * D));
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t t = 0; t < K; ++t) wt[static_cast<size_t>(t * D + d)] = weight[d * K + t];
+  return wt;
+}
+
+void fsmn_memory(const float* ctx, int64_t nctx, const float* v, int64_t n, int64_t D, const float* weight_t, int64_t K,
+                 int64_t left_pad, int64_t q0, int64_t total, const ChunkSpec& chunk, float* out) {
+  MINMO_CHECK(nctx >= std::min(left_pad, q0), ErrorCode::Internal,
+              "fsmn_memory: " << nctx << " context rows, need " << std::min(left_pad, q0));
+  if (n == 0) return;
+#pragma omp parallel for schedule(static) if (n * D * K > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pos = q0 + i;
+    const int64_t limit = chunk_limit(chunk, pos, total);
+    float* o = out + i * D;
+    std::fill(o, o + D, 0.f);
+    for (int64_t t = 0; t < K; ++t) {
+      const int64_t a = pos - left_pad + t;
+      if (a < 0 || a >= limit) continue;
+      const float* src = a >= q0 ? v + (a - q0) * D : ctx + (nctx - (q0 - a)) * D;
+      const float* w = weight_t + t * D;
+      for (int64_t d = 0; d < D; ++d) o[d] += w[d] * src[d];
+    }
+    const float* vi = v + i * D;
+    for (int64_t d = 0; d < D; ++d) o[d] += vi[d];
+  }
+}
+
+void copy_columns(const float* x, int64_t rows, int64_t ld, int64_t col, int64_t width, float* out) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(out + r * width, x + r * ld + col, static_cast<size_t>(width) * sizeof(float));
+}
+
+void LinearW::operator()(const float* x, float* y, int64_t M) const {
+  if (M == 0) return;
+  cpu::linear(x, w, b, y, M, in, out);
+}
+
+const float* load_tensor(const WeightStore& w, const std::string& name, const std::vector<int64_t>& shape) {
+  return w.get(name, shape).ptr();
+}
+
+LinearW load_linear(const WeightStore& w, const std::string& name, int64_t in, int64_t out, bool bias) {
+  LinearW l;
+  l.in = in;
+  l.out = out;
+  l.w = load_tensor(w, name + ".weight", {out, in});
+  if (bias) l.b = load_tensor(w, name + ".bias", {out});
+  return l;
+}
+
+NormW load_norm(const WeightStore& w, const std::string& name, int64_t dim) {
+  NormW n;
+  n.dim = dim;
+  n.g = load_tensor(w, name + ".weight", {dim});
+  n.b = load_tensor(w, name + ".bias", {dim});
+  return n;
+}
+
+}  // namespace minmo

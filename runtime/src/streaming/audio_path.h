@@ -1,0 +1,46 @@
+// The session's audio path as three streaming stages with one contract each, so that the
+// session logic is the same for full-context and chunked encoders (and for any backend).
+//
+// Every stage takes rows as they become available and returns the rows of its output that are
+// final; finish() returns the rest at end of turn. Concatenating the outputs of any push
+// schedule equals the offline module run on the whole turn.
+#pragma once
+
+#include <memory>
+
+#include "core/tensor.h"
+
+namespace minmo {
+
+struct LoadedModels;
+
+// waveform (16 kHz float) -> feature rows [T, feature_dim]
+class FeatureStream {
+ public:
+  virtual ~FeatureStream() = default;
+  virtual void push(const float* samples, size_t n) = 0;
+  virtual Tensor take_ready() = 0;
+  virtual Tensor finish() = 0;
+};
+
+// feature rows -> encoder frames [T, encoder_dim]
+class FrameStream {
+ public:
+  virtual ~FrameStream() = default;
+  virtual Tensor push(const Tensor& features) = 0;
+  virtual Tensor finish() = 0;
+};
+
+// encoder frames -> audio tokens [T, llm_hidden]
+class TokenStream {
+ public:
+  virtual ~TokenStream() = default;
+  virtual Tensor push(const Tensor& frames) = 0;
+  virtual Tensor finish() = 0;
+};
+
+std::unique_ptr<FeatureStream> make_feature_stream(const LoadedModels& models);
+std::unique_ptr<FrameStream> make_frame_stream(const LoadedModels& models);
+std::unique_ptr<TokenStream> make_token_stream(const LoadedModels& models);
+
+}  // namespace minmo

@@ -1,0 +1,39 @@
+// The modules of one loaded bundle, immutable and shared by every session of a Runtime.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "audio/fbank_frontend.h"
+#include "audio/whisper_frontend.h"
+#include "core/manifest.h"
+#include "modules/audio_common.h"
+#include "modules/duplex.h"
+#include "modules/projector.h"
+#include "modules/qwen2.h"
+#include "modules/sampling.h"
+#include "modules/sensevoice_large.h"
+#include "modules/sensevoice_small.h"
+
+namespace minmo {
+
+struct LoadedModels {
+  Manifest manifest;
+  ChunkSpec chunk;
+  std::shared_ptr<const FbankFrontend> fbank;
+  std::shared_ptr<const WhisperFrontend> whisper;
+  std::shared_ptr<const SenseVoiceSmallEncoder> small;
+  std::shared_ptr<const SenseVoiceLargeEncoder> large;
+  std::shared_ptr<const InputProjector> projector;
+  std::shared_ptr<const Qwen2Model> llm;
+  std::shared_ptr<const DuplexPredictor> duplex;
+
+  // A SenseVoice-Small encoder with its CTC head and no LLM: the cascade ASR path.
+  bool is_ctc() const { return small != nullptr && llm == nullptr; }
+  bool has_audio_path() const { return (fbank || whisper) && (small || large) && projector; }
+  int max_positions() const { return llm ? static_cast<int>(llm->config().max_position_embeddings) : 0; }
+};
+
+std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files);
+
+}  // namespace minmo

@@ -1,0 +1,125 @@
+// Runtime: bundle loading (manifest -> modules) and offline module execution.
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+#include "core/tensor.h"
+#include "minmo/runtime.h"
+#include "streaming/models.h"
+
+namespace minmo {
+
+std::unique_ptr<Session> make_session(std::shared_ptr<const LoadedModels> models, const SessionOptions& opt);
+
+namespace {
+
+WeightStore weights_of(const ModuleEntry& e) {
+  MINMO_CHECK(!e.weights_path.empty(), ErrorCode::BundleError, "module '" << e.name << "' names no weights file");
+  return WeightStore::open(e.weights_path);
+}
+
+const Tensor& input(const TensorMap& in, const std::string& module, const char* key) {
+  auto it = in.find(key);
+  MINMO_CHECK(it != in.end(), ErrorCode::InvalidArgument,
+              "module '" << module << "' needs input '" << key << "'");
+  return it->second;
+}
+
+void expect_matrix(const Tensor& t, const char* key, int64_t width) {
+  MINMO_CHECK(t.ndim() == 2 && t.dim(1) == width, ErrorCode::InvalidArgument,
+              "input '" << key << "' must have shape [T, " << width << "], got " << t.shape_str());
+}
+
+Tensor as_vector(const std::vector<float>& v) { return Tensor({static_cast<int64_t>(v.size())}, v); }
+
+}  // namespace
+
+std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files) {
+  auto m = std::make_shared<LoadedModels>();
+  m->manifest = load_manifest(bundle_dir, verify_files);
+  m->chunk = ChunkSpec::from_json(m->manifest.streaming);
+  for (const auto& [name, e] : m->manifest.modules) {
+    const std::string& a = e.arch;
+    MINMO_CHECK(e.dtype == "float32" && e.quant == "none", ErrorCode::BundleError,
+                "module '" << name << "': dtype " << e.dtype << " / quant " << e.quant
+                           << " is not supported by the CPU backend yet (float32, none)");
+    if (a == "kaldi_fbank") m->fbank = FbankFrontend::load(weights_of(e), e.config);
+    else if (a == "whisper_logmel") m->whisper = WhisperFrontend::load(weights_of(e), e.config);
+    else if (a == "sensevoice_small") m->small = SenseVoiceSmallEncoder::load(weights_of(e), e.config, m->manifest.streaming);
+    else if (a == "sensevoice_large") m->large = SenseVoiceLargeEncoder::load(weights_of(e), e.config, m->manifest.streaming);
+    else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
+    else if (a == "qwen2") m->llm = Qwen2Model::load(weights_of(e), e.config);
+    else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
+    else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
+  }
+  return m;
+}
+
+struct Runtime::Impl {
+  std::shared_ptr<const LoadedModels> models;
+};
+
+Runtime::Runtime(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Runtime::~Runtime() = default;
+
+std::shared_ptr<Runtime> Runtime::open(const std::string& bundle_dir, const std::string& device, bool verify_files) {
+  MINMO_CHECK(device == "cpu", ErrorCode::InvalidArgument,
+              "device '" << device << "' is not available in this build (only 'cpu')");
+  auto impl = std::make_shared<Impl>();
+  impl->models = load_models(bundle_dir, verify_files);
+  return std::shared_ptr<Runtime>(new Runtime(impl));
+}
+
+std::string Runtime::manifest_json() const { return impl_->models->manifest.raw.dump(); }
+
+std::vector<std::string> Runtime::module_names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : impl_->models->manifest.modules) out.push_back(kv.first);
+  return out;
+}
+
+TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) const {
+  const LoadedModels& m = *impl_->models;
+  const ModuleEntry& e = m.manifest.module(name);
+  TensorMap out;
+  if (e.arch == "kaldi_fbank" || e.arch == "whisper_logmel") {
+    const Tensor& w = input(in, name, "waveform");
+    MINMO_CHECK(w.ndim() == 1, ErrorCode::InvalidArgument, "input 'waveform' must be 1-D, got " << w.shape_str());
+    out["features"] = m.fbank ? m.fbank->compute(w.ptr(), w.numel()) : m.whisper->compute(w.ptr(), w.numel());
+  } else if (e.arch == "sensevoice_small") {
+    const Tensor& f = input(in, name, "features");
+    const Tensor& q = input(in, name, "query_ids");
+    std::vector<int64_t> ids(q.data.begin(), q.data.end());
+    auto r = m.small->run(f, ids);
+    out["encoder_out"] = std::move(r.encoder_out);
+    out["ctc_logits"] = std::move(r.ctc_logits);
+  } else if (e.arch == "sensevoice_large") {
+    out["encoder_out"] = m.large->run(input(in, name, "features"));
+  } else if (e.arch == "projector") {
+    out["tokens"] = m.projector->run(input(in, name, "frames"));
+  } else if (e.arch == "qwen2") {
+    const Tensor& x = input(in, name, "embeds");
+    expect_matrix(x, "embeds", m.llm->hidden_size());
+    auto state = m.llm->new_state(static_cast<int>(x.rows()));
+    Tensor hidden, logits;
+    m.llm->forward(*state, x, &hidden, &logits, false);
+    out["logits"] = std::move(logits);
+    out["hidden"] = std::move(hidden);
+  } else if (e.arch == "duplex") {
+    const Tensor& h = input(in, name, "hidden");
+    expect_matrix(h, "hidden", m.duplex->config().llm_hidden);
+    auto state = m.duplex->new_state(h.rows());
+    std::vector<float> pt, pb;
+    m.duplex->push(*state, h, &pt, &pb);
+    out["p_turn"] = as_vector(pt);
+    out["p_barge"] = as_vector(pb);
+  } else {
+    MINMO_THROW(ErrorCode::NotFound, "module '" << name << "' (" << e.arch << ") cannot be run");
+  }
+  return out;
+}
+
+std::unique_ptr<Session> Runtime::new_session(const SessionOptions& options) const {
+  return make_session(impl_->models, options);
+}
+
+}  // namespace minmo

@@ -1,0 +1,48 @@
+"""Small bundles built once per test run from the synthetic checkpoints (real formats, random weights)."""
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+
+_ROOT = tempfile.mkdtemp(prefix="minmo-test-bundles-")
+
+
+@functools.lru_cache(maxsize=None)
+def minmo_bundle(streaming: str = "chunked") -> str:
+    from minmo_rt.export import cli
+    from minmo_rt.export.checkpoints.synthetic import write_minmo_checkpoint
+
+    ckpt = os.path.join(_ROOT, "minmo-ckpt")
+    if not os.path.isdir(ckpt):
+        write_minmo_checkpoint(ckpt, seed=0)
+    out = os.path.join(_ROOT, f"minmo-{streaming}")
+    assert cli.main(["build", ckpt, "-o", out, "--streaming", streaming, "--no-onnx"]) == 0
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def ctc_bundle() -> str:
+    from minmo_rt.export import cli
+    from minmo_rt.export.checkpoints.synthetic import write_funasr_sensevoice
+
+    ckpt = os.path.join(_ROOT, "sensevoice-ckpt")
+    write_funasr_sensevoice(ckpt, seed=0)
+    out = os.path.join(_ROOT, "sensevoice")
+    assert cli.main(["build", ckpt, "-o", out, "--no-onnx"]) == 0
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def minmo_bundle_with_onnx(streaming: str = "chunked") -> str:
+    """Like :func:`minmo_bundle`, with the ONNX files the export writes by default (for the bench's
+    ONNX Runtime column)."""
+    from minmo_rt.export import cli
+    from minmo_rt.export.checkpoints.synthetic import write_minmo_checkpoint
+
+    ckpt = os.path.join(_ROOT, "minmo-ckpt")
+    if not os.path.isdir(ckpt):
+        write_minmo_checkpoint(ckpt, seed=0)
+    out = os.path.join(_ROOT, f"minmo-{streaming}-onnx")
+    assert cli.main(["build", ckpt, "-o", out, "--streaming", streaming]) == 0
+    return out
