@@ -17,7 +17,8 @@ def minmo_bundle(streaming: str = "chunked") -> str:
     if not os.path.isdir(ckpt):
         write_minmo_checkpoint(ckpt, seed=0)
     out = os.path.join(_ROOT, f"minmo-{streaming}")
-    assert cli.main(["build", ckpt, "-o", out, "--streaming", streaming, "--no-onnx"]) == 0
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        assert cli.main(["build", ckpt, "-o", out, "--streaming", streaming, "--no-onnx"]) == 0
     return out
 
 
@@ -29,7 +30,8 @@ def ctc_bundle() -> str:
     ckpt = os.path.join(_ROOT, "sensevoice-ckpt")
     write_funasr_sensevoice(ckpt, seed=0)
     out = os.path.join(_ROOT, "sensevoice")
-    assert cli.main(["build", ckpt, "-o", out, "--no-onnx"]) == 0
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        assert cli.main(["build", ckpt, "-o", out, "--no-onnx"]) == 0
     return out
 
 
@@ -44,5 +46,6 @@ def minmo_bundle_with_onnx(streaming: str = "chunked") -> str:
     if not os.path.isdir(ckpt):
         write_minmo_checkpoint(ckpt, seed=0)
     out = os.path.join(_ROOT, f"minmo-{streaming}-onnx")
-    assert cli.main(["build", ckpt, "-o", out, "--streaming", streaming]) == 0
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        assert cli.main(["build", ckpt, "-o", out, "--streaming", streaming]) == 0
     return out
