@@ -20,6 +20,7 @@
 #include "minmo/status.h"
 #include "modules/sensevoice_large.h"
 #include "modules/sensevoice_small.h"
+#include "numpy_util.h"
 #include "registry.h"
 
 namespace py = pybind11;
@@ -27,21 +28,10 @@ using minmo::ErrorCode;
 
 namespace {
 
-using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using minmo::pyb::FloatArray;
 
-nlohmann::json parse_json(const std::string& text, const char* what) {
-  try {
-    return text.empty() ? nlohmann::json::object() : nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    MINMO_THROW(ErrorCode::InvalidArgument, what << " is not valid JSON: " << e.what());
-  }
-}
-
-py::array_t<float> to_numpy(const minmo::Tensor& t) {
-  py::array_t<float> a(t.shape);
-  if (t.numel()) std::memcpy(a.mutable_data(), t.ptr(), sizeof(float) * t.data.size());
-  return a;
-}
+using minmo::pyb::parse_json;
+using minmo::pyb::to_numpy;
 
 const float* wave_ptr(const FloatArray& wave, size_t* n) {
   MINMO_CHECK(wave.ndim() == 1, ErrorCode::InvalidArgument,

@@ -22,6 +22,7 @@
 #include "modules/projector.h"
 #include "modules/qwen2.h"
 #include "modules/sampling.h"
+#include "numpy_util.h"
 #include "registry.h"
 
 namespace py = pybind11;
@@ -29,22 +30,11 @@ using minmo::ErrorCode;
 
 namespace {
 
-using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using minmo::pyb::FloatArray;
 using IdArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
-nlohmann::json parse_json(const std::string& text, const char* what) {
-  try {
-    return text.empty() ? nlohmann::json::object() : nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    MINMO_THROW(ErrorCode::InvalidArgument, what << " is not valid JSON: " << e.what());
-  }
-}
-
-py::array_t<float> to_numpy(const minmo::Tensor& t) {
-  py::array_t<float> a(t.shape);
-  if (t.numel()) std::memcpy(a.mutable_data(), t.ptr(), sizeof(float) * t.data.size());
-  return a;
-}
+using minmo::pyb::parse_json;
+using minmo::pyb::to_numpy;
 
 py::array_t<float> to_numpy(const std::vector<float>& v) {
   py::array_t<float> a(static_cast<py::ssize_t>(v.size()));

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "numpy_util.h"
 #include "registry.h"
 #include "core/tensor.h"
 #include "minmo/runtime.h"
@@ -31,12 +32,6 @@ minmo::Tensor to_tensor(const std::string& key, const py::handle& obj) {
                                                       << py::str(a.dtype()).cast<std::string>());
   }
   return t;
-}
-
-py::array_t<float> to_numpy(const minmo::Tensor& t) {
-  py::array_t<float> a(std::vector<py::ssize_t>(t.shape.begin(), t.shape.end()));
-  std::copy(t.data.begin(), t.data.end(), a.mutable_data());
-  return a;
 }
 
 template <class T>
@@ -121,7 +116,7 @@ MINMO_PY_BINDING(bind_runtime) {
                out = rt.run_module(name, in);
              }
              py::dict d;
-             for (const auto& [k, v] : out) d[py::str(k)] = to_numpy(v);
+             for (const auto& [k, v] : out) d[py::str(k)] = minmo::pyb::to_numpy(v);
              return d;
            })
       .def("new_session", [](const minmo::Runtime& rt, const py::dict& d) {

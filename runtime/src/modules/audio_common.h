@@ -17,6 +17,12 @@
 
 namespace minmo {
 
+// Keeps the last `keep` rows of a row-major buffer of `width` columns (left-context caches).
+inline void keep_last_rows(std::vector<float>& buf, int64_t width, int64_t keep) {
+  const int64_t rows = static_cast<int64_t>(buf.size()) / width;
+  if (rows > keep) buf.erase(buf.begin(), buf.begin() + (rows - keep) * width);
+}
+
 // Reads a module config (a JSON object with the keys of a Python config dataclass). Absent keys
 // take the dataclass default; a key the dataclass does not have, a value of the wrong type, or a
 // non-object config throws Error(BundleError) naming `what` and the key.

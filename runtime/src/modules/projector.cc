@@ -10,14 +10,6 @@
 
 namespace minmo {
 
-namespace {
-// Keeps the last `keep` rows of a row-major buffer of `width` columns.
-void keep_last_rows(std::vector<float>& buf, int64_t width, int64_t keep) {
-  const int64_t rows = static_cast<int64_t>(buf.size()) / width;
-  if (rows > keep) buf.erase(buf.begin(), buf.begin() + (rows - keep) * width);
-}
-}  // namespace
-
 ProjectorConfig ProjectorConfig::from_json(const nlohmann::json& config) {
   ConfigReader r(config, "input projector");
   ProjectorConfig c;

@@ -7,16 +7,6 @@ namespace {
 
 bool has_rows(const Tensor& t) { return !t.shape.empty() && t.rows() > 0; }
 
-void append_rows(Tensor& dst, const Tensor& src) {
-  if (!has_rows(src)) return;
-  if (!has_rows(dst)) {
-    dst = src;
-    return;
-  }
-  dst.data.insert(dst.data.end(), src.data.begin(), src.data.end());
-  dst.shape[0] += src.shape[0];
-}
-
 template <class Stream, class Frontend>
 class FrontendFeatures final : public FeatureStream {
  public:
@@ -63,6 +53,17 @@ class Chunked final : public Base {
 };
 
 }  // namespace
+
+void append_rows(Tensor& dst, const Tensor& src) {
+  if (!has_rows(src)) return;
+  if (!has_rows(dst)) {
+    dst = src;
+    return;
+  }
+  MINMO_CHECK(dst.dim(1) == src.dim(1), ErrorCode::Internal, "row width mismatch in the audio path");
+  dst.data.insert(dst.data.end(), src.data.begin(), src.data.end());
+  dst.shape[0] += src.shape[0];
+}
 
 std::unique_ptr<FeatureStream> make_feature_stream(const LoadedModels& m) {
   if (m.fbank) return std::make_unique<FrontendFeatures<FbankFrontendStream, FbankFrontend>>(m.fbank);

@@ -39,6 +39,9 @@ class TokenStream {
   virtual Tensor finish() = 0;
 };
 
+// Appends the rows of src [n, w] below dst [m, w] (either may be empty).
+void append_rows(Tensor& dst, const Tensor& src);
+
 std::unique_ptr<FeatureStream> make_feature_stream(const LoadedModels& models);
 std::unique_ptr<FrameStream> make_frame_stream(const LoadedModels& models);
 std::unique_ptr<TokenStream> make_token_stream(const LoadedModels& models);

@@ -274,16 +274,6 @@ struct Session::Impl {
     return true;
   }
 
-  static void append_rows(Tensor& dst, const Tensor& src) {
-    if (src.rows() == 0) return;
-    if (dst.rows() == 0) {
-      dst = src;
-      return;
-    }
-    MINMO_CHECK(dst.dim(1) == src.dim(1), ErrorCode::Internal, "row width mismatch in the audio path");
-    dst.data.insert(dst.data.end(), src.data.begin(), src.data.end());
-    dst.shape[0] += src.shape[0];
-  }
 };
 
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
