@@ -1,9 +1,10 @@
 // Spectral building blocks of the audio frontends, in double precision: the power spectrum of a
-// real frame (exact DFT against precomputed cos/sin tables) and a sparse mel projection.
+// real frame (mixed-radix FFT over precomputed twiddles) and a sparse mel projection.
 // Each frame is computed by the same fixed sequence of operations whatever the batch, so a
 // streamed frontend reproduces the offline one bit for bit.
 #pragma once
 
+#include <complex>
 #include <cstdint>
 #include <vector>
 
@@ -21,8 +22,13 @@ class PowerSpectrum {
   void compute(const double* x, double* power) const;
 
  private:
+  using cd = std::complex<double>;
+  // Decimation in time: out[0, n) = DFT_n of in[0], in[stride], ..., using factors_[fi...].
+  void transform(const cd* in, int64_t stride, cd* out, int64_t n, size_t fi) const;
+
   int64_t n_in_, n_fft_, n_bins_;
-  std::vector<double> cos_, sin_;  // [n_in, n_bins]: cos / sin(2 pi j k / n_fft)
+  std::vector<int64_t> factors_;  // n_fft = product; radix 4 first, then 2, 3, 5, other primes
+  std::vector<cd> twiddle_;       // exp(-2 pi i k / n_fft), k in [0, n_fft)
 };
 
 // y[b] = sum_k power[k] * bank[b, k] over the non-zero span of each filter.
