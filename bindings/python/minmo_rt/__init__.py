@@ -7,12 +7,6 @@
         for event in s.events():      # text tokens, turn-taking probabilities, end
             ...
 """
-import os as _os
-
-# OpenMP threads that spin after a parallel region starve OpenBLAS's own threads on small
-# machines (measured 6x slower on 2 cores); waiting passively costs nothing measurable here.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from ._core import (
     BundleError,
     CacheFullError,

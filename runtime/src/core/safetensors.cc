@@ -225,7 +225,7 @@ std::unordered_map<std::string, Tensor> load_safetensors(const std::string& path
 WeightStore WeightStore::open(const std::string& path) { return WeightStore(read_safetensors(path)); }
 
 WeightStore::WeightStore(SafetensorsFile contents)
-    : file_(std::make_shared<const SafetensorsFile>(std::move(contents))) {}
+    : file_(std::make_shared<SafetensorsFile>(std::move(contents))) {}
 
 bool WeightStore::has(const std::string& name) const {
   if (!file_) return false;
@@ -239,7 +239,11 @@ const Tensor& WeightStore::get(const std::string& name) const {
   const std::string full = prefix_ + name;
   MINMO_CHECK(file_ != nullptr, ErrorCode::NotFound, "weight '" << full << "' not found (no weight file loaded)");
   auto it = file_->floats.find(full);
-  if (it != file_->floats.end()) return it->second;
+  if (it != file_->floats.end()) {
+    MINMO_CHECK(file_->repacked.count(full) == 0, ErrorCode::Internal,
+                "weight '" << full << "' in " << file_->path << " was repacked into a module's private layout");
+    return it->second;
+  }
   MINMO_CHECK(file_->ints.count(full) == 0, ErrorCode::BundleError,
               "weight '" << full << "' in " << file_->path << " has integer dtype " << file_->dtype.at(full)
                          << ", expected a floating dtype");
@@ -252,6 +256,15 @@ const Tensor& WeightStore::get(const std::string& name, const std::vector<int64_
               "weight '" << prefix_ + name << "' in " << file_->path << " has shape " << t.shape_str() << ", expected "
                          << detail::shape_str(expected_shape));
   return t;
+}
+
+float* WeightStore::repack(const std::string& name, const std::vector<int64_t>& shape,
+                           const std::function<void(float*, int64_t)>& permute) const {
+  get(name, shape);  // NotFound / BundleError (dtype, shape) / Internal (already repacked)
+  Tensor& t = file_->floats.at(prefix_ + name);
+  file_->repacked.insert(prefix_ + name);
+  permute(t.ptr(), t.numel());
+  return t.ptr();
 }
 
 const TensorI64& WeightStore::get_int(const std::string& name) const {

@@ -11,8 +11,10 @@
 // I16, I8, U8, BOOL) to TensorI64.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -28,6 +30,7 @@ struct SafetensorsFile {
   std::map<std::string, TensorI64> ints;    // integer/bool tensors, as int64
   std::map<std::string, std::string> dtype; // every tensor's dtype as stored ("F16", "I64", ...)
   std::map<std::string, std::string> metadata;  // "__metadata__" (empty if absent)
+  std::set<std::string> repacked;               // floats rewritten into a module's private layout
 };
 
 // Reads and validates a whole file. Throws BundleError (malformed / unreadable file).
@@ -54,6 +57,12 @@ class WeightStore {
   const Tensor& get(const std::string& name) const;
   // Like get() with a shape check: throws BundleError naming the tensor if the shape differs.
   const Tensor& get(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  // Rewrites the fp32 tensor prefix()+name (which must have `shape`) in place into a module's
+  // private layout of the same size, `permute(data, numel)`, and returns the data: weights are
+  // repacked without a second copy. Load time only (not thread-safe); the change is seen by every
+  // view of this file, so afterwards get() and a second repack() of the name throw Internal.
+  float* repack(const std::string& name, const std::vector<int64_t>& shape,
+                const std::function<void(float*, int64_t)>& permute) const;
   // The integer tensor prefix()+name. Throws NotFound / BundleError likewise.
   const TensorI64& get_int(const std::string& name) const;
   // View restricted to names starting with prefix()+p; get("x") on it reads prefix()+p+"x".
@@ -67,7 +76,7 @@ class WeightStore {
   const std::map<std::string, std::string>& metadata() const;
 
  private:
-  std::shared_ptr<const SafetensorsFile> file_;
+  std::shared_ptr<SafetensorsFile> file_;  // shared by all views; mutated only by repack()
   std::string prefix_;
 };
 

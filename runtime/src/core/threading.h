@@ -1,5 +1,5 @@
-// Compute threads. CPU ops parallelise with OpenMP; matrix products run in OpenBLAS's own
-// thread pool. set_num_threads sets both, so that they do not oversubscribe the cores.
+// Compute threads: one pool, OpenMP's. CPU ops parallelise with OpenMP and matrix products run
+// single-threaded OpenBLAS calls on column slices in the same team (backends/cpu/blas.h).
 #pragma once
 
 namespace minmo {

@@ -41,9 +41,9 @@ Qwen2LayerConfig DuplexConfig::layer() const {
 DuplexPredictor::DuplexPredictor(const DuplexConfig& config, const WeightStore& weights)
     : cfg_(config),
       weights_(weights),
-      proj_(load_linear(weights_, "proj", cfg_.llm_hidden, cfg_.hidden_size, /*bias=*/false)),
-      turn_head_(load_linear(weights_, "turn_head", cfg_.hidden_size, 2)),
-      barge_head_(load_linear(weights_, "barge_head", cfg_.hidden_size, 2)),
+      proj_(load_panel_linear(weights_, "proj", cfg_.llm_hidden, cfg_.hidden_size, /*bias=*/false)),
+      turn_head_(load_panel_linear(weights_, "turn_head", cfg_.hidden_size, 2)),
+      barge_head_(load_panel_linear(weights_, "barge_head", cfg_.hidden_size, 2)),
       layer_(cfg_.layer(), weights_, "layer.") {}
 
 std::shared_ptr<const DuplexPredictor> DuplexPredictor::load(const WeightStore& weights, const nlohmann::json& config) {
@@ -96,14 +96,14 @@ void DuplexState::push(const float* hidden, int64_t T, int64_t width, std::vecto
   if (static_cast<int64_t>(logits_.size()) < 2 * T) logits_.resize(static_cast<size_t>(2 * T));
   const int64_t pos0 = cache_.length();
   float* x = scratch_.x.data();
-  linear_mt(pred_->proj_, hidden, x, T);
+  pred_->proj_(hidden, x, T);
   cpu::rope_table(pos0, T, c.head_dim, c.rope_theta, scratch_.rope_cos.data(), scratch_.rope_sin.data());
   pred_->layer_.forward(x, T, pos0, cache_.k(0), cache_.v(0), scratch_.rope_cos.data(), scratch_.rope_sin.data(),
                         scratch_);
   // p = softmax(l)[1] = 1 / (1 + exp(l0 - l1)).
-  auto head = [&](const LinearW& h, std::vector<float>* p) {
+  auto head = [&](const PanelLinear& h, std::vector<float>* p) {
     if (!p) return;
-    linear_mt(h, x, logits_.data(), T);
+    h(x, logits_.data(), T);
     for (int64_t t = 0; t < T; ++t) {
       const float l0 = logits_[static_cast<size_t>(2 * t)], l1 = logits_[static_cast<size_t>(2 * t + 1)];
       const float m = std::max(l0, l1);

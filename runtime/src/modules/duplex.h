@@ -54,7 +54,7 @@ class DuplexPredictor {
   friend class DuplexState;
   DuplexConfig cfg_;
   WeightStore weights_;
-  LinearW proj_, turn_head_, barge_head_;
+  PanelLinear proj_, turn_head_, barge_head_;
   Qwen2Layer layer_;
 };
 

@@ -33,19 +33,19 @@ ProjectorConfig ProjectorConfig::from_json(const nlohmann::json& config) {
 InputProjector::InputProjector(const ProjectorConfig& config, const ChunkSpec& chunk, const WeightStore& weights)
     : cfg_(config), chunk_(chunk), weights_(weights) {
   const int64_t d = cfg_.output_dim;
-  linear1_ = load_linear(weights_, "linear1", 2 * cfg_.encoder_dim, cfg_.hidden_dim);
-  linear2_ = load_linear(weights_, "linear2", cfg_.hidden_dim, d);
+  linear1_ = load_panel_linear(weights_, "linear1", 2 * cfg_.encoder_dim, cfg_.hidden_dim);
+  linear2_ = load_panel_linear(weights_, "linear2", cfg_.hidden_dim, d);
   for (int64_t i = 0; i < cfg_.n_layers; ++i) {
     const std::string p = "blocks." + std::to_string(i) + ".";
     Layer L;
     L.norm1 = load_norm(weights_, p + "norm1", d);
-    L.q = load_linear(weights_, p + "self_attn.linear_q", d, d);
-    L.k = load_linear(weights_, p + "self_attn.linear_k", d, d);
-    L.v = load_linear(weights_, p + "self_attn.linear_v", d, d);
-    L.out = load_linear(weights_, p + "self_attn.linear_out", d, d);
+    L.q = load_panel_linear(weights_, p + "self_attn.linear_q", d, d);
+    L.k = load_panel_linear(weights_, p + "self_attn.linear_k", d, d);
+    L.v = load_panel_linear(weights_, p + "self_attn.linear_v", d, d);
+    L.out = load_panel_linear(weights_, p + "self_attn.linear_out", d, d);
     L.norm2 = load_norm(weights_, p + "norm2", d);
-    L.w1 = load_linear(weights_, p + "feed_forward.w_1", d, cfg_.ffn_dim);
-    L.w2 = load_linear(weights_, p + "feed_forward.w_2", cfg_.ffn_dim, d);
+    L.w1 = load_panel_linear(weights_, p + "feed_forward.w_1", d, cfg_.ffn_dim);
+    L.w2 = load_panel_linear(weights_, p + "feed_forward.w_2", cfg_.ffn_dim, d);
     layers_.push_back(L);
   }
 }
@@ -59,9 +59,9 @@ std::shared_ptr<const InputProjector> InputProjector::load(const WeightStore& we
 void InputProjector::embed_pairs(const float* pairs, int64_t n, float* x) const {
   if (n == 0) return;
   std::vector<float> h(static_cast<size_t>(n * cfg_.hidden_dim));
-  linear_mt(linear1_, pairs, h.data(), n);
+  linear1_(pairs, h.data(), n);
   cpu::relu(h.data(), n * cfg_.hidden_dim);
-  linear_mt(linear2_, h.data(), x, n);
+  linear2_(h.data(), x, n);
 }
 
 void InputProjector::layer_forward(const Layer& L, float* x, int64_t n, std::vector<float>& kbuf,
@@ -73,21 +73,21 @@ void InputProjector::layer_forward(const Layer& L, float* x, int64_t n, std::vec
   const int64_t nk = static_cast<int64_t>(kbuf.size()) / d;
   std::vector<float> xn(static_cast<size_t>(n * d)), q(static_cast<size_t>(n * d)), ctx(static_cast<size_t>(n * d));
   cpu::layer_norm(x, L.norm1.g, L.norm1.b, xn.data(), n, d, eps);
-  linear_mt(L.q, xn.data(), q.data(), n);
+  L.q(xn.data(), q.data(), n);
   kbuf.resize(static_cast<size_t>((nk + n) * d));
   vbuf.resize(static_cast<size_t>((nk + n) * d));
-  linear_mt(L.k, xn.data(), kbuf.data() + nk * d, n);
-  linear_mt(L.v, xn.data(), vbuf.data() + nk * d, n);
+  L.k(xn.data(), kbuf.data() + nk * d, n);
+  L.v(xn.data(), vbuf.data() + nk * d, n);
   const cpu::AttnMask mask = lo ? cpu::AttnMask::ranges(lo->data(), hi->data()) : cpu::AttnMask::none();
   cpu::attention(q.data(), kbuf.data(), vbuf.data(), ctx.data(), n, nk + n, heads, heads, dh,
                  static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh))), mask);
-  linear_mt(L.out, ctx.data(), q.data(), n);
+  L.out(ctx.data(), q.data(), n);
   cpu::add_inplace(x, q.data(), n * d);
   cpu::layer_norm(x, L.norm2.g, L.norm2.b, xn.data(), n, d, eps);
   std::vector<float> h(static_cast<size_t>(n * cfg_.ffn_dim));
-  linear_mt(L.w1, xn.data(), h.data(), n);
+  L.w1(xn.data(), h.data(), n);
   cpu::relu(h.data(), n * cfg_.ffn_dim);
-  linear_mt(L.w2, h.data(), q.data(), n);
+  L.w2(h.data(), q.data(), n);
   cpu::add_inplace(x, q.data(), n * d);
 }
 

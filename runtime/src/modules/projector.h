@@ -18,6 +18,7 @@
 #include "core/safetensors.h"
 #include "core/tensor.h"
 #include "modules/audio_common.h"
+#include "modules/qwen2_layer.h"
 
 namespace minmo {
 
@@ -64,7 +65,7 @@ class InputProjector {
   friend class ProjectorStream;
   struct Layer {
     NormW norm1, norm2;
-    LinearW q, k, v, out, w1, w2;
+    PanelLinear q, k, v, out, w1, w2;
   };
   // pairs [n, 2*encoder_dim] -> x [n, output_dim] (linear1, ReLU, linear2).
   void embed_pairs(const float* pairs, int64_t n, float* x) const;
@@ -77,7 +78,7 @@ class InputProjector {
   ProjectorConfig cfg_;
   ChunkSpec chunk_;
   WeightStore weights_;
-  LinearW linear1_, linear2_;
+  PanelLinear linear1_, linear2_;
   std::vector<Layer> layers_;
 };
 

@@ -71,7 +71,11 @@ Qwen2Model::Qwen2Model(const Qwen2Config& config, const WeightStore& weights) : 
   const int64_t V = cfg_.vocab_size, H = cfg_.hidden_size;
   embed_tokens_ = load_tensor(weights_, "model.embed_tokens.weight", {V, H});
   final_norm_ = load_tensor(weights_, "model.norm.weight", {H});
-  lm_head_ = cfg_.tie_word_embeddings ? embed_tokens_ : load_tensor(weights_, "lm_head.weight", {V, H});
+  if (cfg_.tie_word_embeddings) {
+    lm_head_ = embed_tokens_;  // shared with the embedding lookup: stays in row layout
+  } else {
+    lm_head_panels_ = load_panel_linear(weights_, "lm_head", H, V, /*bias=*/false);
+  }
   layers_.reserve(static_cast<size_t>(cfg_.num_hidden_layers));
   const Qwen2LayerConfig lc = cfg_.layer();
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i)
@@ -142,7 +146,10 @@ void Qwen2Model::forward(Qwen2State& state, const float* embeds, int64_t T, Tens
   if (logits_out) {
     const int64_t rows = last_only ? 1 : T;
     ensure_shape(logits_out, {rows, V});
-    cpu::linear_omp(x + (T - rows) * H, lm_head_, nullptr, logits_out->ptr(), rows, H, V);
+    if (lm_head_panels_.w)
+      lm_head_panels_(x + (T - rows) * H, logits_out->ptr(), rows);
+    else
+      cpu::linear_omp(x + (T - rows) * H, lm_head_, nullptr, logits_out->ptr(), rows, H, V);
   }
   cache.advance(T);
 }

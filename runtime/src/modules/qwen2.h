@@ -96,7 +96,8 @@ class Qwen2Model {
   WeightStore weights_;
   const float* embed_tokens_ = nullptr;  // [V, H]
   const float* final_norm_ = nullptr;    // [H]
-  const float* lm_head_ = nullptr;       // [V, H] (embed_tokens_ when tied)
+  const float* lm_head_ = nullptr;       // [V, H] row layout when tied (= embed_tokens_)
+  PanelLinear lm_head_panels_;           // untied head, panel layout
   std::vector<Qwen2Layer> layers_;
 };
 

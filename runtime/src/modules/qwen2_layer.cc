@@ -59,18 +59,28 @@ void validate_layer_config(const Qwen2LayerConfig& c, const char* what) {
 Qwen2Layer::Qwen2Layer(const Qwen2LayerConfig& cfg, const WeightStore& w, const std::string& p) : cfg_(cfg) {
   const int64_t H = cfg.hidden, I = cfg.intermediate;
   in_norm_ = load_tensor(w, p + "input_layernorm.weight", {H});
-  q_ = load_linear(w, p + "self_attn.q_proj", H, cfg.q_dim());
-  k_ = load_linear(w, p + "self_attn.k_proj", H, cfg.kv_dim());
-  v_ = load_linear(w, p + "self_attn.v_proj", H, cfg.kv_dim());
-  o_ = load_linear(w, p + "self_attn.o_proj", cfg.q_dim(), H, /*bias=*/false);
+  q_ = load_panel_linear(w, p + "self_attn.q_proj", H, cfg.q_dim());
+  k_ = load_panel_linear(w, p + "self_attn.k_proj", H, cfg.kv_dim());
+  v_ = load_panel_linear(w, p + "self_attn.v_proj", H, cfg.kv_dim());
+  o_ = load_panel_linear(w, p + "self_attn.o_proj", cfg.q_dim(), H, /*bias=*/false);
   post_norm_ = load_tensor(w, p + "post_attention_layernorm.weight", {H});
-  gate_ = load_linear(w, p + "mlp.gate_proj", H, I, false);
-  up_ = load_linear(w, p + "mlp.up_proj", H, I, false);
-  down_ = load_linear(w, p + "mlp.down_proj", I, H, false);
+  gate_ = load_panel_linear(w, p + "mlp.gate_proj", H, I, false);
+  up_ = load_panel_linear(w, p + "mlp.up_proj", H, I, false);
+  down_ = load_panel_linear(w, p + "mlp.down_proj", I, H, false);
 }
 
-void linear_mt(const LinearW& l, const float* x, float* y, int64_t M) {
-  cpu::linear_omp(x, l.w, l.b, y, M, l.in, l.out);
+void PanelLinear::operator()(const float* x, float* y, int64_t M) const { cpu::linear_panels(x, w, b, y, M, in, out); }
+
+PanelLinear load_panel_linear(const WeightStore& w, const std::string& name, int64_t in, int64_t out, bool bias) {
+  PanelLinear l;
+  l.in = in;
+  l.out = out;
+  l.w = w.repack(name + ".weight", {out, in}, [&](float* data, int64_t n) {
+    const std::vector<float> rows(data, data + n);
+    cpu::pack_panels(rows.data(), data, out, in);
+  });
+  if (bias) l.b = load_tensor(w, name + ".bias", {out});
+  return l;
 }
 
 void Qwen2Layer::forward(float* x, int64_t T, int64_t pos0, float* k_cache, float* v_cache, const float* rope_cos,
@@ -84,19 +94,19 @@ void Qwen2Layer::forward(float* x, int64_t T, int64_t pos0, float* k_cache, floa
   float* vn = v_cache + pos0 * kvd;
 
   cpu::rms_norm_rows(x, in_norm_, s.xn.data(), T, H, eps);
-  linear_mt(q_, s.xn.data(), s.q.data(), T);
-  linear_mt(k_, s.xn.data(), kn, T);  // K and V go straight into the cache
-  linear_mt(v_, s.xn.data(), vn, T);
+  q_(s.xn.data(), s.q.data(), T);
+  k_(s.xn.data(), kn, T);  // K and V go straight into the cache
+  v_(s.xn.data(), vn, T);
   cpu::rope_apply(s.q.data(), rope_cos, rope_sin, T, c.heads, c.head_dim);
   cpu::rope_apply(kn, rope_cos, rope_sin, T, c.kv_heads, c.head_dim);
   cpu::cached_causal_attention(s.q.data(), k_cache, v_cache, s.attn.data(), T, pos0, c.heads, c.kv_heads, c.head_dim,
                                static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim))));
-  linear_mt(o_, s.attn.data(), s.tmp.data(), T);
+  o_(s.attn.data(), s.tmp.data(), T);
   cpu::add_rms_norm_rows(s.tmp.data(), x, post_norm_, s.xn.data(), T, H, eps);  // x += attn; xn = norm(x)
-  linear_mt(gate_, s.xn.data(), s.gate.data(), T);
-  linear_mt(up_, s.xn.data(), s.up.data(), T);
+  gate_(s.xn.data(), s.gate.data(), T);
+  up_(s.xn.data(), s.up.data(), T);
   cpu::silu_mul(s.gate.data(), s.up.data(), s.gate.data(), T * c.intermediate);
-  linear_mt(down_, s.gate.data(), s.tmp.data(), T);
+  down_(s.gate.data(), s.tmp.data(), T);
   cpu::add_inplace(x, s.tmp.data(), T * H);
 }
 

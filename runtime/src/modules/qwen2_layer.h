@@ -64,6 +64,20 @@ struct Qwen2Scratch {
   void reserve(const Qwen2LayerConfig& c, int64_t T);
 };
 
+// A linear layer whose weight was repacked in place, at load, into the panel layout of
+// cpu::linear_panels (the module owns the only user of that tensor); the bias is borrowed as stored.
+struct PanelLinear {
+  const float* w = nullptr;  // panel layout of [out, in]
+  const float* b = nullptr;  // [out] or null
+  int64_t in = 0, out = 0;
+  // y[M, out] = x[M, in] @ W^T + b.
+  void operator()(const float* x, float* y, int64_t M) const;
+};
+// Loads `<name>.weight` [out, in] (and `<name>.bias` [out] when bias) like load_linear, repacking
+// the weight in place in the store (WeightStore::repack).
+PanelLinear load_panel_linear(const WeightStore& w, const std::string& name, int64_t in, int64_t out,
+                              bool bias = true);
+
 class Qwen2Layer {
  public:
   // Borrows `<prefix>input_layernorm.weight`, `<prefix>self_attn.{q,k,v}_proj.{weight,bias}`,
@@ -86,11 +100,9 @@ class Qwen2Layer {
   Qwen2LayerConfig cfg_;
   const float* in_norm_ = nullptr;
   const float* post_norm_ = nullptr;
-  LinearW q_, k_, v_, o_, gate_, up_, down_;
+  PanelLinear q_, k_, v_, o_, gate_, up_, down_;
 };
 
-// y[M, out] = x[M, in] @ w^T + b with cpu::linear_omp (OpenMP team only; see ops_llm.h).
-void linear_mt(const LinearW& l, const float* x, float* y, int64_t M);
 
 // Checks a layer config (positive sizes, heads % kv_heads == 0, even head_dim); BundleError
 // naming `what` otherwise.

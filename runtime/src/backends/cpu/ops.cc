@@ -9,10 +9,34 @@
 #include <limits>
 #include <vector>
 
+#include <omp.h>
+
 #include "minmo/status.h"
 #include "minmo_kernels.h"
 
 namespace minmo {
+
+namespace blas {
+void sgemm_parallel(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                    int ldb, float beta, float* C, int ldc) {
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int64_t work = static_cast<int64_t>(M) * N * K;
+  const int slices = static_cast<int>(std::min<int64_t>({threads, (N + 15) / 16, std::max<int64_t>(1, work / 65536)}));
+  if (slices <= 1) {
+    sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const int per = ((N + slices - 1) / slices + 15) / 16 * 16;
+#pragma omp parallel for num_threads(slices) schedule(static, 1)
+  for (int s = 0; s < slices; ++s) {
+    const int c0 = std::min(N, s * per), c1 = std::min(N, c0 + per);
+    if (c1 <= c0) continue;
+    const float* Bs = tb == CblasTrans ? B + static_cast<int64_t>(c0) * ldb : B + c0;
+    sgemm(CblasRowMajor, CblasNoTrans, tb, M, c1 - c0, K, alpha, A, lda, Bs, ldb, beta, C + c0, ldc);
+  }
+}
+}  // namespace blas
+
 namespace cpu {
 namespace {
 
@@ -44,13 +68,8 @@ void linear(const float* x, const float* W, const float* bias, float* y, int64_t
   check_blas_dim(K, "linear");
   check_blas_dim(N, "linear");
   if (M == 0) return;
-  if (M == 1) {
-    blas::sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(N), static_cast<int>(K), 1.f, W, static_cast<int>(K), x,
-                1, 0.f, y, 1);
-  } else {
-    blas::sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
-                1.f, x, static_cast<int>(K), W, static_cast<int>(K), 0.f, y, static_cast<int>(N));
-  }
+  blas::sgemm_parallel(CblasTrans, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), 1.f, x,
+                       static_cast<int>(K), W, static_cast<int>(K), 0.f, y, static_cast<int>(N));
   if (bias) {
 #pragma omp parallel for schedule(static) if (M * N > 16384)
     for (int64_t m = 0; m < M; ++m) {
@@ -70,13 +89,8 @@ void matmul(const float* A, const float* B, float* C, int64_t M, int64_t K, int6
   check_blas_dim(K, "matmul");
   check_blas_dim(N, "matmul");
   if (M == 0) return;
-  if (M == 1) {
-    blas::sgemv(CblasRowMajor, CblasTrans, static_cast<int>(K), static_cast<int>(N), 1.f, B, static_cast<int>(N), A, 1,
-                0.f, C, 1);
-    return;
-  }
-  blas::sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
-              1.f, A, static_cast<int>(K), B, static_cast<int>(N), 0.f, C, static_cast<int>(N));
+  blas::sgemm_parallel(CblasNoTrans, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), 1.f, A,
+                       static_cast<int>(K), B, static_cast<int>(N), 0.f, C, static_cast<int>(N));
 }
 
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t M, int64_t D, float eps) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -16,7 +17,6 @@ namespace minmo {
 namespace cpu {
 
 namespace {
-inline int blas_num_threads() { return scipy_openblas_get_num_threads(); }
 
 // y[n] = dot(W[n, :], x) + b[n] for rows n in [n0, n1).
 // Compiled for AVX-512 / AVX2 / baseline, picked at load time (the build targets plain x86-64).
@@ -97,9 +97,102 @@ MINMO_SIMD_CLONES void gemm_rows(const float* x, const float* W, const float* bi
   if (n < n1)
     for (int64_t m = 0; m < M; ++m) gemv_rows(x + m * K, W, bias, y + m * N, K, n, n1);
 }
+// Up to this many rows against at least this many weights, the register-tiled kernel (reads W
+// once per 4 rows) beats packing for BLAS; otherwise BLAS's packed kernels win (2x at M = 71).
+constexpr int64_t kStreamingM = 8;
+constexpr int64_t kStreamingWeights = 262144;
 }  // namespace
 
-static const int64_t kSmallM = 256;  // up to this many rows: own kernel, above: BLAS
+// The v16 helpers below are always inlined into their callers' clones: no vector crosses a call
+// boundary, so GCC's note that a 64-byte vector return changes the ABI does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace {
+// 16 floats: one AVX-512 register, two AVX2 ones, four SSE ones (the clone picks).
+typedef float v16 __attribute__((vector_size(64)));
+
+__attribute__((always_inline)) inline v16 load16(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// y[r, 0:16] = x[r, :] . panel + bias for R rows of x (stride ldx) against one full panel [K][16].
+template <int R>
+__attribute__((always_inline)) inline void panel_rows(const float* x, int64_t ldx, const float* panel, int64_t K,
+                                                      const float* bias, float* y, int64_t ldy) {
+  v16 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = v16{};
+  for (int64_t k = 0; k < K; ++k) {
+    const v16 w = load16(panel + k * kPanelWidth);
+    for (int r = 0; r < R; ++r) acc[r] += x[r * ldx + k] * w;
+  }
+  for (int r = 0; r < R; ++r) {
+    v16 out = acc[r];
+    if (bias) out += load16(bias);
+    std::memcpy(y + r * ldy, &out, sizeof out);
+  }
+}
+
+// Rows [m0, m1) against panel p (full or the narrow last one).
+MINMO_SIMD_CLONES void panel_block(const float* x, const float* Wp, const float* bias, float* y, int64_t K, int64_t N,
+                                   int64_t m0, int64_t m1, int64_t p) {
+  const int64_t n0 = p * kPanelWidth, w = std::min(kPanelWidth, N - n0);
+  const float* panel = Wp + n0 * K;
+  const float* b = bias ? bias + n0 : nullptr;
+  if (w == kPanelWidth) {
+    constexpr int R = 6;
+    int64_t m = m0;
+    for (; m + R <= m1; m += R) panel_rows<R>(x + m * K, K, panel, K, b, y + m * N + n0, N);
+    switch (m1 - m) {
+      case 5: panel_rows<5>(x + m * K, K, panel, K, b, y + m * N + n0, N); break;
+      case 4: panel_rows<4>(x + m * K, K, panel, K, b, y + m * N + n0, N); break;
+      case 3: panel_rows<3>(x + m * K, K, panel, K, b, y + m * N + n0, N); break;
+      case 2: panel_rows<2>(x + m * K, K, panel, K, b, y + m * N + n0, N); break;
+      case 1: panel_rows<1>(x + m * K, K, panel, K, b, y + m * N + n0, N); break;
+      default: break;
+    }
+    return;
+  }
+  for (int64_t m = m0; m < m1; ++m) {  // narrow last panel [K][w]: the same FMA chain per element
+    float acc[kPanelWidth] = {};
+    const float* xm = x + m * K;
+    for (int64_t k = 0; k < K; ++k) {
+      const float xv = xm[k];
+      for (int64_t j = 0; j < w; ++j) acc[j] += xv * panel[k * w + j];
+    }
+    for (int64_t j = 0; j < w; ++j) y[m * N + n0 + j] = b ? acc[j] + b[j] : acc[j];
+  }
+}
+
+// Rows per block: a block of x (kRowBlock x K floats) stays in L2 while every panel passes over it.
+constexpr int64_t kRowBlock = 48;
+}  // namespace
+
+void pack_panels(const float* W, float* packed, int64_t N, int64_t K) {
+  MINMO_CHECK(W && packed && N > 0 && K > 0, ErrorCode::InvalidArgument,
+              "pack_panels: bad arguments N=" << N << " K=" << K);
+  for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth) {
+    const int64_t w = std::min(kPanelWidth, N - n0);
+    float* dst = packed + n0 * K;
+    for (int64_t j = 0; j < w; ++j) {
+      const float* row = W + (n0 + j) * K;
+      for (int64_t k = 0; k < K; ++k) dst[k * w + j] = row[k];
+    }
+  }
+}
+
+void linear_panels(const float* x, const float* Wp, const float* bias, float* y, int64_t M, int64_t K, int64_t N) {
+  MINMO_CHECK(M >= 0 && K > 0 && N > 0, ErrorCode::InvalidArgument,
+              "linear_panels: bad sizes M=" << M << " K=" << K << " N=" << N);
+  if (M == 0) return;
+  MINMO_CHECK(x && Wp && y, ErrorCode::InvalidArgument, "linear_panels: null pointer");
+  const int64_t panels = (N + kPanelWidth - 1) / kPanelWidth, blocks = (M + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for collapse(2) schedule(static) if (M * N * K > 32768)
+  for (int64_t mb = 0; mb < blocks; ++mb)
+    for (int64_t p = 0; p < panels; ++p)
+      panel_block(x, Wp, bias, y, K, N, mb * kRowBlock, std::min(M, (mb + 1) * kRowBlock), p);
+}
 
 void linear_omp(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t K, int64_t N) {
   MINMO_CHECK(M >= 0 && K > 0 && N > 0 && K <= INT32_MAX && N <= INT32_MAX && M <= INT32_MAX,
@@ -113,31 +206,14 @@ void linear_omp(const float* x, const float* W, const float* bias, float* y, int
     for (int64_t b = 0; b < nb; ++b) gemv_rows(x, W, bias, y, K, b * 64, std::min(N, (b + 1) * 64));
     return;
   }
-  if (M <= kSmallM) {
+  if (M <= kStreamingM && K * N >= kStreamingWeights) {
+    // A few rows against a large matrix: bound by reading W, which this reads once per 4 rows.
     const int64_t nb = (N + 31) / 32;
-#pragma omp parallel for schedule(static) if (M * N * K > 65536)
+#pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < nb; ++b) gemm_rows(x, W, bias, y, M, K, N, b * 32, std::min(N, (b + 1) * 32));
     return;
   }
-  if (omp_get_max_threads() == 1 || blas_num_threads() > 1 || M * N * K < 262144) {
-    linear(x, W, bias, y, M, K, N);  // BLAS GEMM (its own thread pool)
-    return;
-  }
-  // BLAS is single-threaded: each OpenMP thread multiplies a slice of the output columns.
-#pragma omp parallel
-  {
-    const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t per = ((N + nt - 1) / nt + 15) / 16 * 16;
-    const int64_t c0 = std::min(N, id * per), c1 = std::min(N, c0 + per);
-    if (c1 > c0) {
-      blas::sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(c1 - c0),
-                  static_cast<int>(K), 1.f, x, static_cast<int>(K), W + c0 * K, static_cast<int>(K), 0.f, y + c0,
-                  static_cast<int>(N));
-      if (bias)
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t n = c0; n < c1; ++n) y[m * N + n] += bias[n];
-    }
-  }
+  linear(x, W, bias, y, M, K, N);  // BLAS, column slices over the OpenMP team
 }
 
 namespace {
@@ -215,6 +291,75 @@ float* score_scratch(size_t n) {
   if (buf.size() < n) buf.resize(std::max(n, static_cast<size_t>(1024)));
   return buf.data();
 }
+
+// exp(x) for x <= 0 (softmax after max subtraction), branch-free so loops over it vectorise:
+// x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, 2^n through the exponent
+// bits. Relative error below 3e-7; x < -87 gives 0 (where expf is subnormal or 0).
+__attribute__((always_inline)) inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.0f);
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two for accuracy
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// One (query, head): o[Dh] = softmax(scale * q . k_j for j < n) @ v_j, keys j at stride ks.
+MINMO_SIMD_CLONES void attend_one(const float* qi, const float* kh, const float* vh, float* o, float* s, int64_t n,
+                                  int64_t ks, int64_t Dh, float scale) {
+  float mx = -std::numeric_limits<float>::infinity();
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {  // four keys at a time: independent reductions
+    const float* k0 = kh + j * ks;
+    const float* k1 = k0 + ks;
+    const float* k2 = k1 + ks;
+    const float* k3 = k2 + ks;
+    float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+    for (int64_t d = 0; d < Dh; ++d) {
+      d0 += qi[d] * k0[d];
+      d1 += qi[d] * k1[d];
+      d2 += qi[d] * k2[d];
+      d3 += qi[d] * k3[d];
+    }
+    s[j] = d0 * scale;
+    s[j + 1] = d1 * scale;
+    s[j + 2] = d2 * scale;
+    s[j + 3] = d3 * scale;
+  }
+  for (; j < n; ++j) {
+    const float* kj = kh + j * ks;
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < Dh; ++d) dot += qi[d] * kj[d];
+    s[j] = dot * scale;
+  }
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) {
+    s[i] = exp_nonpositive(s[i] - mx);
+    sum += s[i];
+  }
+  std::fill(o, o + Dh, 0.f);
+  for (int64_t i = 0; i < n; ++i) {
+    const float p = s[i];
+    const float* vj = vh + i * ks;
+#pragma omp simd
+    for (int64_t d = 0; d < Dh; ++d) o[d] += p * vj[d];
+  }
+  const float inv = 1.f / sum;
+#pragma omp simd
+  for (int64_t d = 0; d < Dh; ++d) o[d] *= inv;
+}
 }  // namespace
 
 void cached_causal_attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
@@ -227,40 +372,12 @@ void cached_causal_attention(const float* q, const float* k, const float* v, flo
   const int64_t Tk = pos0 + T;
   const int64_t group = Hq / Hkv;
   const int64_t qs = Hq * Dh, ks = Hkv * Dh;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (Tk * Hq * T * Dh > 8192)
+#pragma omp parallel for collapse(2) schedule(static, 1) if (Tk * Hq * T * Dh > 8192)
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t n = pos0 + t + 1;  // keys this query sees
-      const float* qi = q + t * qs + h * Dh;
-      const float* kh = k + (h / group) * Dh;
-      const float* vh = v + (h / group) * Dh;
-      float* o = out + t * qs + h * Dh;
-      float* s = score_scratch(static_cast<size_t>(n));
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < n; ++j) {
-        const float* kj = kh + j * ks;
-        float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < Dh; ++d) dot += qi[d] * kj[d];
-        s[j] = dot * scale;
-        mx = std::max(mx, s[j]);
-      }
-      float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < n; ++j) {
-        s[j] = std::exp(s[j] - mx);
-        sum += s[j];
-      }
-      std::fill(o, o + Dh, 0.f);
-      for (int64_t j = 0; j < n; ++j) {
-        const float p = s[j];
-        const float* vj = vh + j * ks;
-#pragma omp simd
-        for (int64_t d = 0; d < Dh; ++d) o[d] += p * vj[d];
-      }
-      const float inv = 1.f / sum;
-#pragma omp simd
-      for (int64_t d = 0; d < Dh; ++d) o[d] *= inv;
+      attend_one(q + t * qs + h * Dh, k + (h / group) * Dh, v + (h / group) * Dh, out + t * qs + h * Dh,
+                 score_scratch(static_cast<size_t>(n)), n, ks, Dh, scale);
     }
   }
 }

@@ -8,14 +8,29 @@
 namespace minmo {
 namespace cpu {
 
-// y[M, N] = x[M, K] @ W[N, K]^T + bias[N] (bias may be null), like cpu::linear, but with the
-// parallelism in the OpenMP team: M == 1 runs a vectorised matrix-vector product and M <= 256 a
-// 4x4 register-tiled product (both split over output rows, AVX-512 / AVX2 / baseline chosen at
-// load time); larger M uses BLAS sgemm (its own pool, or OpenMP slices of a single-threaded
-// BLAS). Decode and chunked prefill then never wake OpenBLAS's thread pool, so OpenMP threads
-// spinning between regions cannot starve BLAS threads on the same cores (with both pools active
-// a 2-core decode step ran ~10x slower). Row results do not depend on M (segmented == one-shot).
+// y[M, N] = x[M, K] @ W[N, K]^T + bias[N] (bias may be null), like cpu::linear, tuned for the
+// decoder: M == 1 runs a vectorised matrix-vector product and a few rows (M <= 8) against a
+// large W a 4x4 register-tiled product (both split over output rows in the OpenMP team,
+// AVX-512 / AVX2 / baseline chosen at load time); everything else is cpu::linear (BLAS in column
+// slices over the same team). A row's result depends only on M's regime, not on the other rows.
 void linear_omp(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t K, int64_t N);
+
+// ---- panel-layout products (weights repacked once at load) --------------------------------
+//
+// Panel layout of an nn.Linear weight W[N, K]: ceil(N / 16) panels, panel p holding rows
+// n = 16 p .. 16 p + w - 1 (w = 16, or N % 16 for the last panel) as [K][w], so the kernels
+// stream the weights of 16 outputs contiguously and broadcast x. Same number of floats as W.
+constexpr int64_t kPanelWidth = 16;
+
+// packed[...] = W[N, K] in panel layout (packed must not alias W).
+void pack_panels(const float* W, float* packed, int64_t N, int64_t K);
+
+// y[M, N] = x[M, K] @ W^T + bias[N] (bias may be null) with W in panel layout (pack_panels).
+// Split over the OpenMP team by panels and blocks of rows; vectorised register-blocked kernels
+// (AVX-512 / AVX2 / baseline chosen at load time). Every output element is one chain of fused
+// multiply-adds over k = 0 .. K-1 whatever M and the thread count, so a row's result is the same
+// whether it is computed alone (decode) or with others (prefill): segmented == one-shot, bit for bit.
+void linear_panels(const float* x, const float* Wp, const float* bias, float* y, int64_t M, int64_t K, int64_t N);
 
 // RMSNorm of x[M, D] rows: y = x * rsqrt(mean(x^2) + eps) * gamma (y may alias x). Parallel only
 // for large inputs.
