@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends/cpu/ops.h"
+#include "backends/cpu/ops_llm.h"
 #include "minmo/status.h"
 #include "registry.h"
 
@@ -90,6 +91,24 @@ MINMO_PY_BINDING(bind_ops) {
       },
       py::arg("x"), py::arg("W"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
       "x[M,K] @ W[N,K]^T + bias[N] -> [M,N]");
+
+  ops.def(
+      "linear_panels",
+      [](py::object x_, py::object w_, py::object bias, py::object out) {
+        py::array x = checked<float>(x_, "x", 2), w = checked<float>(w_, "W", 2);
+        const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
+        expect_shape(w, "W", {N, K});
+        const float* b = optional_vec(bias, "bias", N);
+        py::array y = output(out, {M, N});
+        float* yp = fmut(y);
+        py::gil_scoped_release r;
+        std::vector<float> packed(static_cast<size_t>(N * K));
+        cpu::pack_panels(fptr(w), packed.data(), N, K);
+        cpu::linear_panels(fptr(x), packed.data(), b, yp, M, K, N);
+        return y;
+      },
+      py::arg("x"), py::arg("W"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
+      "x[M,K] @ W[N,K]^T + bias[N] -> [M,N] through the panel-layout kernel (W packed per call)");
 
   ops.def(
       "matmul",
