@@ -15,7 +15,7 @@ import numpy as np
 
 from .bundleinfo import decode_bytes_per_token, manifest_summary
 from .compare import compare, native_inputs
-from .machine import host_copy_rate, machine_info
+from .machine import host_copy_rate, last_level_cache_bytes, machine_info
 from .stats import fmt, table
 from .streaming import run_streaming
 
@@ -86,6 +86,10 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
     if info and decode.get("p50_ms"):
         bw["achieved_gb_s"] = info["bytes_per_token"] / (decode["p50_ms"] / 1000.0) / 1e9
         bw["percent_of_host_copy"] = 100.0 * bw["achieved_gb_s"] / copy["copy_gb_s"]
+        llc = last_level_cache_bytes()
+        bw["last_level_cache_bytes"] = llc
+        # Weights that fit in the CPU cache are read from it, not from DRAM: not a bandwidth figure.
+        bw["cache_resident"] = bool(llc and info["bytes_per_token"] <= llc)
     if tps is not None:
         log(f"decode: {tps:.1f} tokens/s ({st['generated_tokens']} tokens over {runs} runs)")
     if bw["achieved_gb_s"] is not None:
@@ -93,6 +97,9 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
             f"({bw['bytes_per_token'] / 1e6:.1f} MB of LLM weights per token / p50 {fmt(decode['p50_ms'])} ms) = "
             f"{bw['percent_of_host_copy']:.0f}% of host memory copy {copy['copy_gb_s']:.2f} GB/s "
             f"(numpy copy of {copy['array_bytes'] >> 20} MB, read+write, best of 3)")
+        if bw["cache_resident"]:
+            log(f"  note: the weights fit in the CPU's {bw['last_level_cache_bytes'] >> 20} MB cache, so decode reads "
+                f"them from cache: this is not a memory-bandwidth figure")
     elif not ctc:
         log("bandwidth achieved: not measured (no decode steps or no llm weights)")
     else:

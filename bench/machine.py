@@ -43,6 +43,19 @@ def machine_info() -> dict:
     }
 
 
+def last_level_cache_bytes() -> Optional[int]:
+    """Size of the largest CPU cache (bytes) as the OS reports it, or None."""
+    sizes = []
+    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+        try:
+            v = os.sysconf(name)
+        except (ValueError, OSError):
+            continue
+        if v and v > 0:
+            sizes.append(int(v))
+    return max(sizes) if sizes else None
+
+
 def host_copy_rate(mbytes: int = 256, repeats: int = 3) -> dict:
     """Best-of-``repeats`` numpy copy of a ``mbytes`` MB float32 array into a pre-touched buffer.
 
