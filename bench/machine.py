@@ -44,16 +44,22 @@ def machine_info() -> dict:
 
 
 def last_level_cache_bytes() -> Optional[int]:
-    """Size of the largest CPU cache (bytes) as the OS reports it, or None."""
-    sizes = []
-    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+    """Size in bytes of the largest CPU cache the OS reports (Linux sysfs), or None."""
+    import glob
+
+    best = None
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
         try:
-            v = os.sysconf(name)
-        except (ValueError, OSError):
+            with open(os.path.join(d, "size")) as f:
+                text = f.read().strip().upper()
+        except OSError:
             continue
-        if v and v > 0:
-            sizes.append(int(v))
-    return max(sizes) if sizes else None
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text[:-1] if text[-1:] in "KMG" else text
+        if digits.isdigit():
+            size = int(digits) * mult
+            best = size if best is None else max(best, size)
+    return best
 
 
 def host_copy_rate(mbytes: int = 256, repeats: int = 3) -> dict:
