@@ -76,37 +76,30 @@ MINMO_PY_BINDING(bind_ops) {
   namespace cpu = minmo::cpu;
   py::module_ ops = m.def_submodule("ops", "fp32 CPU operators on numpy arrays (see backends/cpu/ops.h)");
 
-  ops.def(
-      "linear",
-      [](py::object x_, py::object w_, py::object bias, py::object out) {
-        py::array x = checked<float>(x_, "x", 2), w = checked<float>(w_, "W", 2);
-        const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
-        expect_shape(w, "W", {N, K});
-        const float* b = optional_vec(bias, "bias", N);
-        py::array y = output(out, {M, N});
-        float* yp = fmut(y);
-        py::gil_scoped_release r;
-        cpu::linear(fptr(x), fptr(w), b, yp, M, K, N);
-        return y;
-      },
-      py::arg("x"), py::arg("W"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
-      "x[M,K] @ W[N,K]^T + bias[N] -> [M,N]");
-
+  // x[M,K] @ W[N,K]^T + bias[N] through `product` (cpu::linear's signature).
+  using LinearFn = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t);
+  auto linear_binding = [](LinearFn product) {
+    return [product](py::object x_, py::object w_, py::object bias, py::object out) {
+      py::array x = checked<float>(x_, "x", 2), w = checked<float>(w_, "W", 2);
+      const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
+      expect_shape(w, "W", {N, K});
+      const float* b = optional_vec(bias, "bias", N);
+      py::array y = output(out, {M, N});
+      float* yp = fmut(y);
+      py::gil_scoped_release r;
+      product(fptr(x), fptr(w), b, yp, M, K, N);
+      return y;
+    };
+  };
+  ops.def("linear", linear_binding(&cpu::linear), py::arg("x"), py::arg("W"), py::arg("bias") = py::none(),
+          py::arg("out") = py::none(), "x[M,K] @ W[N,K]^T + bias[N] -> [M,N]");
   ops.def(
       "linear_panels",
-      [](py::object x_, py::object w_, py::object bias, py::object out) {
-        py::array x = checked<float>(x_, "x", 2), w = checked<float>(w_, "W", 2);
-        const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
-        expect_shape(w, "W", {N, K});
-        const float* b = optional_vec(bias, "bias", N);
-        py::array y = output(out, {M, N});
-        float* yp = fmut(y);
-        py::gil_scoped_release r;
+      linear_binding([](const float* x, const float* w, const float* b, float* y, int64_t M, int64_t K, int64_t N) {
         std::vector<float> packed(static_cast<size_t>(N * K));
-        cpu::pack_panels(fptr(w), packed.data(), N, K);
-        cpu::linear_panels(fptr(x), packed.data(), b, yp, M, K, N);
-        return y;
-      },
+        cpu::pack_panels(w, packed.data(), N, K);
+        cpu::linear_panels(x, packed.data(), b, y, M, K, N);
+      }),
       py::arg("x"), py::arg("W"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
       "x[M,K] @ W[N,K]^T + bias[N] -> [M,N] through the panel-layout kernel (W packed per call)");
 
