@@ -26,17 +26,7 @@ DuplexConfig DuplexConfig::from_json(const nlohmann::json& config) {
   return c;
 }
 
-Qwen2LayerConfig DuplexConfig::layer() const {
-  Qwen2LayerConfig l;
-  l.hidden = hidden_size;
-  l.intermediate = intermediate_size;
-  l.heads = num_attention_heads;
-  l.kv_heads = num_key_value_heads;
-  l.head_dim = head_dim;
-  l.rope_theta = rope_theta;
-  l.eps = rms_norm_eps;
-  return l;
-}
+Qwen2LayerConfig DuplexConfig::layer() const { return qwen2_layer_config(*this); }
 
 DuplexPredictor::DuplexPredictor(const DuplexConfig& config, const WeightStore& weights)
     : cfg_(config),

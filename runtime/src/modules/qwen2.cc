@@ -50,17 +50,7 @@ nlohmann::json Qwen2Config::to_json() const {
                         {"max_position_embeddings", max_position_embeddings}};
 }
 
-Qwen2LayerConfig Qwen2Config::layer() const {
-  Qwen2LayerConfig l;
-  l.hidden = hidden_size;
-  l.intermediate = intermediate_size;
-  l.heads = num_attention_heads;
-  l.kv_heads = num_key_value_heads;
-  l.head_dim = head_dim;
-  l.rope_theta = rope_theta;
-  l.eps = rms_norm_eps;
-  return l;
-}
+Qwen2LayerConfig Qwen2Config::layer() const { return qwen2_layer_config(*this); }
 
 Qwen2State::Qwen2State(const Qwen2Model* owner, const Qwen2Config& c, int64_t capacity)
     : owner_(owner), cache_(c.num_hidden_layers, capacity, c.num_key_value_heads, c.head_dim) {

@@ -28,6 +28,21 @@ struct Qwen2LayerConfig {
   int64_t kv_dim() const { return kv_heads * head_dim; }
 };
 
+// The layer config of a module config that uses Hugging Face Qwen2 field names (hidden_size,
+// intermediate_size, num_attention_heads, num_key_value_heads, head_dim, rope_theta, rms_norm_eps).
+template <class HfStyleConfig>
+Qwen2LayerConfig qwen2_layer_config(const HfStyleConfig& c) {
+  Qwen2LayerConfig l;
+  l.hidden = c.hidden_size;
+  l.intermediate = c.intermediate_size;
+  l.heads = c.num_attention_heads;
+  l.kv_heads = c.num_key_value_heads;
+  l.head_dim = c.head_dim;
+  l.rope_theta = c.rope_theta;
+  l.eps = c.rms_norm_eps;
+  return l;
+}
+
 // Preallocated K/V of `layers` layers: per layer [capacity, kv_heads, head_dim] for K and V
 // (K after RoPE). Positions 0 .. length()-1 are valid. Never reallocates.
 class KVCache {
