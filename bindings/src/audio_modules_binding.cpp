@@ -82,6 +82,47 @@ std::pair<minmo::Tensor, std::vector<int64_t>> run_schedule(int64_t n, const std
   return {concat_rows(parts, dim), counts};
 }
 
+
+// Binding body: loads frontend F from (weights_path, config) and runs `compute` on a whole waveform.
+template <class F>
+auto frontend_offline(minmo::Tensor (F::*compute)(const float*, size_t) const) {
+  return [compute](const std::string& weights_path, const std::string& config, FloatArray wave) {
+    size_t n;
+    const float* p = wave_ptr(wave, &n);
+    minmo::Tensor out;
+    {
+      py::gil_scoped_release release;
+      auto fe = F::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
+      out = ((*fe).*compute)(p, n);
+    }
+    return to_numpy(out);
+  };
+}
+
+// Binding body: streams a waveform through frontend F's Stream in pieces of push_sizes samples
+// (see run_schedule). Returns (features, rows out per push + [rows out of finish]).
+template <class F, class Stream>
+auto frontend_streamed() {
+  return [](const std::string& weights_path, const std::string& config, FloatArray wave, std::vector<int64_t> sizes) {
+    size_t n;
+    const float* p = wave_ptr(wave, &n);
+    std::pair<minmo::Tensor, std::vector<int64_t>> res;
+    {
+      py::gil_scoped_release release;
+      auto fe = F::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
+      Stream s(fe);
+      res = run_schedule(
+          static_cast<int64_t>(n), sizes, fe->output_dim(),
+          [&](int64_t at, int64_t len) {
+            s.push(p + at, static_cast<size_t>(len));
+            return s.take_ready();
+          },
+          [&] { return s.finish(); });
+    }
+    return py::make_tuple(to_numpy(res.first), res.second);
+  };
+}
+
 }  // namespace
 
 MINMO_PY_BINDING(bind_testing_audio) {
@@ -92,98 +133,21 @@ MINMO_PY_BINDING(bind_testing_audio) {
       "module config) and, for encoders, `chunk` (JSON string of the manifest's streaming settings).");
 
   // ---- kaldi fbank frontend
-  t.def(
-      "fbank_offline",
-      [](const std::string& weights_path, const std::string& config, FloatArray wave) {
-        size_t n;
-        const float* p = wave_ptr(wave, &n);
-        minmo::Tensor out;
-        {
-          py::gil_scoped_release release;
-          auto fe = minmo::FbankFrontend::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
-          out = fe->compute(p, n);
-        }
-        return to_numpy(out);
-      },
-      py::arg("weights_path"), py::arg("config"), py::arg("waveform"),
-      "Kaldi fbank + LFR + CMVN of a whole waveform: [rows, lfr_m * num_mel_bins].");
-  t.def(
-      "fbank_logmel",
-      [](const std::string& weights_path, const std::string& config, FloatArray wave) {
-        size_t n;
-        const float* p = wave_ptr(wave, &n);
-        minmo::Tensor out;
-        {
-          py::gil_scoped_release release;
-          auto fe = minmo::FbankFrontend::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
-          out = fe->fbank(p, n);
-        }
-        return to_numpy(out);
-      },
-      py::arg("weights_path"), py::arg("config"), py::arg("waveform"),
-      "Kaldi log-mel fbank frames before LFR / CMVN: [frames, num_mel_bins].");
-  t.def(
-      "fbank_streamed",
-      [](const std::string& weights_path, const std::string& config, FloatArray wave, std::vector<int64_t> sizes) {
-        size_t n;
-        const float* p = wave_ptr(wave, &n);
-        std::pair<minmo::Tensor, std::vector<int64_t>> res;
-        {
-          py::gil_scoped_release release;
-          auto fe = minmo::FbankFrontend::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
-          minmo::FbankFrontendStream s(fe);
-          res = run_schedule(
-              static_cast<int64_t>(n), sizes, fe->output_dim(),
-              [&](int64_t at, int64_t len) {
-                s.push(p + at, static_cast<size_t>(len));
-                return s.take_ready();
-              },
-              [&] { return s.finish(); });
-        }
-        return py::make_tuple(to_numpy(res.first), res.second);
-      },
-      py::arg("weights_path"), py::arg("config"), py::arg("waveform"), py::arg("push_sizes"),
-      "Streamed fbank frontend: pushes the waveform in pieces of push_sizes samples (rest as one piece), "
-      "take_ready() after each, then finish(). Returns (features, rows out per push + [rows out of finish]).");
+  t.def("fbank_offline", frontend_offline(&minmo::FbankFrontend::compute), py::arg("weights_path"), py::arg("config"),
+        py::arg("waveform"), "Kaldi fbank + LFR + CMVN of a whole waveform: [rows, lfr_m * num_mel_bins].");
+  t.def("fbank_logmel", frontend_offline(&minmo::FbankFrontend::fbank), py::arg("weights_path"), py::arg("config"),
+        py::arg("waveform"), "Kaldi log-mel fbank frames before LFR / CMVN: [frames, num_mel_bins].");
+  t.def("fbank_streamed", frontend_streamed<minmo::FbankFrontend, minmo::FbankFrontendStream>(),
+        py::arg("weights_path"), py::arg("config"), py::arg("waveform"), py::arg("push_sizes"),
+        "Streamed fbank frontend: pushes the waveform in pieces of push_sizes samples (rest as one piece), "
+        "take_ready() after each, then finish(). Returns (features, rows out per push + [rows out of finish]).");
 
   // ---- whisper log-mel frontend
-  t.def(
-      "whisper_offline",
-      [](const std::string& weights_path, const std::string& config, FloatArray wave) {
-        size_t n;
-        const float* p = wave_ptr(wave, &n);
-        minmo::Tensor out;
-        {
-          py::gil_scoped_release release;
-          auto fe = minmo::WhisperFrontend::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
-          out = fe->compute(p, n);
-        }
-        return to_numpy(out);
-      },
-      py::arg("weights_path"), py::arg("config"), py::arg("waveform"),
-      "Whisper log-mel of a whole waveform: [num_samples // hop, n_mels].");
-  t.def(
-      "whisper_streamed",
-      [](const std::string& weights_path, const std::string& config, FloatArray wave, std::vector<int64_t> sizes) {
-        size_t n;
-        const float* p = wave_ptr(wave, &n);
-        std::pair<minmo::Tensor, std::vector<int64_t>> res;
-        {
-          py::gil_scoped_release release;
-          auto fe = minmo::WhisperFrontend::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
-          minmo::WhisperFrontendStream s(fe);
-          res = run_schedule(
-              static_cast<int64_t>(n), sizes, fe->output_dim(),
-              [&](int64_t at, int64_t len) {
-                s.push(p + at, static_cast<size_t>(len));
-                return s.take_ready();
-              },
-              [&] { return s.finish(); });
-        }
-        return py::make_tuple(to_numpy(res.first), res.second);
-      },
-      py::arg("weights_path"), py::arg("config"), py::arg("waveform"), py::arg("push_sizes"),
-      "Streamed whisper frontend (see fbank_streamed). Returns (features, rows out per push + [finish]).");
+  t.def("whisper_offline", frontend_offline(&minmo::WhisperFrontend::compute), py::arg("weights_path"),
+        py::arg("config"), py::arg("waveform"), "Whisper log-mel of a whole waveform: [num_samples // hop, n_mels].");
+  t.def("whisper_streamed", frontend_streamed<minmo::WhisperFrontend, minmo::WhisperFrontendStream>(),
+        py::arg("weights_path"), py::arg("config"), py::arg("waveform"), py::arg("push_sizes"),
+        "Streamed whisper frontend (see fbank_streamed). Returns (features, rows out per push + [finish]).");
 
   // ---- SenseVoice-Small
   t.def(
