@@ -128,32 +128,39 @@ def quantize(w: np.ndarray, fmt: str, group: int = 128):
     return (packed, bf16(scale), None if fmt == "int4sym" else zero), deq
 
 
-def run_gemv(k, fmt, x, arrays, batch, n, kk, group=128):
+def run_gemv(k, fmt, x, arrays, batch, n, kk, gated=False, group=128):
     y = np.full((batch, n), 0xFFFF, np.uint16)
+    pre = "gemv_silu_" if gated else "gemv_"
     if fmt == "bf16":
-        k.cpu.gemv_bf16(ptr(x), ptr(arrays[0]), ptr(y), batch, n, kk)
-    elif fmt == "int8":
-        k.cpu.gemv_int8(ptr(x), ptr(arrays[0]), ptr(arrays[1]), ptr(y), batch, n, kk)
-    elif fmt == "fp8":
-        k.cpu.gemv_fp8(ptr(x), ptr(arrays[0]), ptr(arrays[1]), ptr(y), batch, n, kk)
+        k.cpu.__dict__[pre + "bf16"](ptr(x), ptr(arrays[0]), ptr(y), batch, n, kk)
+    elif fmt in ("int8", "fp8"):
+        k.cpu.__dict__[pre + fmt](ptr(x), ptr(arrays[0]), ptr(arrays[1]), ptr(y), batch, n, kk)
     else:
         packed, scale, zero = arrays
-        k.cpu.gemv_int4(ptr(x), ptr(packed), ptr(scale), None if zero is None else ptr(zero), ptr(y), batch, n, kk, group)
+        k.cpu.__dict__[pre + "int4"](ptr(x), ptr(packed), ptr(scale), None if zero is None else ptr(zero), ptr(y), batch, n,
+                                     kk, group)
     return y
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "int8", "fp8", "int4sym", "int4asym"])
 @pytest.mark.parametrize("batch,n,kk", [(1, 45, 256), (3, 17, 384), (8, 5, 896)])
-def test_gemv_formats(k, fmt, batch, n, kk):
-    w = RNG.standard_normal((n, kk)).astype(np.float32) * 0.05
+@pytest.mark.parametrize("gated", [False, True])
+def test_gemv_formats(k, fmt, batch, n, kk, gated):
+    rows = 2 * n if gated else n
+    w = RNG.standard_normal((rows, kk)).astype(np.float32) * 0.05
     arrays, deq = quantize(w, fmt)
     x = bf16(RNG.standard_normal((batch, kk)))
-    y = run_gemv(k, fmt, x, arrays, batch, n, kk)
-    ref = f32(x).astype(np.float64) @ deq.T
-    assert rel(f32(y), ref) < BF16_TOL
+    y = run_gemv(k, fmt, x, arrays, batch, n, kk, gated)
+    xf = torch.tensor(f32(x), dtype=torch.float64)
+
+    def product(wm):
+        full = xf @ torch.as_tensor(wm, dtype=torch.float64).T
+        return F.silu(full[:, :n]) * full[:, n:] if gated else full
+
+    assert rel(f32(y), product(deq)) < BF16_TOL
     # The quantized product still approximates the float one (catches a wrong dequantization that
     # the twin and the reference would share).
-    assert rel(f32(y), f32(x).astype(np.float64) @ w.astype(np.float64).T) < {"bf16": 1e-2, "int8": 2e-2, "fp8": 8e-2}.get(fmt, 0.2)
+    assert rel(f32(y), product(w)) < {"bf16": 1e-2, "int8": 2e-2, "fp8": 8e-2}.get(fmt, 0.25)
 
 
 def test_gemv_rejects_bad_shapes(k):
@@ -295,3 +302,50 @@ def test_cuda_kernels_match_cpu_twins():
     assert "failed: PASS" in r.stdout.replace("0 failed: PASS", "failed: PASS")
     kern = mk.Kernels(lib)
     assert kern.has_cuda
+
+
+# ---- bench/gpu/decode_bench.py logic on the host (the device run gets one shot) ----------------
+@pytest.fixture(scope="module")
+def bench_mod():
+    sys.path.insert(0, str(ROOT / "bench" / "gpu"))
+    import decode_bench
+
+    return decode_bench
+
+
+TINY = dict(name="tiny", hidden=256, layers=2, heads_q=4, heads_kv=2, head_dim=64, ffn=384, vocab=300)
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "int4", "fp8"])
+def test_bench_decode_step_on_cpu_twins(k, bench_mod, fmt):
+    """The bench's decode step (quantizers, buffer plumbing, kernel sequence) run through the CPU
+    twins matches its PyTorch reference step on the same (dequantized) weights."""
+    db = bench_mod
+    torch.manual_seed(0)
+    m = db.Model(db.Cfg(**TINY), 48, device="cpu")
+    step = db.MinmoStep(k, m, fmt, ops=db.CpuOps(k))
+    ref = db.RefStep(m, weights=[{n: lin.dequant() for n, lin in d.items()} for d in step.lin])
+    ref.lm_head = step.lm_head.dequant()
+    step.x_in.copy_(m.embed[3].float())
+    step.pos.fill_(20)
+    step.enqueue(0)
+    logits_ref = ref(m.embed[3][None], 20)
+    assert rel(step.logits.float(), logits_ref.float()) < 1e-2
+    if fmt != "bf16":  # the quantized weights stay close to the bf16 ones
+        assert rel(step.lin[0]["w_gu"].dequant().float(), m.layers[0]["w_gu"].float()) < {"int8": 0.02, "fp8": 0.06, "int4": 0.2}[fmt]
+
+
+def test_bench_reference_step_matches_transformers(bench_mod):
+    """The bench's eager reference step equals Hugging Face Qwen2ForCausalLM on the same weights."""
+    pytest.importorskip("transformers")
+    db = bench_mod
+    torch.manual_seed(1)
+    m = db.Model(db.Cfg(**TINY), 16, device="cpu")
+    model = db.hf_model(m)
+    ids = [3, 7, 1, 9, 4, 4]
+    ref = db.RefStep(m)
+    with torch.no_grad():
+        for p, t in enumerate(ids):
+            logits = ref(m.embed[t][None], p)
+        hf = model(input_ids=torch.tensor([ids])).logits[0, -1]
+    assert rel(logits.float()[0], hf.float()) < 3e-2

@@ -69,9 +69,8 @@ __device__ RowState attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* 
     st.m = m_new;
 #pragma unroll
     for (int i = 0; i < 2 * P; ++i) st.o[i] *= corr;
-    const int n = static_cast<int>(min64(32, k_end - t0));
     const uint32_t* vt = reinterpret_cast<const uint32_t*>(v + t0 * D);
-    for (int j = 0; j < n; ++j) {
+    auto add_v = [&](int j) {
       const float pj = __shfl_sync(0xffffffffu, p, j);
 #pragma unroll
       for (int e = 0; e < P; ++e) {
@@ -79,6 +78,13 @@ __device__ RowState attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* 
         st.o[2 * e] = fmaf(pj, bf16_lo(vv), st.o[2 * e]);
         st.o[2 * e + 1] = fmaf(pj, bf16_hi(vv), st.o[2 * e + 1]);
       }
+    };
+    if (k_end - t0 >= 32) {  // full tile: unrolled so that V loads overlap
+#pragma unroll 8
+      for (int j = 0; j < 32; ++j) add_v(j);
+    } else {
+      const int n = static_cast<int>(k_end - t0);
+      for (int j = 0; j < n; ++j) add_v(j);
     }
   }
   return st;

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "../common/args.h"
@@ -140,25 +141,15 @@ __device__ __forceinline__ void chunk_dot(const float* vals, float scale, const 
   }
 }
 
+// Sum over the warp of x[b, :] . w(row, :) for b < B (every lane gets the totals), 128-bit path.
 template <int B, typename F>
-__device__ __forceinline__ void finish_row(float* acc, const F& fmt, int row, __nv_bfloat16* y, int64_t n) {
-#pragma unroll
-  for (int b = 0; b < B; ++b) {
-    const float v = warp_sum(acc[b]);
-    if ((threadIdx.x & 31) == 0) y[b * n + row] = __float2bfloat16_rn(v * fmt.row_scale(row));
-  }
-}
-
-template <int B, typename F>
-__device__ __forceinline__ void gemv_vec_body(const __nv_bfloat16* __restrict__ x, const F& fmt,
-                                              __nv_bfloat16* __restrict__ y, int64_t n, int64_t k) {
-  const int row = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x & 31;
-  if (row >= n) return;
+__device__ __forceinline__ void row_dot_vec(const __nv_bfloat16* __restrict__ x, const F& fmt, int row, int64_t k,
+                                            float* acc) {
   constexpr int E = F::kElems;
+  const int lane = threadIdx.x & 31;
   const int64_t chunks = k / E, k8 = k / 8;
   const uint4* wrow = reinterpret_cast<const uint4*>(fmt.w) + static_cast<int64_t>(row) * chunks;
   const uint4* x4 = reinterpret_cast<const uint4*>(x);
-  float acc[B];
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
   int64_t c = lane;
@@ -178,67 +169,87 @@ __device__ __forceinline__ void gemv_vec_body(const __nv_bfloat16* __restrict__ 
     fmt.decode(ld_stream(wrow + c), vals, row, c);
     chunk_dot<B, E>(vals, fmt.chunk_scale(row, c), x4, k8, c, acc);
   }
-  finish_row<B>(acc, fmt, row, y, n);
+#pragma unroll
+  for (int b = 0; b < B; ++b) acc[b] = warp_sum(acc[b]) * fmt.row_scale(row);
 }
 
+// The same, one element per lane step (any K, any alignment).
 template <int B, typename F>
-__device__ __forceinline__ void gemv_scalar_body(const __nv_bfloat16* __restrict__ x, const F& fmt,
-                                                 __nv_bfloat16* __restrict__ y, int64_t n, int64_t k) {
-  const int row = blockIdx.x * kWarps + threadIdx.x / 32, lane = threadIdx.x & 31;
-  if (row >= n) return;
-  float acc[B];
+__device__ __forceinline__ void row_dot_scalar(const __nv_bfloat16* __restrict__ x, const F& fmt, int row, int64_t k,
+                                               float* acc) {
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
-  for (int64_t i = lane; i < k; i += 32) {
+  for (int64_t i = threadIdx.x & 31; i < k; i += 32) {
     const float wv = fmt.at(row, i, k);
 #pragma unroll
     for (int b = 0; b < B; ++b) acc[b] = fmaf(wv, __bfloat162float(x[b * k + i]), acc[b]);
   }
-  finish_row<B>(acc, fmt, row, y, n);
+#pragma unroll
+  for (int b = 0; b < B; ++b) acc[b] = warp_sum(acc[b]) * fmt.row_scale(row);
 }
 
-template <int B, bool kVec, typename F>
+// One warp per output: y[b, r] = dot(r) or, gated (W holds 2 n rows), silu(dot(r)) * dot(n + r).
+template <int B, bool kVec, bool kGated, typename F>
+__device__ __forceinline__ void gemv_body(const __nv_bfloat16* __restrict__ x, const F& fmt,
+                                          __nv_bfloat16* __restrict__ y, int64_t n, int64_t k) {
+  const int row = blockIdx.x * kWarps + threadIdx.x / 32;
+  if (row >= n) return;
+  float acc[B];
+  if constexpr (kVec)
+    row_dot_vec<B>(x, fmt, row, k, acc);
+  else
+    row_dot_scalar<B>(x, fmt, row, k, acc);
+  if constexpr (kGated) {
+    float up[B];
+    if constexpr (kVec)
+      row_dot_vec<B>(x, fmt, static_cast<int>(n + row), k, up);
+    else
+      row_dot_scalar<B>(x, fmt, static_cast<int>(n + row), k, up);
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[b] = acc[b] / (1.f + __expf(-acc[b])) * up[b];
+  }
+  if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+    for (int b = 0; b < B; ++b) y[b * n + row] = __float2bfloat16_rn(acc[b]);
+  }
+}
+
+template <int B, bool kVec, bool kGated, typename F>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const __nv_bfloat16* __restrict__ x, F fmt,
                                                            __nv_bfloat16* __restrict__ y, int64_t n, int64_t k) {
-  if constexpr (kVec)
-    gemv_vec_body<B>(x, fmt, y, n, k);
-  else
-    gemv_scalar_body<B>(x, fmt, y, n, k);
+  gemv_body<B, kVec, kGated>(x, fmt, y, n, k);
 }
 
 // FP8 conversions are native from sm_89; older targets get a trapping body (never launched:
 // minmo_gemv_fp8 checks the device first).
-template <int B, bool kVec>
+template <int B, bool kVec, bool kGated>
 __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(const __nv_bfloat16* __restrict__ x, Fp8Fmt fmt,
                                                                __nv_bfloat16* __restrict__ y, int64_t n, int64_t k) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 890
-  if constexpr (kVec)
-    gemv_vec_body<B>(x, fmt, y, n, k);
-  else
-    gemv_scalar_body<B>(x, fmt, y, n, k);
+  gemv_body<B, kVec, kGated>(x, fmt, y, n, k);
 #else
   __trap();
 #endif
 }
 
-template <bool kVec, typename F>
+template <bool kVec, bool kGated, typename F>
 struct Launcher {
   template <int B>
   static void go(const __nv_bfloat16* x, const F& fmt, __nv_bfloat16* y, int64_t n, int64_t k, cudaStream_t s) {
     const unsigned blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
     if constexpr (std::is_same<F, Fp8Fmt>::value)
-      gemv_fp8_kernel<B, kVec><<<blocks, kWarps * 32, 0, s>>>(x, fmt, y, n, k);
+      gemv_fp8_kernel<B, kVec, kGated><<<blocks, kWarps * 32, 0, s>>>(x, fmt, y, n, k);
     else
-      gemv_kernel<B, kVec, F><<<blocks, kWarps * 32, 0, s>>>(x, fmt, y, n, k);
+      gemv_kernel<B, kVec, kGated, F><<<blocks, kWarps * 32, 0, s>>>(x, fmt, y, n, k);
   }
 };
 
-template <bool kVec, typename F>
+template <bool kVec, bool kGated, typename F>
 int dispatch_batch(const minmo_bf16* xb, const F& fmt, minmo_bf16* yb, int64_t batch, int64_t n, int64_t k,
                    cudaStream_t s) {
   const auto* x = reinterpret_cast<const __nv_bfloat16*>(xb);
   auto* y = reinterpret_cast<__nv_bfloat16*>(yb);
-  using L = Launcher<kVec, F>;
+  using L = Launcher<kVec, kGated, F>;
   switch (batch) {
     case 1: L::template go<1>(x, fmt, y, n, k, s); break;
     case 2: L::template go<2>(x, fmt, y, n, k, s); break;
@@ -252,53 +263,80 @@ int dispatch_batch(const minmo_bf16* xb, const F& fmt, minmo_bf16* yb, int64_t b
   return launch_status();
 }
 
+// n: outputs per batch row (the gated form reads 2 n weight rows).
 template <typename F>
-int run_gemv(const minmo_bf16* x, const F& fmt, minmo_bf16* y, int64_t batch, int64_t n, int64_t k,
+int run_gemv(const minmo_bf16* x, const F& fmt, minmo_bf16* y, int64_t batch, int64_t n, int64_t k, bool gated,
              cudaStream_t s) {
   const bool vec = k % F::kElems == 0 && aligned16(x) && aligned16(fmt.w);
-  return vec ? dispatch_batch<true>(x, fmt, y, batch, n, k, s) : dispatch_batch<false>(x, fmt, y, batch, n, k, s);
+  if (gated)
+    return vec ? dispatch_batch<true, true>(x, fmt, y, batch, n, k, s) : dispatch_batch<false, true>(x, fmt, y, batch, n, k, s);
+  return vec ? dispatch_batch<true, false>(x, fmt, y, batch, n, k, s) : dispatch_batch<false, false>(x, fmt, y, batch, n, k, s);
 }
 
 // FP8 kernels run when the device is sm_89+ and the image loaded for it was compiled for sm_89+
-// (its ptxVersion is the __CUDA_ARCH__ the body saw).
-bool fp8_ok() {
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev))
+// (its ptxVersion is the __CUDA_ARCH__ the body saw). Cached per device, so that calls made while
+// a CUDA graph is being captured query nothing.
+bool fp8_query(int dev) {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
     return false;
   if (major * 10 + minor < 89) return false;
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, gemv_fp8_kernel<1, true>) != cudaSuccess) return false;
+  if (cudaFuncGetAttributes(&attr, gemv_fp8_kernel<1, true, false>) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it so the next launch check does not report it
+    return false;
+  }
   return attr.ptxVersion >= 89;
+}
+
+bool fp8_ok() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices];  // 0 unknown, 1 no, 2 yes
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (dev < 0 || dev >= kMaxDevices) return fp8_query(dev);
+  int v = cache[dev].load(std::memory_order_relaxed);
+  if (v == 0) {
+    v = fp8_query(dev) ? 2 : 1;
+    cache[dev].store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
 }
 
 }  // namespace
 
-extern "C" int minmo_gemv_bf16(const minmo_bf16* x, const minmo_bf16* w, minmo_bf16* y, int64_t batch, int64_t n,
-                               int64_t k, cudaStream_t stream) {
-  if (!minmo_args::gemv_ok(x, w, y, batch, n, k)) return MINMO_KERNEL_INVALID_ARGUMENT;
-  return run_gemv(x, Bf16Fmt{w}, y, batch, n, k, stream);
-}
+// Plain (gated = false: n outputs from n rows) and gated (n outputs from 2 n rows) entry points.
+#define MINMO_GEMV_ENTRY(NAME, GATED)                                                                         \
+  extern "C" int minmo_gemv##NAME##_bf16(const minmo_bf16* x, const minmo_bf16* w, minmo_bf16* y, int64_t batch, \
+                                         int64_t n, int64_t k, cudaStream_t stream) {                        \
+    if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || (GATED && n > (int64_t{1} << 30)))                     \
+      return MINMO_KERNEL_INVALID_ARGUMENT;                                                                \
+    return run_gemv(x, Bf16Fmt{w}, y, batch, n, k, GATED, stream);                                          \
+  }                                                                                                        \
+  extern "C" int minmo_gemv##NAME##_int8(const minmo_bf16* x, const int8_t* w, const float* scale, minmo_bf16* y, \
+                                         int64_t batch, int64_t n, int64_t k, cudaStream_t stream) {         \
+    if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale || (GATED && n > (int64_t{1} << 30)))           \
+      return MINMO_KERNEL_INVALID_ARGUMENT;                                                                \
+    return run_gemv(x, Int8Fmt{w, scale}, y, batch, n, k, GATED, stream);                                   \
+  }                                                                                                        \
+  extern "C" int minmo_gemv##NAME##_int4(const minmo_bf16* x, const uint8_t* w, const minmo_bf16* scale,      \
+                                         const uint8_t* zero, minmo_bf16* y, int64_t batch, int64_t n, int64_t k, \
+                                         int64_t group_size, cudaStream_t stream) {                          \
+    if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale || !minmo_args::int4_ok(k, group_size) ||        \
+        (GATED && n > (int64_t{1} << 30)))                                                                 \
+      return MINMO_KERNEL_INVALID_ARGUMENT;                                                                \
+    return run_gemv(x, Int4Fmt{w, scale, zero, k / group_size, group_size}, y, batch, n, k, GATED, stream);  \
+  }                                                                                                        \
+  extern "C" int minmo_gemv##NAME##_fp8(const minmo_bf16* x, const uint8_t* w, const float* scale, minmo_bf16* y, \
+                                        int64_t batch, int64_t n, int64_t k, cudaStream_t stream) {          \
+    if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale || (GATED && n > (int64_t{1} << 30)))           \
+      return MINMO_KERNEL_INVALID_ARGUMENT;                                                                \
+    if (!fp8_ok()) return MINMO_KERNEL_UNSUPPORTED;                                                        \
+    return run_gemv(x, Fp8Fmt{w, scale}, y, batch, n, k, GATED, stream);                                    \
+  }
 
-extern "C" int minmo_gemv_int8(const minmo_bf16* x, const int8_t* w, const float* scale, minmo_bf16* y,
-                               int64_t batch, int64_t n, int64_t k, cudaStream_t stream) {
-  if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale) return MINMO_KERNEL_INVALID_ARGUMENT;
-  return run_gemv(x, Int8Fmt{w, scale}, y, batch, n, k, stream);
-}
-
-extern "C" int minmo_gemv_int4(const minmo_bf16* x, const uint8_t* w, const minmo_bf16* scale, const uint8_t* zero,
-                               minmo_bf16* y, int64_t batch, int64_t n, int64_t k, int64_t group_size,
-                               cudaStream_t stream) {
-  if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale || !minmo_args::int4_ok(k, group_size))
-    return MINMO_KERNEL_INVALID_ARGUMENT;
-  return run_gemv(x, Int4Fmt{w, scale, zero, k / group_size, group_size}, y, batch, n, k, stream);
-}
-
-extern "C" int minmo_gemv_fp8(const minmo_bf16* x, const uint8_t* w, const float* scale, minmo_bf16* y,
-                              int64_t batch, int64_t n, int64_t k, cudaStream_t stream) {
-  if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale) return MINMO_KERNEL_INVALID_ARGUMENT;
-  if (!fp8_ok()) return MINMO_KERNEL_UNSUPPORTED;
-  return run_gemv(x, Fp8Fmt{w, scale}, y, batch, n, k, stream);
-}
+MINMO_GEMV_ENTRY(, false)
+MINMO_GEMV_ENTRY(_silu, true)
 
 extern "C" int minmo_fp8_supported(void) { return fp8_ok() ? 1 : 0; }

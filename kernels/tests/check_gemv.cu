@@ -1,5 +1,6 @@
-// Checks: weight-only products (bf16, int8, int4, fp8) against their CPU twins, on vector-path and
-// scalar-path shapes (K not a multiple of the chunk, misaligned activations), batch 1..8.
+// Checks: weight-only products (bf16, int8, int4, fp8; plain and SiLU-gated) against their CPU
+// twins, on vector-path and scalar-path shapes (K not a multiple of the chunk, misaligned
+// activations), batch 1..8.
 #include "harness.h"
 
 using harness::DevBuf;
@@ -12,7 +13,7 @@ struct Shape {
   int64_t batch, n, k;
 };
 
-std::string shape_of(const Shape& s, int64_t misalign, int64_t group = 0, int sym = -1) {
+std::string shape_of(const Shape& s, int64_t misalign, int64_t group = 0, bool sym = false) {
   std::string r = harness::shape_str({{"B", s.batch}, {"N", s.n}, {"K", s.k}});
   if (group) r += " g=" + std::to_string(group) + (sym ? " sym" : " asym");
   if (misalign) r += " x+1";
@@ -39,65 +40,66 @@ std::vector<float> rand_scales(size_t n) {
   return v;
 }
 
-void bf16_case(const Shape& s, int64_t misalign) {
-  auto w = harness::randn_bf16(size_t(s.n * s.k), 0.05f);
+// Gated forms read 2 n weight rows.
+int64_t rows_of(const Shape& s, bool gated) { return gated ? 2 * s.n : s.n; }
+
+void bf16_case(const Shape& s, int64_t misalign, bool gated) {
+  auto w = harness::randn_bf16(size_t(rows_of(s, gated) * s.k), 0.05f);
   DevBuf<uint16_t> dw(w);
+  auto gpu = gated ? minmo_gemv_silu_bf16 : minmo_gemv_bf16;
+  auto cpu = gated ? minmo_gemv_silu_bf16_cpu : minmo_gemv_bf16_cpu;
   run_case(
-      "gemv_bf16", s, misalign, shape_of(s, misalign),
-      [&](uint16_t* x, uint16_t* y) { return minmo_gemv_bf16(x, dw.data(), y, s.batch, s.n, s.k, nullptr); },
-      [&](const uint16_t* x, uint16_t* y) { return minmo_gemv_bf16_cpu(x, w.data(), y, s.batch, s.n, s.k); });
+      gated ? "gemv_silu_bf16" : "gemv_bf16", s, misalign, shape_of(s, misalign),
+      [&](uint16_t* x, uint16_t* y) { return gpu(x, dw.data(), y, s.batch, s.n, s.k, nullptr); },
+      [&](const uint16_t* x, uint16_t* y) { return cpu(x, w.data(), y, s.batch, s.n, s.k); });
 }
 
-void int8_case(const Shape& s, int64_t misalign) {
-  auto bytes = harness::rand_bytes(size_t(s.n * s.k));
+void int8_case(const Shape& s, int64_t misalign, bool gated) {
+  auto bytes = harness::rand_bytes(size_t(rows_of(s, gated) * s.k));
   std::vector<int8_t> w(bytes.size());
   for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<int8_t>(bytes[i] == 0x80 ? 0x81 : bytes[i]);  // [-127, 127]
-  auto scale = rand_scales(size_t(s.n));
+  auto scale = rand_scales(size_t(rows_of(s, gated)));
   DevBuf<int8_t> dw(w);
   DevBuf<float> ds(scale);
+  auto gpu = gated ? minmo_gemv_silu_int8 : minmo_gemv_int8;
+  auto cpu = gated ? minmo_gemv_silu_int8_cpu : minmo_gemv_int8_cpu;
   run_case(
-      "gemv_int8", s, misalign, shape_of(s, misalign),
-      [&](uint16_t* x, uint16_t* y) {
-        return minmo_gemv_int8(x, dw.data(), ds.data(), y, s.batch, s.n, s.k, nullptr);
-      },
-      [&](const uint16_t* x, uint16_t* y) {
-        return minmo_gemv_int8_cpu(x, w.data(), scale.data(), y, s.batch, s.n, s.k);
-      });
+      gated ? "gemv_silu_int8" : "gemv_int8", s, misalign, shape_of(s, misalign),
+      [&](uint16_t* x, uint16_t* y) { return gpu(x, dw.data(), ds.data(), y, s.batch, s.n, s.k, nullptr); },
+      [&](const uint16_t* x, uint16_t* y) { return cpu(x, w.data(), scale.data(), y, s.batch, s.n, s.k); });
 }
 
-void int4_case(const Shape& s, int64_t group, bool symmetric, int64_t misalign) {
-  const int64_t groups = s.k / group;
-  auto w = harness::rand_bytes(size_t(s.n * s.k / 2));
-  auto scale = harness::to_bf16(rand_scales(size_t(s.n * groups)));
-  auto zero = harness::rand_bytes(size_t(s.n * groups));
+void int4_case(const Shape& s, int64_t group, bool symmetric, int64_t misalign, bool gated) {
+  const int64_t groups = s.k / group, rows = rows_of(s, gated);
+  auto w = harness::rand_bytes(size_t(rows * s.k / 2));
+  auto scale = harness::to_bf16(rand_scales(size_t(rows * groups)));
+  auto zero = harness::rand_bytes(size_t(rows * groups));
   for (auto& z : zero) z &= 15;
   DevBuf<uint8_t> dw(w), dz(zero);
   DevBuf<uint16_t> ds(scale);
   const uint8_t* zc = symmetric ? nullptr : zero.data();
   uint8_t* zg = symmetric ? nullptr : dz.data();
+  auto gpu = gated ? minmo_gemv_silu_int4 : minmo_gemv_int4;
+  auto cpu = gated ? minmo_gemv_silu_int4_cpu : minmo_gemv_int4_cpu;
   run_case(
-      "gemv_int4", s, misalign, shape_of(s, misalign, group, symmetric),
-      [&](uint16_t* x, uint16_t* y) {
-        return minmo_gemv_int4(x, dw.data(), ds.data(), zg, y, s.batch, s.n, s.k, group, nullptr);
-      },
-      [&](const uint16_t* x, uint16_t* y) {
-        return minmo_gemv_int4_cpu(x, w.data(), scale.data(), zc, y, s.batch, s.n, s.k, group);
-      });
+      gated ? "gemv_silu_int4" : "gemv_int4", s, misalign, shape_of(s, misalign, group, symmetric),
+      [&](uint16_t* x, uint16_t* y) { return gpu(x, dw.data(), ds.data(), zg, y, s.batch, s.n, s.k, group, nullptr); },
+      [&](const uint16_t* x, uint16_t* y) { return cpu(x, w.data(), scale.data(), zc, y, s.batch, s.n, s.k, group); });
 }
 
-void fp8_case(const Shape& s, int64_t misalign, int expected) {
-  auto w = harness::rand_bytes(size_t(s.n * s.k));
+void fp8_case(const Shape& s, int64_t misalign, int expected, bool gated) {
+  auto w = harness::rand_bytes(size_t(rows_of(s, gated) * s.k));
   for (auto& b : w)
     if ((b & 0x7f) == 0x7f) b = static_cast<uint8_t>(b - 1);  // no NaN encodings
-  auto scale = rand_scales(size_t(s.n));
+  auto scale = rand_scales(size_t(rows_of(s, gated)));
   DevBuf<uint8_t> dw(w);
   DevBuf<float> ds(scale);
+  auto gpu = gated ? minmo_gemv_silu_fp8 : minmo_gemv_fp8;
+  auto cpu = gated ? minmo_gemv_silu_fp8_cpu : minmo_gemv_fp8_cpu;
   run_case(
-      "gemv_fp8", s, misalign, shape_of(s, misalign),
-      [&](uint16_t* x, uint16_t* y) { return minmo_gemv_fp8(x, dw.data(), ds.data(), y, s.batch, s.n, s.k, nullptr); },
-      [&](const uint16_t* x, uint16_t* y) {
-        return minmo_gemv_fp8_cpu(x, w.data(), scale.data(), y, s.batch, s.n, s.k);
-      },
+      gated ? "gemv_silu_fp8" : "gemv_fp8", s, misalign, shape_of(s, misalign),
+      [&](uint16_t* x, uint16_t* y) { return gpu(x, dw.data(), ds.data(), y, s.batch, s.n, s.k, nullptr); },
+      [&](const uint16_t* x, uint16_t* y) { return cpu(x, w.data(), scale.data(), y, s.batch, s.n, s.k); },
       expected);
 }
 
@@ -110,23 +112,27 @@ MINMO_CHECK(gemv) {
     shapes.insert(shapes.end(), {{1, 3584, 3584}, {1, 4608, 3584}, {2, 333, 18944}, {5, 1027, 896},
                                  {8, 129, 2048}, {4, 250, 777}, {7, 64, 4864}, {6, 100, 4000}});
   const int fp8_expected = minmo_fp8_supported() ? MINMO_KERNEL_OK : MINMO_KERNEL_UNSUPPORTED;
-  for (const auto& s : shapes) {
-    bf16_case(s, 0);
-    int8_case(s, 0);
-    fp8_case(s, 0, fp8_expected);
+  for (bool gated : {false, true}) {
+    for (const auto& s : shapes) {
+      bf16_case(s, 0, gated);
+      int8_case(s, 0, gated);
+      fp8_case(s, 0, fp8_expected, gated);
+    }
+    bf16_case({2, 19, 256}, 1, gated);
+    int8_case({3, 19, 256}, 1, gated);
+    fp8_case({1, 19, 256}, 1, fp8_expected, gated);
   }
-  bf16_case({2, 19, 256}, 1);
-  int8_case({3, 19, 256}, 1);
-  fp8_case({1, 19, 256}, 1, fp8_expected);
   // {B, N, K} with K a multiple of the group.
   std::vector<std::pair<Shape, int64_t>> q4 = {{{1, 37, 128}, 128}, {{3, 29, 384}, 128}, {{2, 31, 96}, 32},
                                                {{8, 9, 256}, 64}};
   if (!harness::small())
     q4.insert(q4.end(), {{{1, 3584, 3584}, 128}, {{1, 1027, 18944}, 128}, {{5, 300, 4864}, 128},
                          {{4, 77, 896}, 128}});
-  for (const auto& c : q4)
-    for (bool sym : {false, true}) int4_case(c.first, c.second, sym, 0);
-  int4_case({2, 17, 256}, 128, false, 1);
+  for (bool gated : {false, true}) {
+    for (const auto& c : q4)
+      for (bool sym : {false, true}) int4_case(c.first, c.second, sym, 0, gated);
+    int4_case({2, 17, 256}, 128, false, 1, gated);
+  }
 
   // Rejected before launch.
   uint16_t* p = reinterpret_cast<uint16_t*>(256);

@@ -14,8 +14,9 @@
  *   fp8   w = scale[n] * e4m3(W[n, k])                  W: uint8 [N, K] (float8 e4m3fn bits),
  *         scale: fp32 [N]. The CUDA kernel needs sm_89 or newer: it returns
  *         MINMO_KERNEL_UNSUPPORTED on older devices (e.g. Jetson Orin, sm_87).
- * The CUDA kernels read W with 128-bit loads when K and the pointers allow it (bf16/fp8/int8:
- * K % 8 / 16 / 16 == 0), one warp per output row; they are bound by memory bandwidth. */
+ * The CUDA kernels read W with 128-bit loads when K and the pointers allow it (K % 8 for bf16,
+ * K % 16 for int8/fp8, always for int4; x and W 16-byte aligned), one warp per output row, and are
+ * bound by memory bandwidth; other shapes take a slower scalar path. */
 #ifndef MINMO_KERNELS_GEMV_H_
 #define MINMO_KERNELS_GEMV_H_
 
@@ -46,6 +47,28 @@ int minmo_gemv_fp8(const minmo_bf16* x, const uint8_t* w, const float* scale, mi
                    int64_t n, int64_t k, cudaStream_t stream);
 int minmo_gemv_fp8_cpu(const minmo_bf16* x, const uint8_t* w, const float* scale, minmo_bf16* y, int64_t batch,
                        int64_t n, int64_t k);
+
+/* Gated forms for the SwiGLU MLP, one kernel for gate/up projection and activation: W holds
+ * 2 n rows (gate rows [0, n), up rows [n, 2 n); the fused gate|up weight), same formats and
+ * layouts as above with 2 n rows, and for b < batch, f < n (y: bf16 [batch, n]):
+ *   g = sum_k x[b, k] w(f, k),  u = sum_k x[b, k] w(n + f, k),  y[b, f] = bf16(silu(g) * u)
+ * with g and u kept in fp32 (fp64 in the twins). */
+int minmo_gemv_silu_bf16(const minmo_bf16* x, const minmo_bf16* w, minmo_bf16* y, int64_t batch, int64_t n,
+                         int64_t k, cudaStream_t stream);
+int minmo_gemv_silu_bf16_cpu(const minmo_bf16* x, const minmo_bf16* w, minmo_bf16* y, int64_t batch, int64_t n,
+                             int64_t k);
+int minmo_gemv_silu_int8(const minmo_bf16* x, const int8_t* w, const float* scale, minmo_bf16* y, int64_t batch,
+                         int64_t n, int64_t k, cudaStream_t stream);
+int minmo_gemv_silu_int8_cpu(const minmo_bf16* x, const int8_t* w, const float* scale, minmo_bf16* y, int64_t batch,
+                             int64_t n, int64_t k);
+int minmo_gemv_silu_int4(const minmo_bf16* x, const uint8_t* w, const minmo_bf16* scale, const uint8_t* zero,
+                         minmo_bf16* y, int64_t batch, int64_t n, int64_t k, int64_t group_size, cudaStream_t stream);
+int minmo_gemv_silu_int4_cpu(const minmo_bf16* x, const uint8_t* w, const minmo_bf16* scale, const uint8_t* zero,
+                             minmo_bf16* y, int64_t batch, int64_t n, int64_t k, int64_t group_size);
+int minmo_gemv_silu_fp8(const minmo_bf16* x, const uint8_t* w, const float* scale, minmo_bf16* y, int64_t batch,
+                        int64_t n, int64_t k, cudaStream_t stream);
+int minmo_gemv_silu_fp8_cpu(const minmo_bf16* x, const uint8_t* w, const float* scale, minmo_bf16* y, int64_t batch,
+                            int64_t n, int64_t k);
 
 /* 1 when the current CUDA device runs minmo_gemv_fp8 (compute capability >= 8.9 and the library
  * was built with an sm_89+ target), else 0. */
