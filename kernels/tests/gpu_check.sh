@@ -14,7 +14,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=${OUT:-$ROOT/gpu_check_out}
 ARCH=${CUDA_ARCH:-90}
 BUILD=${BUILD_DIR:-$ROOT/build/kernels-gpu}
-PY=${PYTHON:-python3}
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then  # the first interpreter that has torch
+  for cand in python3 python /opt/conda/bin/python /usr/bin/python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import torch' >/dev/null 2>&1; then PY=$cand; break; fi
+  done
+fi
+PY=${PY:-python3}
 JOBS=${JOBS:-$(nproc)}
 mkdir -p "$OUT"
 export PATH="$PATH:/usr/local/cuda/bin"
@@ -52,8 +58,8 @@ else
   stamp "memcheck: compute-sanitizer not found, skipped"
 fi
 
-timeout 250 "$PY" "$ROOT/bench/gpu/decode_bench.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/decode_bench.json" \
-  ${BENCH_ARGS:-} > "$OUT/bench.txt" 2>&1
+timeout 230 "$PY" "$ROOT/bench/gpu/decode_bench.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/decode_bench.json" \
+  ${BENCH_ARGS:---budget-s 120} > "$OUT/bench.txt" 2>&1
 BENCH=$?
 stamp "bench: rc=$BENCH"
 grep -E "^\[|    " "$OUT/bench.txt" | grep -v "^    \"" | head -n 80
