@@ -34,7 +34,7 @@ stamp "env: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2
 
 GEN=()
 command -v ninja >/dev/null 2>&1 && [ ! -f "$BUILD/CMakeCache.txt" ] && GEN=(-G Ninja)
-if cmake -S "$ROOT/kernels" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DMINMO_CUDA=ON \
+if cmake -S "$ROOT/kernels" -B "$BUILD" ${GEN[@]+"${GEN[@]}"} -DCMAKE_BUILD_TYPE=Release -DMINMO_CUDA=ON \
      -DCMAKE_CUDA_ARCHITECTURES="$ARCH" > "$OUT/build.txt" 2>&1 &&
    cmake --build "$BUILD" -j "$JOBS" >> "$OUT/build.txt" 2>&1; then
   stamp "build: ok (sm_$ARCH)"
