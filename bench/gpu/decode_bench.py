@@ -230,7 +230,7 @@ class Model:
 class MinmoStep:
     """Batch-1 decode step from minmo kernels on torch buffers; position read from a device int32."""
 
-    def __init__(self, k: mk.Kernels, m: Model, fmt: str, split: int = 64, ops=None):
+    def __init__(self, k: mk.Kernels, m: Model, fmt: str, split: int = 32, ops=None):
         self.k, self.m, self.fmt, self.split = k, m, fmt, split
         self.ops = ops if ops is not None else k.cuda
         c, dev = m.cfg, m.k_cache[0].device
