@@ -295,14 +295,15 @@ class MinmoStep:
 
 # ---- reference step (PyTorch) -----------------------------------------------------------------
 def rmsnorm(x, w, eps):
+    """Hugging Face Qwen2RMSNorm order: normalise in fp32, cast back to x's dtype, scale."""
     xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(BF16) * w
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w.to(x.dtype)
 
 
 def rope(x, cos, sin):
     half = x.shape[-1] // 2
     rot = torch.cat([-x[..., half:], x[..., :half]], -1)
-    return (x.float() * cos + rot.float() * sin).to(BF16)
+    return (x.float() * cos + rot.float() * sin).to(x.dtype)
 
 
 def ref_layer(x, in_norm, w_qkv, b_qkv, w_o, post_norm, w_gu, w_down, kc, vc, pos: int, cos, sin,
@@ -315,7 +316,7 @@ def ref_layer(x, in_norm, w_qkv, b_qkv, w_o, post_norm, w_gu, w_down, kc, vc, po
     q, k = rope(q, cos, sin), rope(k, cos, sin)
     kc[:, pos:pos + 1] = k
     vc[:, pos:pos + 1] = v
-    keys, vals = kc[:, :pos + 1], vc[:, :pos + 1]
+    keys, vals = kc[:, :pos + 1].to(q.dtype), vc[:, :pos + 1].to(q.dtype)
     if hq != hkv:
         keys, vals = keys.repeat_interleave(hq // hkv, 0), vals.repeat_interleave(hq // hkv, 0)
     a = F.scaled_dot_product_attention(q[None], keys[None], vals[None])[0]
@@ -324,7 +325,17 @@ def ref_layer(x, in_norm, w_qkv, b_qkv, w_o, post_norm, w_gu, w_down, kc, vc, po
     return x + F.linear(F.silu(g) * u, w_down)
 
 
+def ref_layer_fp32(x, in_norm, w_qkv, b_qkv, w_o, post_norm, w_gu, w_down, *rest):
+    """ref_layer with every activation and weight in fp32 (weights converted per call; the KV
+    cache stays bf16): the accuracy yardstick for both bf16 pipelines."""
+    f = lambda t: t.float()  # noqa: E731
+    return ref_layer(x.float(), f(in_norm), f(w_qkv), f(b_qkv), f(w_o), f(post_norm), f(w_gu), f(w_down), *rest)
+
+
 class RefStep:
+    """The decode step in PyTorch, layer by layer (bf16 like transformers, or fp32 with
+    layer_fn=ref_layer_fp32)."""
+
     def __init__(self, m: Model, layer_fn=ref_layer, weights=None):
         self.m, self.layer_fn = m, layer_fn
         self.weights = weights or [{n: layer[n] for n in ("w_qkv", "w_o", "w_gu", "w_down")} for layer in m.layers]
@@ -337,7 +348,7 @@ class RefStep:
             w = self.weights[i]
             x = self.layer_fn(x, layer["in_norm"], w["w_qkv"], layer["b_qkv"], w["w_o"], layer["post_norm"], w["w_gu"],
                               w["w_down"], m.k_cache[i], m.v_cache[i], pos, cos, sin, c.heads_q, c.heads_kv, c.head_dim, c.eps)
-        return F.linear(rmsnorm(x, m.final_norm, c.eps), self.lm_head)
+        return F.linear(rmsnorm(x, m.final_norm, c.eps), self.lm_head.to(x.dtype))
 
 
 def rel_err(a, b) -> float:
@@ -505,6 +516,11 @@ class Bench:
                                           "logits_rel_err_vs_torch_same_weights": rel_err(logits, ref_logits)}
                 if fmt != "bf16":
                     out[f"{fmt}_ctx{ctx}"]["logits_rel_err_vs_bf16_ref"] = rel_err(logits, ref(m.embed[ctx % 16][None], ctx))
+                else:  # both bf16 pipelines against an fp32 one on the same weights and cache
+                    with torch.no_grad():
+                        ref32 = RefStep(m, ref_layer_fp32)(m.embed[ctx % 16][None], ctx)
+                    out[f"{fmt}_ctx{ctx}"]["logits_rel_err_vs_fp32_ref"] = rel_err(logits, ref32)
+                    out[f"{fmt}_ctx{ctx}"]["torch_bf16_logits_rel_err_vs_fp32_ref"] = rel_err(ref_logits, ref32)
                 print(f"    minmo {fmt} ctx {ctx}: p50 {st['p50_ms']:.3f} ms p99 {st['p99_ms']:.3f} ms, {gbs:.0f} GB/s "
                       f"({out[f'{fmt}_ctx{ctx}']['frac_of_copy']:.0%} of copy), logits err "
                       f"{out[f'{fmt}_ctx{ctx}']['logits_rel_err_vs_torch_same_weights']:.1e}", flush=True)
