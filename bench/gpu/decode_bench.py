@@ -13,7 +13,8 @@ Measured, in one process on one device:
                      in a CUDA graph, per weight format (bf16, int8, int4 g128, fp8 on sm_89+) and
                      context length: p50/p99 step time, bytes read (weights + KV) / p50 time and
                      that bandwidth as a fraction of the copy rate; logits checked against the
-                     eager reference step on the same weights and cache (rel. error)
+                     eager reference step on the same weights and cache (rel. error) and, for
+                     bf16, against an fp32 reference; device time of each launch of one layer
   llm_7b.torch_eager / torch_compile / hf_transformers   the same step
   voice_lm_0p5b      15 decode steps (one CUDA graph for all 15) and the eager / HF equivalents
 """
@@ -247,29 +248,49 @@ class MinmoStep:
         self.ws = torch.zeros(k.decode_workspace_floats(c.heads_q, c.head_dim, m.max_seq, split), dtype=torch.float32, device=dev)
         self.graph = None
 
-    def enqueue(self, stream: int):
-        k, m, c = self.ops, self.m, self.m.cfg
-        self.resid.copy_(self.x_in)
+    def layer_calls(self, i: int):
+        """The launches of decoder layer i, in order, as (name, fn(stream))."""
+        k, m, c, lin, layer = self.ops, self.m, self.m.cfg, self.lin[i], self.m.layers[i]
+        p = lambda t: t.data_ptr()  # noqa: E731
         scale = 1.0 / math.sqrt(c.head_dim)
-        for i, layer in enumerate(m.layers):
-            lin = self.lin[i]
-            k.rmsnorm_residual_bf16(self.down.data_ptr() if i else None, self.resid.data_ptr(), layer["in_norm"].data_ptr(),
-                                    self.hn.data_ptr(), 1, c.hidden, c.eps, stream)
-            lin["w_qkv"](self.ops, self.hn, self.qkv, 1, stream)
-            k.qkv_rope_append_bf16(self.qkv.data_ptr(), layer["b_qkv"].data_ptr(), self.pos.data_ptr(), self.q.data_ptr(),
-                                   m.k_cache[i].data_ptr(), m.v_cache[i].data_ptr(), 1, c.heads_q, c.heads_kv, c.head_dim,
-                                   m.max_seq, c.theta, stream)
-            k.decode_attention_bf16(self.q.data_ptr(), m.k_cache[i].data_ptr(), m.v_cache[i].data_ptr(), self.pos.data_ptr(),
-                                    self.attn_out.data_ptr(), self.ws.data_ptr(), c.heads_q, c.heads_kv, c.head_dim,
-                                    m.max_seq, self.split, scale, stream)
-            lin["w_o"](self.ops, self.attn_out, self.o_out, 1, stream)
-            k.rmsnorm_residual_bf16(self.o_out.data_ptr(), self.resid.data_ptr(), layer["post_norm"].data_ptr(),
-                                    self.hn.data_ptr(), 1, c.hidden, c.eps, stream)
-            lin["w_gu"](self.ops, self.hn, self.act, 1, stream, gated=True)  # gate|up product + SiLU-mul
-            lin["w_down"](self.ops, self.act, self.down, 1, stream)
-        k.rmsnorm_residual_bf16(self.down.data_ptr(), self.resid.data_ptr(), m.final_norm.data_ptr(), self.hn.data_ptr(),
-                                1, c.hidden, c.eps, stream)
+        return [
+            ("rmsnorm_in", lambda s: k.rmsnorm_residual_bf16(p(self.down) if i else None, p(self.resid), p(layer["in_norm"]),
+                                                             p(self.hn), 1, c.hidden, c.eps, s)),
+            ("gemv_qkv", lambda s: lin["w_qkv"](k, self.hn, self.qkv, 1, s)),
+            ("qkv_rope_append", lambda s: k.qkv_rope_append_bf16(p(self.qkv), p(layer["b_qkv"]), p(self.pos), p(self.q),
+                                                                 p(m.k_cache[i]), p(m.v_cache[i]), 1, c.heads_q, c.heads_kv,
+                                                                 c.head_dim, m.max_seq, c.theta, s)),
+            ("decode_attention", lambda s: k.decode_attention_bf16(p(self.q), p(m.k_cache[i]), p(m.v_cache[i]), p(self.pos),
+                                                                   p(self.attn_out), p(self.ws), c.heads_q, c.heads_kv,
+                                                                   c.head_dim, m.max_seq, self.split, scale, s)),
+            ("gemv_o", lambda s: lin["w_o"](k, self.attn_out, self.o_out, 1, s)),
+            ("rmsnorm_post", lambda s: k.rmsnorm_residual_bf16(p(self.o_out), p(self.resid), p(layer["post_norm"]), p(self.hn),
+                                                               1, c.hidden, c.eps, s)),
+            ("gemv_gate_up_silu", lambda s: lin["w_gu"](k, self.hn, self.act, 1, s, gated=True)),
+            ("gemv_down", lambda s: lin["w_down"](k, self.act, self.down, 1, s)),
+        ]
+
+    def enqueue(self, stream: int):
+        m, c = self.m, self.m.cfg
+        self.resid.copy_(self.x_in)
+        for i in range(len(m.layers)):
+            for _, fn in self.layer_calls(i):
+                fn(stream)
+        self.ops.rmsnorm_residual_bf16(self.down.data_ptr(), self.resid.data_ptr(), m.final_norm.data_ptr(),
+                                       self.hn.data_ptr(), 1, c.hidden, c.eps, stream)
         self.lm_head(self.ops, self.hn, self.logits, 1, stream)
+
+    def layer_breakdown(self, reps: int = 20, iters: int = 10) -> dict:
+        """Device time of each launch of layer 0 (a CUDA graph of `reps` back-to-back copies of it)."""
+        out = {}
+        for name, fn in self.layer_calls(0):
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, capture_error_mode="thread_local"):
+                for _ in range(reps):
+                    fn(torch.cuda.current_stream().cuda_stream)
+            out[name] = {"us": statistics.median(time_cuda(g.replay, iters=iters)) * 1e3 / reps}
+        out["sum_us"] = sum(v["us"] for v in out.values())
+        return out
 
     def capture(self, steps: int = 1):
         """CUDA graph of `steps` consecutive decode steps (the position advances inside the graph)."""
@@ -524,6 +545,11 @@ class Bench:
                 print(f"    minmo {fmt} ctx {ctx}: p50 {st['p50_ms']:.3f} ms p99 {st['p99_ms']:.3f} ms, {gbs:.0f} GB/s "
                       f"({out[f'{fmt}_ctx{ctx}']['frac_of_copy']:.0%} of copy), logits err "
                       f"{out[f'{fmt}_ctx{ctx}']['logits_rel_err_vs_torch_same_weights']:.1e}", flush=True)
+                if fmt == "bf16" or ctx == ctxs[-1]:
+                    try:
+                        out[f"{fmt}_ctx{ctx}"]["layer_breakdown"] = step.layer_breakdown()
+                    except Exception as e:  # noqa: BLE001
+                        self.res["errors"][f"layer_breakdown_{fmt}_{ctx}"] = f"{type(e).__name__}: {e}"
                 self.save()
             step.free()
             del step, ref_q
