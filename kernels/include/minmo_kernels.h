@@ -44,4 +44,10 @@ int minmo_rmsnorm_residual_f32_cpu(const float* x, float* residual, const float*
 }
 #endif
 
+/* Kernel families (each header documents its kernels). */
+#include "minmo_kernels/fsmn.h"
+#include "minmo_kernels/sampling.h"
+#include "minmo_kernels/flow.h"
+#include "minmo_kernels/hift.h"
+
 #endif /* MINMO_KERNELS_H_ */
