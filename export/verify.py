@@ -18,8 +18,13 @@ import torch
 
 from .checkpoints.archs import MODULE_NAMES
 
-# ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order)
+# ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order).
+# A quantized module is compared with the reference rebuilt from its dequantized weights, so the
+# same tolerances apply.
 TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4}
+# Quantized module vs the fp32 one (measured at export, manifest "quant_check"): loose bounds on
+# the logits' relative error, per mode.
+QUANT_TOLERANCES = {"int8": 0.02, "fp8": 0.08, "int4": 0.15}
 
 
 @dataclass
@@ -108,6 +113,7 @@ def verify_bundle(bundle: str, seed: int = 0, tolerances: Optional[dict] = None)
     rows: list[Row] = []
     for name in [n for n in MODULE_NAMES if n in manifest["modules"]]:
         entry = manifest["modules"][name]
+        rows += quant_rows(name, entry)
         inputs = module_inputs(name, entry["arch"], entry["config"], refs[name], rng)
         ref = reference_outputs(name, entry["arch"], refs[name], inputs)
         try:
@@ -127,6 +133,18 @@ def verify_bundle(bundle: str, seed: int = 0, tolerances: Optional[dict] = None)
                 continue
             rows.append(Row(name, key, max_abs, rel, tol[name], bool(rel <= tol[name])))
     return rows
+
+
+def quant_rows(name: str, entry: dict) -> list[Row]:
+    """A quantized module's error against fp32 as recorded at export (quant_check), one row per output."""
+    mode, chk = entry.get("quant", "none"), entry.get("quant_check")
+    if mode == "none":
+        return []
+    tol = QUANT_TOLERANCES[mode]
+    if not chk:
+        return [Row(name, f"{mode} vs fp32", float("nan"), float("nan"), tol, False, "no quant_check in the manifest")]
+    return [Row(name, f"{out} ({mode} vs fp32, at export)", float("nan"), float(chk[f"{out}_rel_err"]), tol,
+                bool(chk[f"{out}_rel_err"] <= tol), "quantization error") for out in ("logits", "hidden")]
 
 
 def format_table(rows: list[Row]) -> str:
