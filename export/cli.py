@@ -2,7 +2,7 @@
 
     minmo-export build CHECKPOINT... -o BUNDLE [--streaming full|chunked] [--quant int8|int4|fp8] [--no-onnx] [--force]
     minmo-export inspect BUNDLE [--json]
-    minmo-export verify BUNDLE [--json OUT] [--seed N]
+    minmo-export verify BUNDLE [--json OUT] [--seed N] [--quant-modes int8,int4,fp8]
 """
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", metavar="BUNDLE")
     v.add_argument("--json", metavar="OUT", default=None, help="also write the results to this JSON file")
     v.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    v.add_argument("--quant-modes", default=None, metavar="M[,M]",
+                   help="also quantize the bundle's fp32 llm in memory with each mode (int8,int4,fp8) and report "
+                   "its error against fp32")
     return p
 
 
@@ -174,6 +177,10 @@ def cmd_verify(args) -> int:
     from .verify import format_table, rows_json, verify_bundle, write_json
 
     rows = verify_bundle(args.bundle, seed=args.seed)
+    if args.quant_modes:
+        from .verify import simulate_quant_rows
+
+        rows += simulate_quant_rows(args.bundle, [m.strip() for m in args.quant_modes.split(",") if m.strip()], args.seed)
     print(format_table(rows))
     payload = rows_json(os.path.abspath(args.bundle), args.seed, rows)
     if args.json:

@@ -151,3 +151,14 @@ def _load_modified(bundle, man, tmp_path):
     shutil.copytree(bundle, dst)
     (dst / "manifest.json").write_text(json.dumps(man))
     core.load_manifest(str(dst), False)
+
+
+def test_verify_simulates_each_mode_on_fp32_bundle(bundles, capsys):
+    assert cli.main(["verify", bundles["fp32"], "--quant-modes", "int8,int4,fp8"]) == 0
+    out = capsys.readouterr().out
+    for mode in QUANT_MODES:
+        assert f"logits ({mode} vs fp32, simulated)" in out
+    assert cli.main(["verify", bundles["int8"], "--quant-modes", "int4"]) == 2
+    assert "already quantized (int8)" in capsys.readouterr().err
+    assert cli.main(["verify", bundles["fp32"], "--quant-modes", "int5"]) == 2
+    assert "unknown quantization mode 'int5'" in capsys.readouterr().err
