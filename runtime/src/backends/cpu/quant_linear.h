@@ -31,9 +31,11 @@ float fp8_e4m3_to_float(uint8_t bits);
 void dequantize_row(const QuantWeight& w, int64_t n, int64_t K, float* out);
 
 // y[M, N] = x[M, K] @ dequant(W)^T + bias[N] (bias may be null). Up to kQuantFusedRows rows
-// (decode): each output row of W is dequantized once into a per-thread buffer and dotted with
-// every x row (OpenMP over output rows; reads 1 or 0.5 byte per weight instead of 4). More rows
-// (prefill): W is dequantized into a per-thread scratch matrix, then cpu::linear_omp.
+// (decode): fused products that read each quantized row once (1 or 0.5 byte per weight) and
+// apply the scales to partial sums (int4: per group, zero points through per-group sums of x);
+// SIMD clones for AVX-512 / AVX2 / baseline, OpenMP over blocks of output rows. More rows
+// (prefill): W is dequantized into the calling thread's scratch matrix (kept for reuse, the size
+// of the largest layer), then cpu::linear_omp.
 constexpr int64_t kQuantFusedRows = 8;
 void linear_quant(const float* x, const QuantWeight& w, const float* bias, float* y, int64_t M, int64_t K, int64_t N);
 
