@@ -1,20 +1,18 @@
-"""ctypes access to the kernels' CPU twins (kernels/cpu/*.cc), compiled once per test session into
-a shared library, so their tests run without CUDA and without the pybind module."""
+"""ctypes access to the speech-path kernels' CPU twins in libminmo_kernels.so (the C-ABI library of
+kernels/, built as a standalone CMake project by kernels/python/minmo_kernels_ctypes.py, shared
+with tests/test_kernels.py). Their signatures (a struct passed by value, int32 arguments) are
+declared here."""
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
-import shutil
-import subprocess
+import sys
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "kernels")
 
-F32P = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
-I32P = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
 
 
 class SamplingParams(ctypes.Structure):
@@ -24,16 +22,12 @@ class SamplingParams(ctypes.Structure):
                 ("seed", ctypes.c_uint64), ("counter", ctypes.c_uint64)]
 
 
-def build_cpu_kernels(out_dir: str) -> ctypes.CDLL:
-    """Compile every kernels/cpu/*.cc into out_dir/libminmo_kernels_cpu.so and load it."""
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not cxx:
-        raise RuntimeError("no C++ compiler (set CXX) to build the kernels' CPU twins")
-    lib = os.path.join(out_dir, "libminmo_kernels_cpu.so")
-    srcs = sorted(glob.glob(os.path.join(KERNELS, "cpu", "*.cc")))
-    subprocess.run([cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-fopenmp", "-Wall", "-Wextra",
-                    "-I" + os.path.join(KERNELS, "include"), *srcs, "-o", lib], check=True)
-    L = ctypes.CDLL(lib)
+def load_cpu_kernels() -> ctypes.CDLL:
+    """Builds (once; incremental afterwards) and loads libminmo_kernels.so, CPU twins only."""
+    sys.path.insert(0, os.path.join(KERNELS, "python"))
+    import minmo_kernels_ctypes as mk
+
+    L = ctypes.CDLL(str(mk.build(os.path.join(ROOT, "build", "kernels-py"))))
     i64, f32, i32, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_int32, ctypes.c_void_p
     sig = {
         "minmo_fsmn_attn_f32_cpu": [vp, vp, vp, vp, i64, i64, i64, i64, i64],
