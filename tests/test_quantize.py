@@ -162,3 +162,44 @@ def test_verify_simulates_each_mode_on_fp32_bundle(bundles, capsys):
     assert "already quantized (int8)" in capsys.readouterr().err
     assert cli.main(["verify", bundles["fp32"], "--quant-modes", "int5"]) == 2
     assert "unknown quantization mode 'int5'" in capsys.readouterr().err
+
+
+def test_int4_leaves_linears_with_odd_widths_in_fp32():
+    from minmo_rt.export.quantize import dequantize_state_dict, quantize_qwen2
+    from minmo_rt.export.reference import Qwen2Config
+    from minmo_rt.export.reference.qwen2 import Qwen2Decoder
+
+    cfg = dict(vocab_size=50, hidden_size=48, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+               num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = Qwen2Decoder(Qwen2Config.from_dict(cfg))
+    sd = model.state_dict()
+    out, info = quantize_qwen2(sd, cfg, "int4", torch.randn(40, 48))
+    p = "model.layers.0."
+    # inputs of width 48 (q/k/v, gate/up) are not a multiple of 32: fp32; o_proj (64) and down (64) are int4
+    assert sorted(info["skipped"]) == sorted(p + n for n in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                             "mlp.gate_proj", "mlp.up_proj"))
+    assert out[p + "mlp.down_proj.weight"].dtype == torch.uint8 and out[p + "self_attn.q_proj.weight"].dtype == torch.float32
+    deq = dequantize_state_dict(out)
+    assert set(deq) == set(sd)
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda t: t.__setitem__("model.layers.0.self_attn.q_proj.weight_scale",
+                             t["model.layers.0.self_attn.q_proj.weight_scale"][:-1].clone()), "weight_scale"),
+    (lambda t: t.__setitem__("model.layers.0.mlp.up_proj.weight",
+                             t["model.layers.0.mlp.up_proj.weight"].view(torch.uint8).clone()), "has dtype U8"),
+])
+def test_runtime_rejects_malformed_quantized_weights(bundles, tmp_path, damage, match):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    dst = tmp_path / "b"
+    shutil.copytree(bundles["int8"], dst)
+    path = dst / "weights" / "llm.safetensors"
+    t = load_file(str(path))
+    damage(t)
+    save_file(t, str(path))
+    with pytest.raises(minmo_rt.BundleError, match=match):
+        minmo_rt.Runtime(str(dst), verify_files=False)
