@@ -203,3 +203,34 @@ def test_runtime_rejects_malformed_quantized_weights(bundles, tmp_path, damage, 
     save_file(t, str(path))
     with pytest.raises(minmo_rt.BundleError, match=match):
         minmo_rt.Runtime(str(dst), verify_files=False)
+
+
+@pytest.mark.parametrize("mode", QUANT_MODES)
+def test_exported_tensors_feed_the_cuda_gemv_contract(mode):
+    """The bundle's quantized tensors are exactly what kernels/include/minmo_kernels/gemv.h expects:
+    its CPU twins (the CUDA kernels' oracle) on them equal x @ dequantize(W)^T."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "kernels" / "python"))
+    import minmo_kernels_ctypes as mk
+
+    k = mk.Kernels(mk.build(root / "build" / "kernels-py"))
+    g = torch.Generator().manual_seed(3)
+    n, kk, batch = 67, 384, 3
+    parts = quantize_weight(torch.randn(n, kk, generator=g), mode)
+    x = torch.randn(batch, kk, generator=g).to(torch.bfloat16)
+    ref = (x.float() @ dequantize_weight(parts).T).numpy()
+    xb = x.view(torch.int16).numpy().view(np.uint16).copy()
+    y = np.zeros((batch, n), np.uint16)
+    w = parts["weight"].view(torch.uint8).numpy() if mode == "fp8" else parts["weight"].numpy()
+    if mode == "int4":
+        sc = parts["weight_scale"].view(torch.int16).numpy().view(np.uint16).copy()
+        k.cpu.gemv_int4(xb.ctypes.data, w.ctypes.data, sc.ctypes.data, parts["weight_zero"].numpy().ctypes.data,
+                        y.ctypes.data, batch, n, kk, 128)
+    else:
+        sc = parts["weight_scale"].numpy()
+        getattr(k.cpu, f"gemv_{mode}")(xb.ctypes.data, w.ctypes.data, sc.ctypes.data, y.ctypes.data, batch, n, kk)
+    got = (y.astype(np.uint32) << 16).view(np.float32)
+    assert rel(got, ref) < 4e-3  # bf16 output rounding
