@@ -234,3 +234,19 @@ def test_exported_tensors_feed_the_cuda_gemv_contract(mode):
         getattr(k.cpu, f"gemv_{mode}")(xb.ctypes.data, w.ctypes.data, sc.ctypes.data, y.ctypes.data, batch, n, kk)
     got = (y.astype(np.uint32) << 16).view(np.float32)
     assert rel(got, ref) < 4e-3  # bf16 output rounding
+
+
+@pytest.mark.parametrize("mode", QUANT_MODES)
+def test_quantized_bundle_streams_like_its_reference(bundles, mode):
+    """A full streaming session (audio in, greedy text out; decode steps take the fused path,
+    the prompt prefill the dequantize + GEMM path) gives the tokens of the PyTorch reference
+    on the dequantized weights, for any push schedule."""
+    from test_session import _reference, _run, _speechlike
+
+    rt = minmo_rt.Runtime(bundles[mode])
+    audio = _speechlike(1.37, seed=1)
+    ref_tokens, ref_duplex = _reference(bundles[mode], audio)
+    tokens, duplex, _ = _run(rt, audio, [audio.size])
+    assert tokens == ref_tokens and len(tokens) > 0
+    np.testing.assert_allclose(duplex, ref_duplex, rtol=0, atol=1e-5)
+    assert _run(rt, audio, [1111, 2900, 517])[0] == tokens
