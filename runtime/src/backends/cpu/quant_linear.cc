@@ -147,7 +147,34 @@ MINMO_QUANT_SIMD_CLONES void rows_int4(const float* xe, const float* xo, const f
                                        const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
                                        int64_t n1) {
   const int64_t half = K / 2, groups = K / w.group, gh = w.group / 2;
-  for (int64_t n = n0; n < n1; ++n) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {  // four rows: four independent accumulator chains
+    const uint8_t* q0 = w.q + n * half;
+    const uint8_t *q1 = q0 + half, *q2 = q1 + half, *q3 = q2 + half;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* e = xe + m * half;
+      const float* o = xo + m * half;
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t j0 = g * gh;
+        float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int64_t j = j0; j < j0 + gh; ++j) {
+          const float ej = e[j], oj = o[j];
+          s0 += ej * static_cast<float>(q0[j] & 0xF) + oj * static_cast<float>(q0[j] >> 4);
+          s1 += ej * static_cast<float>(q1[j] & 0xF) + oj * static_cast<float>(q1[j] >> 4);
+          s2 += ej * static_cast<float>(q2[j] & 0xF) + oj * static_cast<float>(q2[j] >> 4);
+          s3 += ej * static_cast<float>(q3[j] & 0xF) + oj * static_cast<float>(q3[j] >> 4);
+        }
+        const float sg[4] = {s0, s1, s2, s3};
+        const float xs = xg[m * groups + g];
+        for (int r = 0; r < 4; ++r)
+          acc[r] += w.scale[(n + r) * groups + g] * (sg[r] - static_cast<float>(w.zero[(n + r) * groups + g]) * xs);
+      }
+      for (int r = 0; r < 4; ++r) y[m * N + n + r] = acc[r] + (bias ? bias[n + r] : 0.f);
+    }
+  }
+  for (; n < n1; ++n) {
     const uint8_t* q = w.q + n * half;
     const float* sc = w.scale + n * groups;
     const uint8_t* zp = w.zero + n * groups;
@@ -156,14 +183,12 @@ MINMO_QUANT_SIMD_CLONES void rows_int4(const float* xe, const float* xo, const f
       const float* o = xo + m * half;
       float acc = 0.f;
       for (int64_t g = 0; g < groups; ++g) {
-        float s = 0.f;
-        const uint8_t* qg = q + g * gh;
-        const float* eg = e + g * gh;
-        const float* og = o + g * gh;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < gh; ++j)
-          s += eg[j] * static_cast<float>(qg[j] & 0xF) + og[j] * static_cast<float>(qg[j] >> 4);
-        acc += sc[g] * (s - static_cast<float>(zp[g]) * xg[m * groups + g]);
+        float s0 = 0.f;
+        const int64_t j0 = g * gh;
+#pragma omp simd reduction(+ : s0)
+        for (int64_t j = j0; j < j0 + gh; ++j)
+          s0 += e[j] * static_cast<float>(q[j] & 0xF) + o[j] * static_cast<float>(q[j] >> 4);
+        acc += sc[g] * (s0 - static_cast<float>(zp[g]) * xg[m * groups + g]);
       }
       y[m * N + n] = acc + (bias ? bias[n] : 0.f);
     }
