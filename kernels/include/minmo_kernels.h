@@ -48,5 +48,9 @@ const char* minmo_kernel_status_string(int status);
 #include "minmo_kernels/gemv.h"
 #include "minmo_kernels/attention.h"
 #include "minmo_kernels/mlp.h"
+#include "minmo_kernels/fsmn.h"
+#include "minmo_kernels/sampling.h"
+#include "minmo_kernels/flow.h"
+#include "minmo_kernels/hift.h"
 
 #endif /* MINMO_KERNELS_H_ */

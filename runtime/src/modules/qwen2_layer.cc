@@ -4,6 +4,7 @@
 
 #include "backends/cpu/ops.h"
 #include "backends/cpu/ops_llm.h"
+#include "backends/cpu/quant_linear.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -70,6 +71,7 @@ Qwen2Layer::Qwen2Layer(const Qwen2LayerConfig& cfg, const WeightStore& w, const 
 }
 
 void linear_mt(const LinearW& l, const float* x, float* y, int64_t M) {
+  if (l.qw.kind != cpu::WeightQuant::None) return cpu::linear_quant(x, l.qw, l.b, y, M, l.in, l.out);
   cpu::linear_omp(x, l.w, l.b, y, M, l.in, l.out);
 }
 

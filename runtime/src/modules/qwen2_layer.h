@@ -89,7 +89,8 @@ class Qwen2Layer {
   LinearW q_, k_, v_, o_, gate_, up_, down_;
 };
 
-// y[M, out] = x[M, in] @ w^T + b with cpu::linear_omp (OpenMP team only; see ops_llm.h).
+// y[M, out] = x[M, in] @ w^T + b with cpu::linear_omp (OpenMP team only; see ops_llm.h), or
+// cpu::linear_quant when the weight is quantized.
 void linear_mt(const LinearW& l, const float* x, float* y, int64_t M);
 
 // Checks a layer config (positive sizes, heads % kv_heads == 0, even head_dim); BundleError
