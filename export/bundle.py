@@ -202,7 +202,9 @@ def load_manifest(bundle: str, verify: bool = False) -> dict:
 def load_module_weights(module: torch.nn.Module, arch: str, path: str, config: dict) -> torch.nn.Module:
     from safetensors.torch import load_file
 
-    sd = load_file(path)
+    from .quantize import dequantize_state_dict
+
+    sd = dequantize_state_dict(load_file(path))  # quantized linears -> the fp32 weights the runtime uses
     if arch in FRONTEND_ARCHS:
         bufs = dict(module.named_buffers())
         unknown = sorted(set(sd) - set(bufs))
@@ -339,18 +341,27 @@ def check_output(out_dir: str, force: bool) -> None:
 
 def write_bundle(checkpoints: list, out_dir: str, *, streaming=None, onnx: bool = True,
                  target: str = "cpu", force: bool = False, progress: bool = True, seed: int = 0,
-                 log=print) -> dict:
+                 log=print, quant: Optional[str] = None) -> dict:
     """Writes a bundle made of ``checkpoints`` (LoadedCheckpoint list) to ``out_dir``; returns the
-    manifest. ``streaming`` as in :func:`merge_checkpoints`. The bundle is assembled in a temporary sibling directory and renamed into place."""
+    manifest. ``streaming`` as in :func:`merge_checkpoints`. ``quant`` (int8 / int4 / fp8, see
+    export/quantize.py) quantizes the LLM's decoder-layer linears. The bundle is assembled in a temporary sibling directory and renamed into place."""
     out_dir = os.path.abspath(out_dir)
     check_output(out_dir, force)
+    if quant is not None:
+        from .quantize import check_mode
+
+        check_mode(quant)
     plan = merge_checkpoints(checkpoints, streaming)
     chunk: ChunkSpec = plan["streaming"]
+    if quant is not None:
+        if "llm" not in plan["modules"] or plan["modules"]["llm"][0].arch != "qwen2":
+            raise BundleError(f"--quant {quant} quantizes the Qwen2 LLM, and this bundle has no llm module")
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
-        manifest = _write_into(tmp, plan, chunk, onnx=onnx, target=target, progress=progress, seed=seed, log=log)
+        manifest = _write_into(tmp, plan, chunk, onnx=onnx, target=target, progress=progress, seed=seed, log=log,
+                               quant=quant)
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -375,7 +386,22 @@ def _ordered(modules: dict) -> list:
     return [n for n in MODULE_NAMES if n in modules]
 
 
-def _write_into(tmp: str, plan: dict, chunk: ChunkSpec, *, onnx: bool, target: str, progress: bool, seed: int, log) -> dict:
+def _quantized_llm(plan: dict, chunk: ChunkSpec, lm, mode: str, seed: int) -> tuple[dict, dict]:
+    """The llm's tensors with quantized linears, and its manifest info (quant_config, quant_check:
+    the dequantized model's error against fp32 on fresh random inputs)."""
+    from .quantize import calibration_embeds, logits_error, quantize_qwen2
+
+    calib = calibration_embeds(plan["modules"], chunk, seed=seed) if mode == "int4" else None
+    tensors, info = quantize_qwen2(lm.state_dict, lm.config, mode, calib)
+    g = torch.Generator().manual_seed(seed + 1)
+    emb = lm.state_dict["model.embed_tokens.weight"].to(torch.float32)
+    ids = torch.randint(0, emb.shape[0], (24,), generator=g)
+    check_in = torch.cat([emb[ids], torch.randn(8, emb.shape[1], generator=g) * float(emb.std())])
+    return tensors, {"quant_config": info, "quant_check": logits_error(lm.state_dict, tensors, lm.config, check_in)}
+
+
+def _write_into(tmp: str, plan: dict, chunk: ChunkSpec, *, onnx: bool, target: str, progress: bool, seed: int, log,
+                quant: Optional[str] = None) -> dict:
     from safetensors.torch import save_file
 
     modules = plan["modules"]
@@ -385,15 +411,21 @@ def _write_into(tmp: str, plan: dict, chunk: ChunkSpec, *, onnx: bool, target: s
     with _bar(len(names), "writing weights", "module", progress) as bar:
         for name in names:
             lm, ck = modules[name]
-            tensors = {k: v.detach().to(torch.float32).contiguous() if v.is_floating_point() else v.contiguous()
-                       for k, v in lm.state_dict.items()}
+            qinfo: dict = {}
+            if quant and name == "llm":  # fp32, quantized linears in their own dtypes
+                tensors, qinfo = _quantized_llm(plan, chunk, lm, quant, seed)
+                tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+            else:
+                tensors = {k: v.detach().to(torch.float32).contiguous() if v.is_floating_point() else v.contiguous()
+                           for k, v in lm.state_dict.items()}
             if lm.arch == "qwen2" and lm.config.get("tie_word_embeddings"):
                 tensors.pop("lm_head.weight", None)
             rel = f"weights/{name}.safetensors"
             save_file(tensors, os.path.join(tmp, rel), metadata={"format": "pt"})  # one key: safetensors orders metadata randomly
-            entries[name] = {"arch": lm.arch, "config": dict(lm.config), "dtype": "float32", "quant": "none",
+            entries[name] = {"arch": lm.arch, "config": dict(lm.config), "dtype": "float32",
+                             "quant": quant if qinfo else "none",
                              "weights": rel, "params": int(sum(t.numel() for t in tensors.values())),
-                             "source": ck.format}
+                             "source": ck.format, **qinfo}
             if lm.arch == "sensevoice_small":
                 entries[name]["ctc"] = {"blank_id": int(lm.extra.get("ctc_blank_id", 0))}
             bar.update(1)

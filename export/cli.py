@@ -1,8 +1,8 @@
 """``minmo-export``: build, inspect and verify minmo-rt bundles.
 
-    minmo-export build CHECKPOINT... -o BUNDLE [--streaming full|chunked] [--no-onnx] [--force]
+    minmo-export build CHECKPOINT... -o BUNDLE [--streaming full|chunked] [--quant int8|int4|fp8] [--no-onnx] [--force]
     minmo-export inspect BUNDLE [--json]
-    minmo-export verify BUNDLE [--json OUT] [--seed N]
+    minmo-export verify BUNDLE [--json OUT] [--seed N] [--quant-modes int8,int4,fp8]
 """
 from __future__ import annotations
 
@@ -48,7 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                    "exactly). Default: what the checkpoint says, else full")
     b.add_argument("--chunk-frames", type=int, default=None, metavar="N", help="encoder frames per chunk (even, >= 2; default 8)")
     b.add_argument("--left-chunks", type=int, default=None, metavar="N", help="chunks of left context (default 4)")
-    b.add_argument("--quant", choices=["int8", "fp8", "int4"], default=None, help="weight quantization (not yet implemented)")
+    b.add_argument("--quant", choices=["int8", "int4", "fp8"], default=None,
+                   help="weight-only quantization of the LLM's decoder linears: int8 (per output channel), int4 "
+                   "(groups of 128, AWQ scales from calibration audio), fp8 (e4m3, per output channel); see "
+                   "minmo_rt/export/quantize.py")
     b.add_argument("--force", action="store_true", help="replace BUNDLE if it already holds a bundle")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs of the ONNX checks")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
@@ -64,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", metavar="BUNDLE")
     v.add_argument("--json", metavar="OUT", default=None, help="also write the results to this JSON file")
     v.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    v.add_argument("--quant-modes", default=None, metavar="M[,M]",
+                   help="also quantize the bundle's fp32 llm in memory with each mode (int8,int4,fp8) and report "
+                   "its error against fp32")
     return p
 
 
@@ -71,8 +77,6 @@ def cmd_build(args) -> int:
     from .bundle import check_output, write_bundle
     from .checkpoints import load_checkpoint
 
-    if args.quant:
-        raise CliError(f"--quant {args.quant} is not yet implemented (issue 5); bundles are fp32 for now")
     if args.target == "onnx" and args.no_onnx:
         raise CliError("--target onnx needs the ONNX export; drop --no-onnx")
     override = {}
@@ -97,7 +101,7 @@ def cmd_build(args) -> int:
     checkpoints = [load_checkpoint(s) for s in args.sources]
     log = (lambda *a, **k: None) if args.quiet else print
     manifest = write_bundle(checkpoints, args.output, streaming=override, onnx=not args.no_onnx, target=args.target,
-                            force=args.force, progress=not args.quiet, seed=args.seed, log=log)
+                            force=args.force, progress=not args.quiet, seed=args.seed, log=log, quant=args.quant)
     if not args.quiet:
         size = sum(f["size"] for f in manifest["files"].values())
         st = manifest["streaming"]
@@ -109,6 +113,10 @@ def cmd_build(args) -> int:
             if chk:
                 worst = max(o["rel_err"] for o in chk["outputs"].values())
                 print(f"  onnx/{name}.onnx vs reference: rel err {worst:.1e} (tolerance {chk['tolerance']:g})")
+            qc = m.get("quant_check")
+            if qc:
+                print(f"  {name} {m['quant']} vs fp32: logits rel err {qc['logits_rel_err']:.2e}, "
+                      f"hidden rel err {qc['hidden_rel_err']:.2e}")
     return 0
 
 
@@ -169,6 +177,10 @@ def cmd_verify(args) -> int:
     from .verify import format_table, rows_json, verify_bundle, write_json
 
     rows = verify_bundle(args.bundle, seed=args.seed)
+    if args.quant_modes:
+        from .verify import simulate_quant_rows
+
+        rows += simulate_quant_rows(args.bundle, [m.strip() for m in args.quant_modes.split(",") if m.strip()], args.seed)
     print(format_table(rows))
     payload = rows_json(os.path.abspath(args.bundle), args.seed, rows)
     if args.json:
@@ -185,7 +197,7 @@ def main(argv: Optional[list] = None) -> int:
 
     try:
         return {"build": cmd_build, "inspect": cmd_inspect, "verify": cmd_verify}[args.cmd](args)
-    except (CliError, CheckpointError, BundleError, RuntimeError, OSError, ValueError) as e:
+    except (CliError, CheckpointError, BundleError, RuntimeError, OSError, ValueError) as e:  # QuantError is a ValueError
         print(f"minmo-export {args.cmd}: error: {e}", file=sys.stderr)
         return 2
 

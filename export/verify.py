@@ -18,8 +18,13 @@ import torch
 
 from .checkpoints.archs import MODULE_NAMES
 
-# ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order)
+# ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order).
+# A quantized module is compared with the reference rebuilt from its dequantized weights, so the
+# same tolerances apply.
 TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4}
+# Quantized module vs the fp32 one (measured at export, manifest "quant_check"): loose bounds on
+# the logits' relative error, per mode.
+QUANT_TOLERANCES = {"int8": 0.02, "fp8": 0.08, "int4": 0.15}
 
 
 @dataclass
@@ -108,6 +113,7 @@ def verify_bundle(bundle: str, seed: int = 0, tolerances: Optional[dict] = None)
     rows: list[Row] = []
     for name in [n for n in MODULE_NAMES if n in manifest["modules"]]:
         entry = manifest["modules"][name]
+        rows += quant_rows(name, entry)
         inputs = module_inputs(name, entry["arch"], entry["config"], refs[name], rng)
         ref = reference_outputs(name, entry["arch"], refs[name], inputs)
         try:
@@ -129,9 +135,57 @@ def verify_bundle(bundle: str, seed: int = 0, tolerances: Optional[dict] = None)
     return rows
 
 
+def quant_rows(name: str, entry: dict) -> list[Row]:
+    """A quantized module's error against fp32 as recorded at export (quant_check), one row per output."""
+    mode, chk = entry.get("quant", "none"), entry.get("quant_check")
+    if mode == "none":
+        return []
+    tol = QUANT_TOLERANCES[mode]
+    if not chk:
+        return [Row(name, f"{mode} vs fp32", float("nan"), float("nan"), tol, False, "no quant_check in the manifest")]
+    return [Row(name, f"{out} ({mode} vs fp32, at export)", float("nan"), float(chk[f"{out}_rel_err"]), tol,
+                bool(chk[f"{out}_rel_err"] <= tol), "quantization error") for out in ("logits", "hidden")]
+
+
+def simulate_quant_rows(bundle: str, modes, seed: int = 0) -> list[Row]:
+    """For a bundle's fp32 Qwen2 llm: quantize it in memory with each mode (as ``build --quant``
+    would, int4 calibrated on the bundle's own audio path) and report the logits / hidden error
+    against fp32 on random inputs."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    from .bundle import BundleError, load_manifest, resolve_in_bundle
+    from .quantize import calibration_embeds, check_mode, logits_error, quantize_qwen2
+    from .reference import ChunkSpec
+
+    manifest = load_manifest(bundle)
+    llm = manifest["modules"].get("llm")
+    if not llm or llm["arch"] != "qwen2":
+        raise BundleError(f"{bundle}: --quant-modes needs a qwen2 llm module")
+    if llm.get("quant", "none") != "none":
+        raise BundleError(f"{bundle}: the llm is already quantized ({llm['quant']}); --quant-modes needs an fp32 bundle")
+    plan = {n: (SimpleNamespace(arch=e["arch"], config=e["config"], state_dict=load_file(resolve_in_bundle(bundle, e["weights"]))), None)
+            for n, e in manifest["modules"].items()}
+    lm = plan["llm"][0]
+    g = torch.Generator().manual_seed(seed)
+    emb = lm.state_dict["model.embed_tokens.weight"].to(torch.float32)
+    ids = torch.randint(0, emb.shape[0], (24,), generator=g)
+    test_in = torch.cat([emb[ids], torch.randn(8, emb.shape[1], generator=g) * float(emb.std())])
+    rows = []
+    for mode in modes:
+        check_mode(mode)
+        calib = calibration_embeds(plan, ChunkSpec.from_dict(manifest["streaming"]), seed=seed) if mode == "int4" else None
+        err = logits_error(lm.state_dict, quantize_qwen2(lm.state_dict, lm.config, mode, calib)[0], lm.config, test_in)
+        tol = QUANT_TOLERANCES[mode]
+        rows += [Row("llm", f"{out} ({mode} vs fp32, simulated)", float("nan"), err[f"{out}_rel_err"], tol,
+                     bool(err[f"{out}_rel_err"] <= tol), "quantization error") for out in ("logits", "hidden")]
+    return rows
+
+
 def format_table(rows: list[Row]) -> str:
     head = ["module", "output", "max abs err", "rel err", "tolerance", "ok"]
-    body = [[r.module, r.output, f"{r.max_abs_err:.3e}", f"{r.rel_err:.3e}", f"{r.tolerance:.0e}",
+    body = [[r.module, r.output, f"{r.max_abs_err:.3e}", f"{r.rel_err:.3e}", f"{r.tolerance:.2g}",
              ("ok" if r.ok else "FAIL") + (f"  ({r.note})" if r.note else "")] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)] if body else [len(h) for h in head]
     line = lambda cells: " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731

@@ -132,8 +132,8 @@ def test_conflicts_are_refused(sources, tmp_path, capsys):
     assert "projector output_dim 128 != llm hidden_size 64" in err and "duplex llm_hidden" in err
     assert build(sources / "qwen2", sources / "qwen2", "-o", tmp_path / "x") == 2
     assert "given twice" in capsys.readouterr().err
-    assert build(sources / "minmo", "-o", tmp_path / "x", "--quant", "int8") == 2
-    assert "not yet implemented (issue 5)" in capsys.readouterr().err
+    assert build(sources / "sensevoice", "-o", tmp_path / "x", "--quant", "int8", "--no-onnx") == 2
+    assert "this bundle has no llm module" in capsys.readouterr().err
     assert build(sources / "minmo", "-o", sources / "minmo" / "bundle") == 2
     assert "overlap" in capsys.readouterr().err
     (tmp_path / "junk").mkdir()

@@ -146,11 +146,17 @@ PYBIND11_MODULE(_core, m) {
           std::memcpy(a.mutable_data(), kv.second.ptr(), sizeof(int64_t) * kv.second.data.size());
           out[py::str(kv.first)] = a;
         }
+        for (const auto& kv : f.bytes) {
+          py::array a = f.dtype.at(kv.first) == "I8" ? py::array(py::array_t<int8_t>(kv.second.shape))
+                                                     : py::array(py::array_t<uint8_t>(kv.second.shape));
+          std::memcpy(a.mutable_data(), kv.second.ptr(), kv.second.data.size());
+          out[py::str(kv.first)] = a;
+        }
         return out;
       },
       py::arg("path"),
       "Read a .safetensors file with the C++ loader: dict name -> numpy array (floating dtypes as "
-      "float32, integer dtypes as int64).");
+      "float32, integer dtypes as int64; I8 as int8, U8 and F8_E4M3 as uint8 raw bytes).");
 
   auto& registry = minmo::pyb::binding_registry();
   std::sort(registry.begin(), registry.end(), [](const auto& a, const auto& b) { return a.first < b.first; });

@@ -1,87 +1,112 @@
-// Every CUDA kernel against its CPU twin on random inputs of odd sizes; error measured as
-// ||gpu - cpu|| / ||cpu||. Exits 0 with "SKIP" when no CUDA device is present, 1 on failure.
-// Build: cmake --build <dir> --target minmo_kernels_cuda_test
-#include <cuda_runtime.h>
+// GPU-vs-CPU-twin harness: runs every check registered with MINMO_CHECK (tests/check_*.cu) and
+// prints a PASS/FAIL table. Exit status: 0 when every case passed or no CUDA device is present
+// (prints SKIP), 1 when a case failed, 2 on a CUDA error.
+// Usage: minmo_kernels_cuda_test [--small] [--filter SUBSTRING] [--seed N]
+#include <cstdlib>
+#include <utility>
 
-#include <cmath>
-#include <cstdio>
-#include <random>
-#include <vector>
+#include "harness.h"
 
-#include "minmo_kernels.h"
-
+namespace harness {
 namespace {
 
-double rel_err(const std::vector<float>& a, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    num += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
+struct Row {
+  std::string kernel, shape;
+  double err, tol;
+  int status, expected;
+  bool pass;
+};
 
-#define CK(x)                                                                      \
-  do {                                                                             \
-    cudaError_t e_ = (x);                                                          \
-    if (e_ != cudaSuccess) {                                                       \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      return false;                                                                \
-    }                                                                              \
-  } while (0)
-
-bool check_rmsnorm_residual(int64_t rows, int64_t dim, bool with_x, std::mt19937& rng) {
-  std::normal_distribution<float> nd;
-  const size_t n = size_t(rows * dim);
-  std::vector<float> x(n), res(n), gamma(static_cast<size_t>(dim));
-  for (auto& v : x) v = nd(rng);
-  for (auto& v : res) v = nd(rng);
-  for (auto& v : gamma) v = nd(rng);
-  std::vector<float> res_cpu = res, out_cpu(n, NAN), res_gpu(n), out_gpu(n);
-  minmo_rmsnorm_residual_f32_cpu(with_x ? x.data() : nullptr, res_cpu.data(), gamma.data(), out_cpu.data(), rows,
-                                 dim, 1e-6f);
-  float *dx, *dr, *dg, *dout;
-  CK(cudaMalloc(&dx, n * 4 + 4));
-  CK(cudaMalloc(&dr, n * 4 + 4));
-  CK(cudaMalloc(&dg, size_t(dim) * 4));
-  CK(cudaMalloc(&dout, n * 4 + 4));
-  CK(cudaMemcpy(dx, x.data(), n * 4, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(dr, res.data(), n * 4, cudaMemcpyHostToDevice));
-  CK(cudaMemcpy(dg, gamma.data(), size_t(dim) * 4, cudaMemcpyHostToDevice));
-  CK(cudaMemset(dout, 0xff, n * 4));  // NaN poison
-  const int rc = minmo_rmsnorm_residual_f32(with_x ? dx : nullptr, dr, dg, dout, rows, dim, 1e-6f, nullptr);
-  CK(cudaDeviceSynchronize());
-  CK(cudaMemcpy(res_gpu.data(), dr, n * 4, cudaMemcpyDeviceToHost));
-  CK(cudaMemcpy(out_gpu.data(), dout, n * 4, cudaMemcpyDeviceToHost));
-  cudaFree(dx);
-  cudaFree(dr);
-  cudaFree(dg);
-  cudaFree(dout);
-  const double e1 = rel_err(res_gpu, res_cpu), e2 = rel_err(out_gpu, out_cpu);
-  const bool ok = rc == MINMO_KERNEL_OK && e1 <= 1e-6 && e2 <= 1e-5;
-  std::printf("%s rmsnorm_residual rows=%lld dim=%lld x=%d: residual err %.2e, out err %.2e\n", ok ? "ok  " : "FAIL",
-              (long long)rows, (long long)dim, int(with_x), e1, e2);
-  return ok;
+std::vector<std::pair<const char*, void (*)()>>& checks() {
+  static std::vector<std::pair<const char*, void (*)()>> c;
+  return c;
 }
+std::vector<Row>& rows() {
+  static std::vector<Row> r;
+  return r;
+}
+bool g_small = false;
 
 }  // namespace
 
-int main() {
+int add_check(const char* name, void (*fn)()) {
+  checks().emplace_back(name, fn);
+  return 0;
+}
+
+bool small() { return g_small; }
+
+std::mt19937& rng() {
+  static std::mt19937 r(1234);
+  return r;
+}
+
+void record(const std::string& kernel, const std::string& shape, double err, double tol, int status,
+            int expected_status) {
+  const bool pass = status == expected_status && (expected_status != MINMO_KERNEL_OK || err <= tol);
+  rows().push_back({kernel, shape, err, tol, status, expected_status, pass});
+  std::printf("%-4s  %-28s %-52s err %9.2e  tol %7.1e  status %s\n", pass ? "PASS" : "FAIL", kernel.c_str(),
+              shape.c_str(), expected_status == MINMO_KERNEL_OK ? err : 0.0, tol, minmo_kernel_status_string(status));
+  std::fflush(stdout);
+}
+
+void sync() {
+  const cudaError_t e = cudaDeviceSynchronize();
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "CUDA error after kernel: %s\n", cudaGetErrorString(e));
+    std::exit(2);
+  }
+}
+
+std::string shape_str(std::initializer_list<std::pair<const char*, long long>> dims) {
+  std::string s;
+  for (const auto& d : dims) {
+    if (!s.empty()) s += ' ';
+    s += d.first;
+    s += '=';
+    s += std::to_string(d.second);
+  }
+  return s;
+}
+
+}  // namespace harness
+
+int main(int argc, char** argv) {
+  std::string filter;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--small") {
+      harness::g_small = true;
+    } else if (a == "--filter" && i + 1 < argc) {
+      filter = argv[++i];
+    } else if (a == "--seed" && i + 1 < argc) {
+      harness::rng().seed(static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10)));
+    } else {
+      std::fprintf(stderr, "usage: %s [--small] [--filter SUBSTRING] [--seed N]\n", argv[0]);
+      return 2;
+    }
+  }
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("SKIP: no CUDA device\n");
     return 0;
   }
-  std::mt19937 rng(0);
-  bool ok = true;
-  const int64_t shapes[][2] = {{1, 1}, {3, 31}, {7, 896}, {5, 3584}, {2, 8193}, {300, 257}};
-  for (const auto& s : shapes)
-    for (bool with_x : {true, false}) ok = check_rmsnorm_residual(s[0], s[1], with_x, rng) && ok;
-  if (minmo_rmsnorm_residual_f32(nullptr, nullptr, nullptr, nullptr, 1, 1, 1e-6f, nullptr) !=
-      MINMO_KERNEL_INVALID_ARGUMENT) {
-    std::printf("FAIL: null pointers accepted\n");
-    ok = false;
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("device: %s (sm_%d%d, %d SMs)%s\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+              harness::g_small ? " [small shapes]" : "");
+  for (const auto& c : harness::checks()) {
+    if (!filter.empty() && std::string(c.first).find(filter) == std::string::npos) continue;
+    c.second();
   }
-  return ok ? 0 : 1;
+  int failed = 0;
+  for (const auto& r : harness::rows()) failed += r.pass ? 0 : 1;
+  std::printf("\n%zu cases, %d failed: %s\n", harness::rows().size(), failed, failed ? "FAIL" : "PASS");
+  if (failed) {
+    std::printf("failed cases:\n");
+    for (const auto& r : harness::rows())
+      if (!r.pass) std::printf("  %s %s (err %.2e, status %s)\n", r.kernel.c_str(), r.shape.c_str(), r.err,
+                               minmo_kernel_status_string(r.status));
+  }
+  return failed ? 1 : 0;
 }

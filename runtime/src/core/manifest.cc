@@ -153,6 +153,8 @@ Manifest parse_manifest(const nlohmann::json& j, const std::string& bundle_dir) 
     e.arch = get_string(v, "arch", mwhat, "", true);
     e.dtype = get_string(v, "dtype", mwhat, "float32", false);
     e.quant = get_string(v, "quant", mwhat, "none", false);
+    MINMO_CHECK(e.quant == "none" || e.quant == "int8" || e.quant == "int4" || e.quant == "fp8", ErrorCode::BundleError,
+                mwhat << ": unknown \"quant\" " << e.quant << " (expected none, int8, int4 or fp8)");
     e.config = v.contains("config") ? v["config"] : nlohmann::json::object();
     MINMO_CHECK(e.config.is_object(), ErrorCode::BundleError, mwhat << ": \"config\" must be an object");
     const std::string weights = get_string(v, "weights", mwhat, "", false);

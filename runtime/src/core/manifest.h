@@ -5,7 +5,7 @@
 //    "sample_rate": 16000,
 //    "streaming": {"encoder_attention": "full" | "chunked", "chunk_frames": int, "left_chunks": int},
 //    "tokenizer": {"kind": "hf-tokenizers" | "sentencepiece", "file": "tokenizer/tokenizer.json", ...},
-//    "modules": {"<name>": {"arch": str, "config": {...}, "dtype": "float32", "quant": "none",
+//    "modules": {"<name>": {"arch": str, "config": {...}, "dtype": "float32", "quant": "none" | "int8" | "int4" | "fp8",
 //                           "weights": "weights/<name>.safetensors", "onnx": "onnx/<name>.onnx"?}},
 //    "files": {"<relative path>": {"size": int, "sha256": "<64 hex>"}}}
 //
@@ -30,7 +30,7 @@ struct ModuleEntry {
   std::string name;
   std::string arch;
   std::string dtype;          // "float32" if absent
-  std::string quant;          // "none" if absent
+  std::string quant;          // "none" if absent; else int8 / int4 / fp8 (weight-only; see LinearW)
   nlohmann::json config;      // the module's architecture config (object; {} if absent)
   std::string weights_path;   // absolute, resolved path of the weights file ("" if none)
   std::string onnx_path;      // absolute, resolved path of the ONNX file ("" if none)

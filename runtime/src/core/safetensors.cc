@@ -56,6 +56,7 @@ const DtypeInfo* find_dtype(const std::string& s) {
   static const DtypeInfo kTypes[] = {
       {"F32", 4, true}, {"F16", 2, true}, {"BF16", 2, true}, {"F64", 8, true}, {"I64", 8, false},
       {"I32", 4, false}, {"I16", 2, false}, {"I8", 1, false}, {"U8", 1, false}, {"BOOL", 1, false},
+      {"F8_E4M3", 1, false},
   };
   for (const auto& t : kTypes)
     if (s == t.name) return &t;
@@ -196,6 +197,10 @@ SafetensorsFile read_safetensors(const std::string& path) {
         else convert<double>(raw, t.ptr(), n, [](double x) { return static_cast<float>(x); });
       }
       out.floats.emplace(e->name, std::move(t));
+    } else if (dt == "I8" || dt == "U8" || dt == "F8_E4M3") {
+      TensorU8 t(e->shape);
+      read_into(reinterpret_cast<char*>(t.ptr()));
+      out.bytes.emplace(e->name, std::move(t));
     } else {
       TensorI64 t(e->shape);
       if (dt == "I64") {
@@ -206,8 +211,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
         auto wide = [](auto x) { return static_cast<int64_t>(x); };
         if (dt == "I32") convert<int32_t>(raw, t.ptr(), n, wide);
         else if (dt == "I16") convert<int16_t>(raw, t.ptr(), n, wide);
-        else if (dt == "I8") convert<int8_t>(raw, t.ptr(), n, wide);
-        else convert<uint8_t>(raw, t.ptr(), n, wide);  // U8, BOOL
+        else convert<uint8_t>(raw, t.ptr(), n, wide);  // BOOL
       }
       out.ints.emplace(e->name, std::move(t));
     }
@@ -230,7 +234,27 @@ WeightStore::WeightStore(SafetensorsFile contents)
 bool WeightStore::has(const std::string& name) const {
   if (!file_) return false;
   const std::string full = prefix_ + name;
-  return file_->floats.count(full) > 0 || file_->ints.count(full) > 0;
+  return file_->floats.count(full) > 0 || file_->ints.count(full) > 0 || file_->bytes.count(full) > 0;
+}
+
+bool WeightStore::has_bytes(const std::string& name) const { return file_ && file_->bytes.count(prefix_ + name) > 0; }
+
+const TensorU8& WeightStore::get_bytes(const std::string& name, const std::vector<int64_t>& expected_shape,
+                                       std::string* dtype) const {
+  const std::string full = prefix_ + name;
+  MINMO_CHECK(file_ != nullptr, ErrorCode::NotFound, "weight '" << full << "' not found (no weight file loaded)");
+  auto it = file_->bytes.find(full);
+  if (it == file_->bytes.end()) {
+    MINMO_CHECK(file_->dtype.count(full) == 0, ErrorCode::BundleError,
+                "weight '" << full << "' in " << file_->path << " has dtype " << file_->dtype.at(full)
+                           << ", expected a one-byte dtype (I8, U8, F8_E4M3)");
+    MINMO_THROW(ErrorCode::NotFound, "weight '" << full << "' not found in " << file_->path);
+  }
+  MINMO_CHECK(it->second.shape == expected_shape, ErrorCode::BundleError,
+              "weight '" << full << "' in " << file_->path << " has shape " << it->second.shape_str() << ", expected "
+                         << detail::shape_str(expected_shape));
+  if (dtype) *dtype = file_->dtype.at(full);
+  return it->second;
 }
 
 bool WeightStore::has_int(const std::string& name) const { return file_ && file_->ints.count(prefix_ + name) > 0; }
@@ -244,7 +268,7 @@ const Tensor& WeightStore::get(const std::string& name) const {
                 "weight '" << full << "' in " << file_->path << " was repacked into a module's private layout");
     return it->second;
   }
-  MINMO_CHECK(file_->ints.count(full) == 0, ErrorCode::BundleError,
+  MINMO_CHECK(file_->ints.count(full) == 0 && file_->bytes.count(full) == 0, ErrorCode::BundleError,
               "weight '" << full << "' in " << file_->path << " has integer dtype " << file_->dtype.at(full)
                          << ", expected a floating dtype");
   MINMO_THROW(ErrorCode::NotFound, "weight '" << full << "' not found in " << file_->path);

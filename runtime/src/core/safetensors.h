@@ -8,7 +8,8 @@
 // file and the tensor.
 //
 // Floating dtypes (F32, F16, BF16, F64) are converted to fp32 Tensor; integer dtypes (I64, I32,
-// I16, I8, U8, BOOL) to TensorI64.
+// I16, BOOL) to TensorI64; one-byte dtypes (I8, U8, F8_E4M3: quantized weights) are kept as raw
+// bytes (TensorU8, same shape), never widened.
 #pragma once
 
 #include <functional>
@@ -28,6 +29,7 @@ struct SafetensorsFile {
   std::string path;
   std::map<std::string, Tensor> floats;     // F32/F16/BF16/F64 tensors, as fp32
   std::map<std::string, TensorI64> ints;    // integer/bool tensors, as int64
+  std::map<std::string, TensorU8> bytes;    // I8 / U8 / F8_E4M3 tensors, raw bytes
   std::map<std::string, std::string> dtype; // every tensor's dtype as stored ("F16", "I64", ...)
   std::map<std::string, std::string> metadata;  // "__metadata__" (empty if absent)
   std::set<std::string> repacked;               // floats rewritten into a module's private layout
@@ -65,6 +67,11 @@ class WeightStore {
                 const std::function<void(float*, int64_t)>& permute) const;
   // The integer tensor prefix()+name. Throws NotFound / BundleError likewise.
   const TensorI64& get_int(const std::string& name) const;
+  // The raw bytes of the one-byte tensor prefix()+name (I8, U8 or F8_E4M3) with a shape check;
+  // `dtype` receives its dtype. Throws NotFound / BundleError (other dtype, wrong shape).
+  bool has_bytes(const std::string& name) const;
+  const TensorU8& get_bytes(const std::string& name, const std::vector<int64_t>& expected_shape,
+                            std::string* dtype = nullptr) const;
   // View restricted to names starting with prefix()+p; get("x") on it reads prefix()+p+"x".
   // Typically p ends with '.', e.g. store.prefix("encoder.layers.3.").
   WeightStore prefix(const std::string& p) const;

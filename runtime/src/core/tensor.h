@@ -102,4 +102,9 @@ struct TensorI64 : BasicTensor<int64_t> {
   using BasicTensor<int64_t>::BasicTensor;
 };
 
+// Raw one-byte tensors from weight files (quantized weights: int8, packed int4, fp8 e4m3 bits).
+struct TensorU8 : BasicTensor<uint8_t> {
+  using BasicTensor<uint8_t>::BasicTensor;
+};
+
 }  // namespace minmo

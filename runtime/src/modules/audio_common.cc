@@ -150,6 +150,7 @@ void copy_columns(const float* x, int64_t rows, int64_t ld, int64_t col, int64_t
 
 void LinearW::operator()(const float* x, float* y, int64_t M) const {
   if (M == 0) return;
+  if (qw.kind != cpu::WeightQuant::None) return cpu::linear_quant(x, qw, b, y, M, in, out);
   cpu::linear(x, w, b, y, M, in, out);
 }
 
@@ -157,11 +158,52 @@ const float* load_tensor(const WeightStore& w, const std::string& name, const st
   return w.get(name, shape).ptr();
 }
 
+// A quantized weight is recognised by its `<name>.weight_scale` tensor; the dtype of
+// `<name>.weight` gives the format (I8: int8, F8_E4M3: fp8, U8 + `<name>.weight_zero`: int4).
+static cpu::QuantWeight load_quant_weight(const WeightStore& w, const std::string& name, int64_t in, int64_t out) {
+  cpu::QuantWeight q;
+  const std::string full = w.current_prefix() + name + ".weight";
+  MINMO_CHECK(w.has(name + ".weight"), ErrorCode::NotFound,
+              "weight '" << full << "' not found in " << w.path() << " (its weight_scale is there)");
+  MINMO_CHECK(w.has_bytes(name + ".weight"), ErrorCode::BundleError,
+              "weight '" << full << "' in " << w.path() << " has a weight_scale but is not a quantized (I8, U8, F8_E4M3) tensor");
+  std::string dtype;
+  if (w.has(name + ".weight_zero")) {  // int4, group-wise
+    MINMO_CHECK(in % 2 == 0, ErrorCode::BundleError, "int4 weight '" << full << "': input width " << in << " is odd");
+    q.q = w.get_bytes(name + ".weight", {out, in / 2}, &dtype).ptr();
+    MINMO_CHECK(dtype == "U8", ErrorCode::BundleError, "int4 weight '" << full << "' must be U8, got " << dtype);
+    const Tensor& sc = w.get(name + ".weight_scale");
+    MINMO_CHECK(sc.ndim() == 2 && sc.shape[0] == out && sc.shape[1] >= 1 && in % sc.shape[1] == 0 &&
+                    (in / sc.shape[1]) % 2 == 0,
+                ErrorCode::BundleError,
+                "int4 weight '" << full << "': weight_scale has shape " << sc.shape_str() << ", expected [" << out
+                                << ", " << in << " / group] with an even group size");
+    q.group = in / sc.shape[1];
+    q.scale = sc.ptr();
+    std::string zdt;
+    q.zero = w.get_bytes(name + ".weight_zero", sc.shape, &zdt).ptr();
+    MINMO_CHECK(zdt == "U8", ErrorCode::BundleError, "int4 weight_zero of '" << full << "' must be U8, got " << zdt);
+    q.kind = cpu::WeightQuant::Int4;
+    return q;
+  }
+  q.q = w.get_bytes(name + ".weight", {out, in}, &dtype).ptr();
+  q.scale = load_tensor(w, name + ".weight_scale", {out});
+  if (dtype == "I8") q.kind = cpu::WeightQuant::Int8;
+  else if (dtype == "F8_E4M3") q.kind = cpu::WeightQuant::Fp8;
+  else MINMO_THROW(ErrorCode::BundleError, "quantized weight '" << full << "' has dtype " << dtype
+                                                                 << " (int8 needs I8, fp8 F8_E4M3, int4 U8 + weight_zero)");
+  return q;
+}
+
 LinearW load_linear(const WeightStore& w, const std::string& name, int64_t in, int64_t out, bool bias) {
   LinearW l;
   l.in = in;
   l.out = out;
-  l.w = load_tensor(w, name + ".weight", {out, in});
+  if (w.has(name + ".weight_scale")) {
+    l.qw = load_quant_weight(w, name, in, out);
+  } else {
+    l.w = load_tensor(w, name + ".weight", {out, in});
+  }
   if (bias) l.b = load_tensor(w, name + ".bias", {out});
   return l;
 }

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/cpu/quant_linear.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
 
@@ -93,9 +94,10 @@ void copy_columns(const float* x, int64_t rows, int64_t ld, int64_t col, int64_t
 
 // A linear layer's weights (PyTorch nn.Linear layout), borrowed from a WeightStore.
 struct LinearW {
-  const float* w = nullptr;  // [out, in]
+  const float* w = nullptr;  // [out, in]; null when the weight is quantized (qw)
   const float* b = nullptr;  // [out] or null
   int64_t in = 0, out = 0;
+  cpu::QuantWeight qw;       // kind != None: weight-only quantized weight (export/quantize.py)
   // y[M, out] = x[M, in] @ w^T + b.
   void operator()(const float* x, float* y, int64_t M) const;
 };

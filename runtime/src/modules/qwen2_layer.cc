@@ -4,6 +4,7 @@
 
 #include "backends/cpu/ops.h"
 #include "backends/cpu/ops_llm.h"
+#include "backends/cpu/quant_linear.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -69,12 +70,21 @@ Qwen2Layer::Qwen2Layer(const Qwen2LayerConfig& cfg, const WeightStore& w, const 
   down_ = load_panel_linear(w, p + "mlp.down_proj", I, H, false);
 }
 
-void PanelLinear::operator()(const float* x, float* y, int64_t M) const { cpu::linear_panels(x, w, b, y, M, in, out); }
+void PanelLinear::operator()(const float* x, float* y, int64_t M) const {
+  if (qw.kind != cpu::WeightQuant::None) return cpu::linear_quant(x, qw, b, y, M, in, out);
+  cpu::linear_panels(x, w, b, y, M, in, out);
+}
 
 PanelLinear load_panel_linear(const WeightStore& w, const std::string& name, int64_t in, int64_t out, bool bias) {
   PanelLinear l;
   l.in = in;
   l.out = out;
+  if (w.has(name + ".weight_scale")) {  // weight-only quantized at export: its own kernels
+    const LinearW q = load_linear(w, name, in, out, bias);
+    l.qw = q.qw;
+    l.b = q.b;
+    return l;
+  }
   l.w = w.repack(name + ".weight", {out, in}, [&](float* data, int64_t n) {
     const std::vector<float> rows(data, data + n);
     cpu::pack_panels(rows.data(), data, out, in);

@@ -82,14 +82,15 @@ struct Qwen2Scratch {
 // A linear layer whose weight was repacked in place, at load, into the panel layout of
 // cpu::linear_panels (the module owns the only user of that tensor); the bias is borrowed as stored.
 struct PanelLinear {
-  const float* w = nullptr;  // panel layout of [out, in]
+  const float* w = nullptr;  // panel layout of [out, in]; null when the weight is quantized (qw)
   const float* b = nullptr;  // [out] or null
   int64_t in = 0, out = 0;
+  cpu::QuantWeight qw;       // kind != None: weight-only quantized at export (cpu::linear_quant)
   // y[M, out] = x[M, in] @ W^T + b.
   void operator()(const float* x, float* y, int64_t M) const;
 };
-// Loads `<name>.weight` [out, in] (and `<name>.bias` [out] when bias) like load_linear, repacking
-// the weight in place in the store (WeightStore::repack).
+// Loads `<name>.weight` [out, in] (and `<name>.bias` [out] when bias) like load_linear: a
+// quantized weight as is, an fp32 one repacked in place in the store (WeightStore::repack).
 PanelLinear load_panel_linear(const WeightStore& w, const std::string& name, int64_t in, int64_t out,
                               bool bias = true);
 

@@ -39,9 +39,11 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
   m->chunk = ChunkSpec::from_json(m->manifest.streaming);
   for (const auto& [name, e] : m->manifest.modules) {
     const std::string& a = e.arch;
-    MINMO_CHECK(e.dtype == "float32" && e.quant == "none", ErrorCode::BundleError,
+    // Weight-only quantized linears (int8 / int4 / fp8) are read by load_linear; only the Qwen2
+    // LLM's are quantized by the exporter.
+    MINMO_CHECK(e.dtype == "float32" && (e.quant == "none" || a == "qwen2"), ErrorCode::BundleError,
                 "module '" << name << "': dtype " << e.dtype << " / quant " << e.quant
-                           << " is not supported by the CPU backend yet (float32, none)");
+                           << " is not supported by the CPU backend (float32; quantized: qwen2 only)");
     if (a == "kaldi_fbank") m->fbank = FbankFrontend::load(weights_of(e), e.config);
     else if (a == "whisper_logmel") m->whisper = WhisperFrontend::load(weights_of(e), e.config);
     else if (a == "sensevoice_small") m->small = SenseVoiceSmallEncoder::load(weights_of(e), e.config, m->manifest.streaming);

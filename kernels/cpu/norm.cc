@@ -1,15 +1,10 @@
 #include <cmath>
 
+#include "cpu_util.h"
 #include "minmo_kernels.h"
 
-extern "C" const char* minmo_kernel_status_string(int status) {
-  switch (status) {
-    case MINMO_KERNEL_OK: return "ok";
-    case MINMO_KERNEL_INVALID_ARGUMENT: return "invalid argument";
-    case MINMO_KERNEL_LAUNCH_FAILED: return "kernel launch failed";
-    default: return "unknown kernel status";
-  }
-}
+using minmo_cpu::bf16_to_f32;
+using minmo_cpu::f32_to_bf16;
 
 extern "C" int minmo_rmsnorm_residual_f32_cpu(const float* x, float* residual, const float* gamma, float* out,
                                               int64_t rows, int64_t dim, float eps) {
@@ -30,6 +25,24 @@ extern "C" int minmo_rmsnorm_residual_f32_cpu(const float* x, float* residual, c
     }
     const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + static_cast<double>(eps)));
     for (int64_t d = 0; d < dim; ++d) o[d] = r[d] * inv * gamma[d];
+  }
+  return MINMO_KERNEL_OK;
+}
+
+extern "C" int minmo_rmsnorm_residual_bf16_cpu(const minmo_bf16* x, float* residual, const minmo_bf16* gamma,
+                                               minmo_bf16* out, int64_t rows, int64_t dim, float eps) {
+  if (!residual || !gamma || !out || rows < 0 || dim <= 0) return MINMO_KERNEL_INVALID_ARGUMENT;
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < rows; ++m) {
+    float* r = residual + m * dim;
+    minmo_bf16* o = out + m * dim;
+    double ss = 0.0;
+    for (int64_t d = 0; d < dim; ++d) {
+      if (x) r[d] += bf16_to_f32(x[m * dim + d]);
+      ss += static_cast<double>(r[d]) * r[d];
+    }
+    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(dim) + static_cast<double>(eps));
+    for (int64_t d = 0; d < dim; ++d) o[d] = f32_to_bf16(static_cast<float>(r[d] * inv * bf16_to_f32(gamma[d])));
   }
   return MINMO_KERNEL_OK;
 }

@@ -1,0 +1,298 @@
+// Attention kernels (minmo_kernels/attention.h).
+//
+// Decode and prefill share one warp-per-query-row routine: a warp owns one (token, query head)
+// row, holds the running max / sum / output of an online softmax, and walks its key range in
+// tiles of 32 keys: lane j scores key j of the tile (16-byte loads of the K row, q broadcast from
+// shared memory), then the warp accumulates the tile's V rows, lane l owning output pairs
+// 2l + 64e. The warps of a block serve query heads of the same KV head, so K/V rows are shared
+// through L1. Decode splits the keys into chunks (one block per chunk and KV head) and writes
+// partial (max, sum, output) triples that a second kernel combines (flash-decoding).
+#include <cmath>
+#include <type_traits>
+
+#include "../common/args.h"
+#include "cuda_util.cuh"
+
+namespace {
+
+using namespace minmo_cuda;
+
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+bool aligned(const void* a, const void* b, const void* c, const void* d) {
+  return aligned16(a) && aligned16(b) && aligned16(c) && aligned16(d);
+}
+
+constexpr int kWarps = 4;
+constexpr int kMaxPairs = 4;  // D / 64 <= 4
+
+struct RowState {
+  float m, l;
+  float o[2 * kMaxPairs];
+};
+
+// Attends one query row (q_s: bf16 row in shared memory, D values) to keys [k_begin, k_end) of
+// one KV head (k, v: [max_seq, D]). Requires k_begin < k_end.
+template <int P>
+__device__ RowState attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* __restrict__ k,
+                                 const __nv_bfloat16* __restrict__ v, int64_t k_begin, int64_t k_end, float scale) {
+  constexpr int D = 64 * P;
+  const int lane = threadIdx.x & 31;
+  RowState st;
+  st.m = -INFINITY;
+  st.l = 0.f;
+#pragma unroll
+  for (int i = 0; i < 2 * P; ++i) st.o[i] = 0.f;
+  const uint4* q4 = reinterpret_cast<const uint4*>(q_s);
+  for (int64_t t0 = k_begin; t0 < k_end; t0 += 32) {
+    const int64_t key = t0 + lane;
+    float s = -INFINITY;
+    if (key < k_end) {
+      const uint4* kr = reinterpret_cast<const uint4*>(k + key * D);
+      float dot = 0.f;
+#pragma unroll 8
+      for (int c = 0; c < D / 8; ++c) {
+        const uint4 kv = __ldg(kr + c), qv = q4[c];
+        const uint32_t ka[4] = {kv.x, kv.y, kv.z, kv.w}, qa[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          dot = fmaf(bf16_lo(qa[i]), bf16_lo(ka[i]), dot);
+          dot = fmaf(bf16_hi(qa[i]), bf16_hi(ka[i]), dot);
+        }
+      }
+      s = dot * scale;
+    }
+    const float m_new = fmaxf(st.m, warp_max(s));  // finite: the tile has at least one key
+    const float p = key < k_end ? __expf(s - m_new) : 0.f;
+    const float corr = __expf(st.m - m_new);  // 0 on the first tile (m = -inf)
+    st.l = st.l * corr + warp_sum(p);
+    st.m = m_new;
+#pragma unroll
+    for (int i = 0; i < 2 * P; ++i) st.o[i] *= corr;
+    const uint32_t* vt = reinterpret_cast<const uint32_t*>(v + t0 * D);
+    auto add_v = [&](int j) {
+      const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+      for (int e = 0; e < P; ++e) {
+        const uint32_t vv = __ldg(vt + j * (D / 2) + lane + 32 * e);
+        st.o[2 * e] = fmaf(pj, bf16_lo(vv), st.o[2 * e]);
+        st.o[2 * e + 1] = fmaf(pj, bf16_hi(vv), st.o[2 * e + 1]);
+      }
+    };
+    if (k_end - t0 >= 32) {  // full tile: unrolled so that V loads overlap
+#pragma unroll 8
+      for (int j = 0; j < 32; ++j) add_v(j);
+    } else {
+      const int n = static_cast<int>(k_end - t0);
+      for (int j = 0; j < n; ++j) add_v(j);
+    }
+  }
+  return st;
+}
+
+// Copies this warp's q row (D bf16) into shared memory.
+template <int D>
+__device__ __forceinline__ void load_q_row(const __nv_bfloat16* q, __nv_bfloat16* q_s) {
+  const int lane = threadIdx.x & 31;
+  for (int c = lane; c < D / 8; c += 32) reinterpret_cast<uint4*>(q_s)[c] = reinterpret_cast<const uint4*>(q)[c];
+  __syncwarp();
+}
+
+template <int P>
+__device__ void store_row(const RowState& st, float inv_l, __nv_bfloat16* out) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int e = 0; e < P; ++e) {
+    const __nv_bfloat162 pr = __floats2bfloat162_rn(st.o[2 * e] * inv_l, st.o[2 * e + 1] * inv_l);
+    reinterpret_cast<__nv_bfloat162*>(out)[lane + 32 * e] = pr;
+  }
+}
+
+// Grid (ceil(T * G / kWarps), Hkv). Row r of KV head h: token r / G, query head h * G + r % G.
+template <int P>
+__global__ void __launch_bounds__(kWarps * 32)
+    prefill_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
+                   const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos, __nv_bfloat16* out,
+                   int tokens, int heads_q, int group, int64_t max_seq, float scale) {
+  constexpr int D = 64 * P;
+  __shared__ __align__(16) __nv_bfloat16 q_s[kWarps][D];
+  const int warp = threadIdx.x / 32;
+  const int r = blockIdx.x * kWarps + warp, h = blockIdx.y;
+  if (r >= tokens * group) return;
+  const int t = r / group, hq = h * group + r % group;
+  const int64_t n_keys = min64(static_cast<int64_t>(*pos) + t + 1, max_seq);
+  __nv_bfloat16* o = out + (static_cast<int64_t>(t) * heads_q + hq) * D;
+  if (n_keys <= 0) {
+    for (int i = threadIdx.x & 31; i < D; i += 32) o[i] = __float2bfloat16_rn(0.f);
+    return;
+  }
+  load_q_row<D>(q + (static_cast<int64_t>(t) * heads_q + hq) * D, q_s[warp]);
+  const RowState st = attend_range<P>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, 0, n_keys, scale);
+  store_row<P>(st, 1.f / st.l, o);
+}
+
+// Grid (splits, Hkv, ceil(G / kWarps)). Partial for query head hq and split s at
+// ws[(hq * splits + s) * (D + 2)]: m, l, then D unnormalised outputs.
+template <int P>
+__global__ void __launch_bounds__(kWarps * 32)
+    decode_split_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
+                        const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos, float* ws, int group,
+                        int64_t max_seq, int64_t split_size, float scale) {
+  constexpr int D = 64 * P;
+  __shared__ __align__(16) __nv_bfloat16 q_s[kWarps][D];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int g = blockIdx.z * kWarps + warp, h = blockIdx.y, split = blockIdx.x;
+  const int64_t n_keys = min64(static_cast<int64_t>(*pos) + 1, max_seq);
+  const int64_t k_begin = split * split_size, k_end = min64(k_begin + split_size, n_keys);
+  if (g >= group || k_begin >= k_end) return;
+  const int hq = h * group + g;
+  load_q_row<D>(q + static_cast<int64_t>(hq) * D, q_s[warp]);
+  const RowState st = attend_range<P>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
+  float* dst = ws + (static_cast<int64_t>(hq) * gridDim.x + split) * (D + 2);
+  if (lane == 0) {
+    dst[0] = st.m;
+    dst[1] = st.l;
+  }
+#pragma unroll
+  for (int e = 0; e < P; ++e)
+    reinterpret_cast<float2*>(dst + 2)[lane + 32 * e] = make_float2(st.o[2 * e], st.o[2 * e + 1]);
+}
+
+// Grid Hq, block D threads: out[hq, d] = sum_s e^(m_s - M) o_s[d] / sum_s e^(m_s - M) l_s over the
+// splits that hold keys. Every warp computes M and the denominator with its lanes spread over the
+// splits; the numerator loop is unrolled so that its loads overlap.
+__global__ void decode_combine_kernel(const float* __restrict__ ws, const int32_t* __restrict__ pos,
+                                      __nv_bfloat16* out, int splits, int head_dim, int64_t max_seq,
+                                      int64_t split_size) {
+  const int hq = blockIdx.x, d = threadIdx.x, lane = threadIdx.x & 31;
+  const int64_t n_keys = min64(static_cast<int64_t>(*pos) + 1, max_seq);
+  const int used = n_keys <= 0 ? 0 : static_cast<int>((n_keys + split_size - 1) / split_size);
+  const int stride = head_dim + 2;
+  const float* base = ws + static_cast<int64_t>(hq) * splits * stride;
+  float m = -INFINITY;
+  for (int s = lane; s < used; s += 32) m = fmaxf(m, base[s * stride]);
+  m = warp_max(m);
+  float den = 0.f;
+  for (int s = lane; s < used; s += 32) den += __expf(base[s * stride] - m) * base[s * stride + 1];
+  den = warp_sum(den);
+  float num = 0.f;
+#pragma unroll 8
+  for (int s = 0; s < used; ++s) num = fmaf(__expf(base[s * stride] - m), base[s * stride + 2 + d], num);
+  out[static_cast<int64_t>(hq) * head_dim + d] = __float2bfloat16_rn(used ? num / den : 0.f);
+}
+
+// Grid (T, Hq + 2 Hkv), block D / 2 threads: thread i rotates the pair (i, i + D/2).
+__global__ void qkv_rope_append_kernel(const __nv_bfloat16* __restrict__ qkv, const __nv_bfloat16* __restrict__ bias,
+                                       const int32_t* __restrict__ pos, __nv_bfloat16* q_out, __nv_bfloat16* kc,
+                                       __nv_bfloat16* vc, int heads_q, int heads_kv, int head_dim, int64_t max_seq,
+                                       float log2_theta) {
+  const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x, half = head_dim / 2;
+  const int64_t p = static_cast<int64_t>(*pos) + t, width = static_cast<int64_t>(heads_q + 2 * heads_kv) * head_dim;
+  const __nv_bfloat16* src = qkv + t * width + static_cast<int64_t>(h) * head_dim;
+  float a = __bfloat162float(src[i]), b = __bfloat162float(src[i + half]);
+  if (bias) {
+    a += __bfloat162float(bias[h * head_dim + i]);
+    b += __bfloat162float(bias[h * head_dim + i + half]);
+  }
+  const bool in_cache = p >= 0 && p < max_seq;
+  __nv_bfloat16* dst;
+  if (h < heads_q) {
+    dst = q_out + (static_cast<int64_t>(t) * heads_q + h) * head_dim;
+  } else if (!in_cache) {
+    return;
+  } else if (h < heads_q + heads_kv) {
+    dst = kc + ((h - heads_q) * max_seq + p) * head_dim;
+  } else {
+    dst = vc + ((h - heads_q - heads_kv) * max_seq + p) * head_dim;
+    dst[i] = __float2bfloat16_rn(a);
+    dst[i + half] = __float2bfloat16_rn(b);
+    return;
+  }
+  const float inv_freq = exp2f(-2.f * static_cast<float>(i) / static_cast<float>(head_dim) * log2_theta);
+  float sn, cs;
+  sincosf(static_cast<float>(p) * inv_freq, &sn, &cs);
+  dst[i] = __float2bfloat16_rn(a * cs - b * sn);
+  dst[i + half] = __float2bfloat16_rn(b * cs + a * sn);
+}
+
+template <typename Fn>
+int by_head_dim(int64_t head_dim, Fn fn) {
+  switch (head_dim) {
+    case 64: fn(std::integral_constant<int, 1>{}); break;
+    case 128: fn(std::integral_constant<int, 2>{}); break;
+    case 192: fn(std::integral_constant<int, 3>{}); break;
+    default: fn(std::integral_constant<int, 4>{}); break;
+  }
+  return launch_status();
+}
+
+}  // namespace
+
+extern "C" int minmo_qkv_rope_append_bf16(const minmo_bf16* qkv, const minmo_bf16* bias, const int32_t* pos,
+                                          minmo_bf16* q_out, minmo_bf16* k_cache, minmo_bf16* v_cache,
+                                          int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim,
+                                          int64_t max_seq, float theta, cudaStream_t stream) {
+  if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta > 0) ||
+      !minmo_args::attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq) || tokens > 0x7fffffff)
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(heads_q + 2 * heads_kv));
+  qkv_rope_append_kernel<<<grid, static_cast<unsigned>(head_dim / 2), 0, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(qkv), reinterpret_cast<const __nv_bfloat16*>(bias), pos,
+      reinterpret_cast<__nv_bfloat16*>(q_out), reinterpret_cast<__nv_bfloat16*>(k_cache),
+      reinterpret_cast<__nv_bfloat16*>(v_cache), static_cast<int>(heads_q), static_cast<int>(heads_kv),
+      static_cast<int>(head_dim), max_seq, static_cast<float>(std::log2(static_cast<double>(theta))));
+  return launch_status();
+}
+
+extern "C" int64_t minmo_decode_attention_workspace_floats(int64_t heads_q, int64_t head_dim, int64_t max_seq,
+                                                           int64_t split_size);
+
+extern "C" int minmo_decode_attention_bf16(const minmo_bf16* q, const minmo_bf16* k_cache, const minmo_bf16* v_cache,
+                                           const int32_t* pos, minmo_bf16* out, float* workspace, int64_t heads_q,
+                                           int64_t heads_kv, int64_t head_dim, int64_t max_seq, int64_t split_size,
+                                           float scale, cudaStream_t stream) {
+  if (!q || !k_cache || !v_cache || !pos || !out || !workspace || split_size < 32 || split_size % 32 ||
+      !minmo_args::attention_ok(1, heads_q, heads_kv, head_dim, max_seq) ||
+      minmo_args::overlap(q, heads_q * head_dim * 2, out, heads_q * head_dim * 2) ||
+      !aligned(q, k_cache, v_cache, out) || !aligned16(workspace))
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  const int64_t splits = minmo_args::decode_splits(max_seq, split_size);
+  if (splits > 0x7fffffff) return MINMO_KERNEL_INVALID_ARGUMENT;
+  const int group = static_cast<int>(heads_q / heads_kv);
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(heads_kv), (group + kWarps - 1) / kWarps);
+  const auto* qb = reinterpret_cast<const __nv_bfloat16*>(q);
+  const auto* kb = reinterpret_cast<const __nv_bfloat16*>(k_cache);
+  const auto* vb = reinterpret_cast<const __nv_bfloat16*>(v_cache);
+  const int rc = by_head_dim(head_dim, [&](auto p) {
+    decode_split_kernel<decltype(p)::value>
+        <<<grid, kWarps * 32, 0, stream>>>(qb, kb, vb, pos, workspace, group, max_seq, split_size, scale);
+  });
+  if (rc != MINMO_KERNEL_OK) return rc;
+  decode_combine_kernel<<<static_cast<unsigned>(heads_q), static_cast<unsigned>(head_dim), 0, stream>>>(
+      workspace, pos, reinterpret_cast<__nv_bfloat16*>(out), static_cast<int>(splits), static_cast<int>(head_dim),
+      max_seq, split_size);
+  return launch_status();
+}
+
+extern "C" int minmo_prefill_attention_bf16(const minmo_bf16* q, const minmo_bf16* k_cache,
+                                            const minmo_bf16* v_cache, const int32_t* pos, minmo_bf16* out,
+                                            int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim,
+                                            int64_t max_seq, float scale, cudaStream_t stream) {
+  if (!q || !k_cache || !v_cache || !pos || !out ||
+      !minmo_args::attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq) ||
+      minmo_args::overlap(q, tokens * heads_q * head_dim * 2, out, tokens * heads_q * head_dim * 2) ||
+      !aligned(q, k_cache, v_cache, out))
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  const int group = static_cast<int>(heads_q / heads_kv);
+  const int64_t rows = tokens * group;
+  const dim3 grid(static_cast<unsigned>((rows + kWarps - 1) / kWarps), static_cast<unsigned>(heads_kv));
+  if (grid.x == 0 || (rows + kWarps - 1) / kWarps > 0x7fffffff) return MINMO_KERNEL_INVALID_ARGUMENT;
+  const auto* qb = reinterpret_cast<const __nv_bfloat16*>(q);
+  const auto* kb = reinterpret_cast<const __nv_bfloat16*>(k_cache);
+  const auto* vb = reinterpret_cast<const __nv_bfloat16*>(v_cache);
+  return by_head_dim(head_dim, [&](auto p) {
+    prefill_kernel<decltype(p)::value><<<grid, kWarps * 32, 0, stream>>>(
+        qb, kb, vb, pos, reinterpret_cast<__nv_bfloat16*>(out), static_cast<int>(tokens), static_cast<int>(heads_q),
+        group, max_seq, scale);
+  });
+}

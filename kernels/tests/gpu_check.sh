@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Device check for the CUDA kernels, in one go on a GPU machine (needs CUDA toolkit, CMake, a C++
+# compiler with OpenMP, python3 with torch; transformers optional):
+#   1. configure + build kernels/ standalone for CUDA_ARCH (default 90: H100/H200)
+#   2. run the GPU-vs-CPU-twin harness (all shapes)
+#   3. run the harness under compute-sanitizer memcheck (small shapes)
+#   4. run bench/gpu/decode_bench.py
+# Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, decode_bench.json,
+# bench.txt, build.txt, summary.txt. Exit status: non-zero when the build, the harness or memcheck
+# failed (the bench's own errors are recorded in its JSON).
+# Usage: bash kernels/tests/gpu_check.sh       (from the repository root or anywhere)
+set -u -o pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OUT=${OUT:-$ROOT/gpu_check_out}
+ARCH=${CUDA_ARCH:-90}
+BUILD=${BUILD_DIR:-$ROOT/build/kernels-gpu}
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then  # the first interpreter that has torch
+  for cand in python3 python /opt/conda/bin/python /usr/bin/python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import torch' >/dev/null 2>&1; then PY=$cand; break; fi
+  done
+fi
+PY=${PY:-python3}
+JOBS=${JOBS:-$(nproc)}
+mkdir -p "$OUT"
+export PATH="$PATH:/usr/local/cuda/bin"
+T0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.txt"; }
+: > "$OUT/summary.txt"
+
+{ nvidia-smi; nvcc --version; cmake --version | head -1; "$PY" -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } \
+  > "$OUT/env.txt" 2>&1
+stamp "env: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1); $(nvcc --version 2>/dev/null | tail -1)"
+
+GEN=()
+command -v ninja >/dev/null 2>&1 && [ ! -f "$BUILD/CMakeCache.txt" ] && GEN=(-G Ninja)
+if cmake -S "$ROOT/kernels" -B "$BUILD" ${GEN[@]+"${GEN[@]}"} -DCMAKE_BUILD_TYPE=Release -DMINMO_CUDA=ON \
+     -DCMAKE_CUDA_ARCHITECTURES="$ARCH" > "$OUT/build.txt" 2>&1 &&
+   cmake --build "$BUILD" -j "$JOBS" >> "$OUT/build.txt" 2>&1; then
+  stamp "build: ok (sm_$ARCH)"
+else
+  stamp "build: FAILED"; tail -n 60 "$OUT/build.txt"; exit 1
+fi
+
+timeout 120 "$BUILD/minmo_kernels_cuda_test" > "$OUT/harness.txt" 2>&1
+HARNESS=$?
+stamp "harness: rc=$HARNESS, $(tail -n 1 "$OUT/harness.txt" | head -c 200)"
+grep -E "^FAIL|failed cases|^  " "$OUT/harness.txt" | head -n 40
+
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+if [ -n "$SAN" ]; then
+  timeout 150 "$SAN" --tool memcheck --error-exitcode 3 "$BUILD/minmo_kernels_cuda_test" --small > "$OUT/memcheck.txt" 2>&1
+  MEMCHECK=$?
+  stamp "memcheck: rc=$MEMCHECK, $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.txt" | tail -n 1)"
+  [ "$MEMCHECK" -ne 0 ] && grep -E "=========|FAIL" "$OUT/memcheck.txt" | head -n 40
+else
+  MEMCHECK=0
+  stamp "memcheck: compute-sanitizer not found, skipped"
+fi
+
+timeout 230 "$PY" "$ROOT/bench/gpu/decode_bench.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/decode_bench.json" \
+  ${BENCH_ARGS:---budget-s 120} > "$OUT/bench.txt" 2>&1
+BENCH=$?
+stamp "bench: rc=$BENCH"
+grep -E "^\[|    " "$OUT/bench.txt" | grep -v "^    \"" | head -n 80
+grep -E "Error|error" "$OUT/bench.txt" | head -n 20
+
+stamp "done: harness=$HARNESS memcheck=$MEMCHECK bench=$BENCH"
+[ "$HARNESS" -eq 0 ] && [ "$MEMCHECK" -eq 0 ]
