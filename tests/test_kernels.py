@@ -349,3 +349,20 @@ def test_bench_reference_step_matches_transformers(bench_mod):
             logits = ref(m.embed[t][None], p)
         hf = model(input_ids=torch.tensor([ids])).logits[0, -1]
     assert rel(logits.float()[0], hf.float()) < 3e-2
+
+
+def test_bench_decode_step_close_to_fp32_reference(k, bench_mod):
+    """Against the fp32 reference step, the kernels' step (fp32 residual) is at least as accurate
+    as the bf16 PyTorch step."""
+    db = bench_mod
+    torch.manual_seed(2)
+    m = db.Model(db.Cfg(**dict(TINY, layers=4)), 48, device="cpu")
+    step = db.MinmoStep(k, m, "bf16", ops=db.CpuOps(k))
+    step.x_in.copy_(m.embed[5].float())
+    step.pos.fill_(30)
+    step.enqueue(0)
+    with torch.no_grad():
+        ref32 = db.RefStep(m, db.ref_layer_fp32)(m.embed[5][None], 30)
+        ref16 = db.RefStep(m)(m.embed[5][None], 30)
+    ours, theirs = rel(step.logits.float(), ref32), rel(ref16.float(), ref32)
+    assert ours < 1e-2 and ours <= theirs * 1.5, (ours, theirs)

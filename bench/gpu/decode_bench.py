@@ -13,7 +13,8 @@ Measured, in one process on one device:
                      in a CUDA graph, per weight format (bf16, int8, int4 g128, fp8 on sm_89+) and
                      context length: p50/p99 step time, bytes read (weights + KV) / p50 time and
                      that bandwidth as a fraction of the copy rate; logits checked against the
-                     eager reference step on the same weights and cache (rel. error)
+                     eager reference step on the same weights and cache (rel. error) and, for
+                     bf16, against an fp32 reference; device time of each launch of one layer
   llm_7b.torch_eager / torch_compile / hf_transformers   the same step
   voice_lm_0p5b      15 decode steps (one CUDA graph for all 15) and the eager / HF equivalents
 """
@@ -230,7 +231,7 @@ class Model:
 class MinmoStep:
     """Batch-1 decode step from minmo kernels on torch buffers; position read from a device int32."""
 
-    def __init__(self, k: mk.Kernels, m: Model, fmt: str, split: int = 64, ops=None):
+    def __init__(self, k: mk.Kernels, m: Model, fmt: str, split: int = 32, ops=None):
         self.k, self.m, self.fmt, self.split = k, m, fmt, split
         self.ops = ops if ops is not None else k.cuda
         c, dev = m.cfg, m.k_cache[0].device
@@ -247,29 +248,49 @@ class MinmoStep:
         self.ws = torch.zeros(k.decode_workspace_floats(c.heads_q, c.head_dim, m.max_seq, split), dtype=torch.float32, device=dev)
         self.graph = None
 
-    def enqueue(self, stream: int):
-        k, m, c = self.ops, self.m, self.m.cfg
-        self.resid.copy_(self.x_in)
+    def layer_calls(self, i: int):
+        """The launches of decoder layer i, in order, as (name, fn(stream))."""
+        k, m, c, lin, layer = self.ops, self.m, self.m.cfg, self.lin[i], self.m.layers[i]
+        p = lambda t: t.data_ptr()  # noqa: E731
         scale = 1.0 / math.sqrt(c.head_dim)
-        for i, layer in enumerate(m.layers):
-            lin = self.lin[i]
-            k.rmsnorm_residual_bf16(self.down.data_ptr() if i else None, self.resid.data_ptr(), layer["in_norm"].data_ptr(),
-                                    self.hn.data_ptr(), 1, c.hidden, c.eps, stream)
-            lin["w_qkv"](self.ops, self.hn, self.qkv, 1, stream)
-            k.qkv_rope_append_bf16(self.qkv.data_ptr(), layer["b_qkv"].data_ptr(), self.pos.data_ptr(), self.q.data_ptr(),
-                                   m.k_cache[i].data_ptr(), m.v_cache[i].data_ptr(), 1, c.heads_q, c.heads_kv, c.head_dim,
-                                   m.max_seq, c.theta, stream)
-            k.decode_attention_bf16(self.q.data_ptr(), m.k_cache[i].data_ptr(), m.v_cache[i].data_ptr(), self.pos.data_ptr(),
-                                    self.attn_out.data_ptr(), self.ws.data_ptr(), c.heads_q, c.heads_kv, c.head_dim,
-                                    m.max_seq, self.split, scale, stream)
-            lin["w_o"](self.ops, self.attn_out, self.o_out, 1, stream)
-            k.rmsnorm_residual_bf16(self.o_out.data_ptr(), self.resid.data_ptr(), layer["post_norm"].data_ptr(),
-                                    self.hn.data_ptr(), 1, c.hidden, c.eps, stream)
-            lin["w_gu"](self.ops, self.hn, self.act, 1, stream, gated=True)  # gate|up product + SiLU-mul
-            lin["w_down"](self.ops, self.act, self.down, 1, stream)
-        k.rmsnorm_residual_bf16(self.down.data_ptr(), self.resid.data_ptr(), m.final_norm.data_ptr(), self.hn.data_ptr(),
-                                1, c.hidden, c.eps, stream)
+        return [
+            ("rmsnorm_in", lambda s: k.rmsnorm_residual_bf16(p(self.down) if i else None, p(self.resid), p(layer["in_norm"]),
+                                                             p(self.hn), 1, c.hidden, c.eps, s)),
+            ("gemv_qkv", lambda s: lin["w_qkv"](k, self.hn, self.qkv, 1, s)),
+            ("qkv_rope_append", lambda s: k.qkv_rope_append_bf16(p(self.qkv), p(layer["b_qkv"]), p(self.pos), p(self.q),
+                                                                 p(m.k_cache[i]), p(m.v_cache[i]), 1, c.heads_q, c.heads_kv,
+                                                                 c.head_dim, m.max_seq, c.theta, s)),
+            ("decode_attention", lambda s: k.decode_attention_bf16(p(self.q), p(m.k_cache[i]), p(m.v_cache[i]), p(self.pos),
+                                                                   p(self.attn_out), p(self.ws), c.heads_q, c.heads_kv,
+                                                                   c.head_dim, m.max_seq, self.split, scale, s)),
+            ("gemv_o", lambda s: lin["w_o"](k, self.attn_out, self.o_out, 1, s)),
+            ("rmsnorm_post", lambda s: k.rmsnorm_residual_bf16(p(self.o_out), p(self.resid), p(layer["post_norm"]), p(self.hn),
+                                                               1, c.hidden, c.eps, s)),
+            ("gemv_gate_up_silu", lambda s: lin["w_gu"](k, self.hn, self.act, 1, s, gated=True)),
+            ("gemv_down", lambda s: lin["w_down"](k, self.act, self.down, 1, s)),
+        ]
+
+    def enqueue(self, stream: int):
+        m, c = self.m, self.m.cfg
+        self.resid.copy_(self.x_in)
+        for i in range(len(m.layers)):
+            for _, fn in self.layer_calls(i):
+                fn(stream)
+        self.ops.rmsnorm_residual_bf16(self.down.data_ptr(), self.resid.data_ptr(), m.final_norm.data_ptr(),
+                                       self.hn.data_ptr(), 1, c.hidden, c.eps, stream)
         self.lm_head(self.ops, self.hn, self.logits, 1, stream)
+
+    def layer_breakdown(self, reps: int = 20, iters: int = 10) -> dict:
+        """Device time of each launch of layer 0 (a CUDA graph of `reps` back-to-back copies of it)."""
+        out = {}
+        for name, fn in self.layer_calls(0):
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, capture_error_mode="thread_local"):
+                for _ in range(reps):
+                    fn(torch.cuda.current_stream().cuda_stream)
+            out[name] = {"us": statistics.median(time_cuda(g.replay, iters=iters)) * 1e3 / reps}
+        out["sum_us"] = sum(v["us"] for v in out.values())
+        return out
 
     def capture(self, steps: int = 1):
         """CUDA graph of `steps` consecutive decode steps (the position advances inside the graph)."""
@@ -295,14 +316,15 @@ class MinmoStep:
 
 # ---- reference step (PyTorch) -----------------------------------------------------------------
 def rmsnorm(x, w, eps):
+    """Hugging Face Qwen2RMSNorm order: normalise in fp32, cast back to x's dtype, scale."""
     xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(BF16) * w
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w.to(x.dtype)
 
 
 def rope(x, cos, sin):
     half = x.shape[-1] // 2
     rot = torch.cat([-x[..., half:], x[..., :half]], -1)
-    return (x.float() * cos + rot.float() * sin).to(BF16)
+    return (x.float() * cos + rot.float() * sin).to(x.dtype)
 
 
 def ref_layer(x, in_norm, w_qkv, b_qkv, w_o, post_norm, w_gu, w_down, kc, vc, pos: int, cos, sin,
@@ -315,7 +337,7 @@ def ref_layer(x, in_norm, w_qkv, b_qkv, w_o, post_norm, w_gu, w_down, kc, vc, po
     q, k = rope(q, cos, sin), rope(k, cos, sin)
     kc[:, pos:pos + 1] = k
     vc[:, pos:pos + 1] = v
-    keys, vals = kc[:, :pos + 1], vc[:, :pos + 1]
+    keys, vals = kc[:, :pos + 1].to(q.dtype), vc[:, :pos + 1].to(q.dtype)
     if hq != hkv:
         keys, vals = keys.repeat_interleave(hq // hkv, 0), vals.repeat_interleave(hq // hkv, 0)
     a = F.scaled_dot_product_attention(q[None], keys[None], vals[None])[0]
@@ -324,7 +346,17 @@ def ref_layer(x, in_norm, w_qkv, b_qkv, w_o, post_norm, w_gu, w_down, kc, vc, po
     return x + F.linear(F.silu(g) * u, w_down)
 
 
+def ref_layer_fp32(x, in_norm, w_qkv, b_qkv, w_o, post_norm, w_gu, w_down, *rest):
+    """ref_layer with every activation and weight in fp32 (weights converted per call; the KV
+    cache stays bf16): the accuracy yardstick for both bf16 pipelines."""
+    f = lambda t: t.float()  # noqa: E731
+    return ref_layer(x.float(), f(in_norm), f(w_qkv), f(b_qkv), f(w_o), f(post_norm), f(w_gu), f(w_down), *rest)
+
+
 class RefStep:
+    """The decode step in PyTorch, layer by layer (bf16 like transformers, or fp32 with
+    layer_fn=ref_layer_fp32)."""
+
     def __init__(self, m: Model, layer_fn=ref_layer, weights=None):
         self.m, self.layer_fn = m, layer_fn
         self.weights = weights or [{n: layer[n] for n in ("w_qkv", "w_o", "w_gu", "w_down")} for layer in m.layers]
@@ -337,7 +369,7 @@ class RefStep:
             w = self.weights[i]
             x = self.layer_fn(x, layer["in_norm"], w["w_qkv"], layer["b_qkv"], w["w_o"], layer["post_norm"], w["w_gu"],
                               w["w_down"], m.k_cache[i], m.v_cache[i], pos, cos, sin, c.heads_q, c.heads_kv, c.head_dim, c.eps)
-        return F.linear(rmsnorm(x, m.final_norm, c.eps), self.lm_head)
+        return F.linear(rmsnorm(x, m.final_norm, c.eps), self.lm_head.to(x.dtype))
 
 
 def rel_err(a, b) -> float:
@@ -505,9 +537,19 @@ class Bench:
                                           "logits_rel_err_vs_torch_same_weights": rel_err(logits, ref_logits)}
                 if fmt != "bf16":
                     out[f"{fmt}_ctx{ctx}"]["logits_rel_err_vs_bf16_ref"] = rel_err(logits, ref(m.embed[ctx % 16][None], ctx))
+                else:  # both bf16 pipelines against an fp32 one on the same weights and cache
+                    with torch.no_grad():
+                        ref32 = RefStep(m, ref_layer_fp32)(m.embed[ctx % 16][None], ctx)
+                    out[f"{fmt}_ctx{ctx}"]["logits_rel_err_vs_fp32_ref"] = rel_err(logits, ref32)
+                    out[f"{fmt}_ctx{ctx}"]["torch_bf16_logits_rel_err_vs_fp32_ref"] = rel_err(ref_logits, ref32)
                 print(f"    minmo {fmt} ctx {ctx}: p50 {st['p50_ms']:.3f} ms p99 {st['p99_ms']:.3f} ms, {gbs:.0f} GB/s "
                       f"({out[f'{fmt}_ctx{ctx}']['frac_of_copy']:.0%} of copy), logits err "
                       f"{out[f'{fmt}_ctx{ctx}']['logits_rel_err_vs_torch_same_weights']:.1e}", flush=True)
+                if fmt == "bf16" or ctx == ctxs[-1]:
+                    try:
+                        out[f"{fmt}_ctx{ctx}"]["layer_breakdown"] = step.layer_breakdown()
+                    except Exception as e:  # noqa: BLE001
+                        self.res["errors"][f"layer_breakdown_{fmt}_{ctx}"] = f"{type(e).__name__}: {e}"
                 self.save()
             step.free()
             del step, ref_q

@@ -16,7 +16,8 @@ inline bool overlap(const void* a, int64_t na, const void* b, int64_t nb) {
 }
 
 inline bool gemv_ok(const void* x, const void* w, const void* y, int64_t batch, int64_t n, int64_t k) {
-  return x && w && y && batch >= 1 && batch <= MINMO_GEMV_MAX_BATCH && n >= 1 && k >= 1 && n <= (int64_t{1} << 31) &&
+  return x && w && y && batch >= 1 && batch <= MINMO_GEMV_MAX_BATCH && n >= 1 && k >= 1 && n < (int64_t{1} << 30) &&
+         k < (int64_t{1} << 31) &&
          !overlap(x, batch * k * 2, y, batch * n * 2);
 }
 

@@ -50,7 +50,7 @@ __device__ RowState attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* 
     if (key < k_end) {
       const uint4* kr = reinterpret_cast<const uint4*>(k + key * D);
       float dot = 0.f;
-#pragma unroll 4
+#pragma unroll 8
       for (int c = 0; c < D / 8; ++c) {
         const uint4 kv = __ldg(kr + c), qv = q4[c];
         const uint32_t ka[4] = {kv.x, kv.y, kv.z, kv.w}, qa[4] = {qv.x, qv.y, qv.z, qv.w};
@@ -158,23 +158,26 @@ __global__ void __launch_bounds__(kWarps * 32)
     reinterpret_cast<float2*>(dst + 2)[lane + 32 * e] = make_float2(st.o[2 * e], st.o[2 * e + 1]);
 }
 
-// Grid Hq, block D threads: out[hq, d] = sum_s e^(m_s - M) o_s[d] / sum_s e^(m_s - M) l_s.
+// Grid Hq, block D threads: out[hq, d] = sum_s e^(m_s - M) o_s[d] / sum_s e^(m_s - M) l_s over the
+// splits that hold keys. Every warp computes M and the denominator with its lanes spread over the
+// splits; the numerator loop is unrolled so that its loads overlap.
 __global__ void decode_combine_kernel(const float* __restrict__ ws, const int32_t* __restrict__ pos,
                                       __nv_bfloat16* out, int splits, int head_dim, int64_t max_seq,
                                       int64_t split_size) {
-  const int hq = blockIdx.x, d = threadIdx.x;
+  const int hq = blockIdx.x, d = threadIdx.x, lane = threadIdx.x & 31;
   const int64_t n_keys = min64(static_cast<int64_t>(*pos) + 1, max_seq);
   const int used = n_keys <= 0 ? 0 : static_cast<int>((n_keys + split_size - 1) / split_size);
-  const float* base = ws + static_cast<int64_t>(hq) * splits * (head_dim + 2);
+  const int stride = head_dim + 2;
+  const float* base = ws + static_cast<int64_t>(hq) * splits * stride;
   float m = -INFINITY;
-  for (int s = 0; s < used; ++s) m = fmaxf(m, base[s * (head_dim + 2)]);
-  float num = 0.f, den = 0.f;
-  for (int s = 0; s < used; ++s) {
-    const float* p = base + s * (head_dim + 2);
-    const float w = __expf(p[0] - m);
-    den = fmaf(w, p[1], den);
-    num = fmaf(w, p[2 + d], num);
-  }
+  for (int s = lane; s < used; s += 32) m = fmaxf(m, base[s * stride]);
+  m = warp_max(m);
+  float den = 0.f;
+  for (int s = lane; s < used; s += 32) den += __expf(base[s * stride] - m) * base[s * stride + 1];
+  den = warp_sum(den);
+  float num = 0.f;
+#pragma unroll 8
+  for (int s = 0; s < used; ++s) num = fmaf(__expf(base[s * stride] - m), base[s * stride + 2 + d], num);
   out[static_cast<int64_t>(hq) * head_dim + d] = __float2bfloat16_rn(used ? num / den : 0.f);
 }
 

@@ -3,6 +3,7 @@
 #define MINMO_KERNELS_CUDA_UTIL_CUH_
 
 #include <cuda_bf16.h>
+#include <algorithm>
 #include <cuda_runtime.h>
 
 #include "minmo_kernels.h"

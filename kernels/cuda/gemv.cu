@@ -20,22 +20,22 @@ using namespace minmo_cuda;
 constexpr int kWarps = 4;
 
 // Weight formats. Each describes a row-major [N, K] weight as 16-byte chunks of kElems values:
-//   decode(raw, out)         : the chunk's values as fp32 (zero point already removed),
-//   chunk_scale(row, c)      : multiplier of chunk c's partial dot product (group scale),
+//   decode(raw, out, row, c) : chunk c's values as fp32 (zero point removed); returns the
+//                              multiplier of the chunk's partial dot product (group scale),
 //   row_scale(row)           : multiplier of the row's total,
 //   at(row, k)               : one value w(row, k) / row_scale(row) for the scalar path.
 struct Bf16Fmt {
   static constexpr int kElems = 8;
   const uint16_t* w;
-  __device__ __forceinline__ void decode(uint4 raw, float* o, int /*row*/, int64_t /*c*/) const {
+  __device__ __forceinline__ float decode(uint4 raw, float* o, int /*row*/, int /*c*/) const {
     const uint32_t v[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       o[2 * i] = bf16_lo(v[i]);
       o[2 * i + 1] = bf16_hi(v[i]);
     }
+    return 1.f;
   }
-  __device__ __forceinline__ float chunk_scale(int, int64_t) const { return 1.f; }
   __device__ __forceinline__ float row_scale(int) const { return 1.f; }
   __device__ __forceinline__ float at(int row, int64_t k, int64_t kk) const { return bf16_bits_to_f32(w[row * kk + k]); }
 };
@@ -44,14 +44,14 @@ struct Int8Fmt {
   static constexpr int kElems = 16;
   const int8_t* w;
   const float* scale;
-  __device__ __forceinline__ void decode(uint4 raw, float* o, int, int64_t) const {
+  __device__ __forceinline__ float decode(uint4 raw, float* o, int, int) const {
     const uint32_t v[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
       for (int j = 0; j < 4; ++j) o[4 * i + j] = static_cast<float>(static_cast<int8_t>(v[i] >> (8 * j)));
+    return 1.f;
   }
-  __device__ __forceinline__ float chunk_scale(int, int64_t) const { return 1.f; }
   __device__ __forceinline__ float row_scale(int row) const { return scale[row]; }
   __device__ __forceinline__ float at(int row, int64_t k, int64_t kk) const { return w[row * kk + k]; }
 };
@@ -62,10 +62,12 @@ struct Int4Fmt {
   const uint16_t* scale;
   const uint8_t* zero;
   int64_t groups, group_size;
+  int chunks_per_group, cpg_shift;  // cpg_shift = log2(chunks_per_group), or -1 if not a power of 2
   // Nibble e of a 32-bit word is element e. Pairs (e, e + 4) are turned into fp16 1024 + q with
   // one mask-or, then the zero point is subtracted exactly in fp16.
-  __device__ __forceinline__ void decode(uint4 raw, float* o, int row, int64_t c) const {
-    const int z = zero ? zero[row * groups + (c * kElems) / group_size] : 8;
+  __device__ __forceinline__ float decode(uint4 raw, float* o, int row, int c) const {
+    const int64_t gi = static_cast<int64_t>(row) * groups + (cpg_shift >= 0 ? c >> cpg_shift : c / chunks_per_group);
+    const int z = zero ? zero[gi] : 8;
     const __half2 bias = __half2half2(__ushort_as_half(static_cast<unsigned short>(0x6400 + z)));
     const uint32_t v[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
@@ -77,9 +79,7 @@ struct Int4Fmt {
         o[8 * i + j] = f.x;
         o[8 * i + j + 4] = f.y;
       }
-  }
-  __device__ __forceinline__ float chunk_scale(int row, int64_t c) const {
-    return bf16_bits_to_f32(scale[row * groups + (c * kElems) / group_size]);
+    return bf16_bits_to_f32(scale[gi]);
   }
   __device__ __forceinline__ float row_scale(int) const { return 1.f; }
   __device__ __forceinline__ float at(int row, int64_t k, int64_t kk) const {
@@ -100,7 +100,7 @@ struct Fp8Fmt {
     const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two), __NV_E4M3);
     return __half22float2(*reinterpret_cast<const __half2*>(&h));
   }
-  __device__ __forceinline__ void decode(uint4 raw, float* o, int, int64_t) const {
+  __device__ __forceinline__ float decode(uint4 raw, float* o, int, int) const {
     const uint32_t v[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -110,8 +110,8 @@ struct Fp8Fmt {
       o[4 * i + 2] = b.x;
       o[4 * i + 3] = b.y;
     }
+    return 1.f;
   }
-  __device__ __forceinline__ float chunk_scale(int, int64_t) const { return 1.f; }
   __device__ __forceinline__ float row_scale(int row) const { return scale[row]; }
   __device__ __forceinline__ float at(int row, int64_t k, int64_t kk) const {
     const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(w[row * kk + k]), __NV_E4M3);
@@ -123,7 +123,7 @@ struct Fp8Fmt {
 // acc[b] += scale * sum_e vals[e] * x[b, k0 + e] for one chunk; x rows are read as 16-byte vectors.
 template <int B, int E>
 __device__ __forceinline__ void chunk_dot(const float* vals, float scale, const uint4* __restrict__ x, int64_t k8,
-                                          int64_t c, float* acc) {
+                                          int c, float* acc) {
 #pragma unroll
   for (int b = 0; b < B; ++b) {
     float part = 0.f;
@@ -147,12 +147,13 @@ __device__ __forceinline__ void row_dot_vec(const __nv_bfloat16* __restrict__ x,
                                             float* acc) {
   constexpr int E = F::kElems;
   const int lane = threadIdx.x & 31;
-  const int64_t chunks = k / E, k8 = k / 8;
+  const int chunks = static_cast<int>(k / E);
+  const int64_t k8 = k / 8;
   const uint4* wrow = reinterpret_cast<const uint4*>(fmt.w) + static_cast<int64_t>(row) * chunks;
   const uint4* x4 = reinterpret_cast<const uint4*>(x);
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
-  int64_t c = lane;
+  int c = lane;
   for (; c + 96 < chunks; c += 128) {
     uint4 raw[4];
 #pragma unroll
@@ -160,14 +161,14 @@ __device__ __forceinline__ void row_dot_vec(const __nv_bfloat16* __restrict__ x,
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       float vals[E];
-      fmt.decode(raw[u], vals, row, c + 32 * u);
-      chunk_dot<B, E>(vals, fmt.chunk_scale(row, c + 32 * u), x4, k8, c + 32 * u, acc);
+      const float cs = fmt.decode(raw[u], vals, row, c + 32 * u);
+      chunk_dot<B, E>(vals, cs, x4, k8, c + 32 * u, acc);
     }
   }
   for (; c < chunks; c += 32) {
     float vals[E];
-    fmt.decode(ld_stream(wrow + c), vals, row, c);
-    chunk_dot<B, E>(vals, fmt.chunk_scale(row, c), x4, k8, c, acc);
+    const float cs = fmt.decode(ld_stream(wrow + c), vals, row, c);
+    chunk_dot<B, E>(vals, cs, x4, k8, c, acc);
   }
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = warp_sum(acc[b]) * fmt.row_scale(row);
@@ -304,6 +305,15 @@ bool fp8_ok() {
   return v == 2;
 }
 
+Int4Fmt int4_fmt(const uint8_t* w, const minmo_bf16* scale, const uint8_t* zero, int64_t k, int64_t group_size) {
+  const int cpg = static_cast<int>(group_size / Int4Fmt::kElems);
+  int shift = -1;
+  if ((cpg & (cpg - 1)) == 0)
+    for (shift = 0; (1 << shift) < cpg; ++shift) {
+    }
+  return Int4Fmt{w, scale, zero, k / group_size, group_size, cpg, shift};
+}
+
 }  // namespace
 
 // Plain (gated = false: n outputs from n rows) and gated (n outputs from 2 n rows) entry points.
@@ -326,7 +336,7 @@ bool fp8_ok() {
     if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale || !minmo_args::int4_ok(k, group_size) ||        \
         (GATED && n > (int64_t{1} << 30)))                                                                 \
       return MINMO_KERNEL_INVALID_ARGUMENT;                                                                \
-    return run_gemv(x, Int4Fmt{w, scale, zero, k / group_size, group_size}, y, batch, n, k, GATED, stream);  \
+    return run_gemv(x, int4_fmt(w, scale, zero, k, group_size), y, batch, n, k, GATED, stream);               \
   }                                                                                                        \
   extern "C" int minmo_gemv##NAME##_fp8(const minmo_bf16* x, const uint8_t* w, const float* scale, minmo_bf16* y, \
                                         int64_t batch, int64_t n, int64_t k, cudaStream_t stream) {          \

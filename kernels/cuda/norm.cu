@@ -1,26 +1,29 @@
 // Fused residual add + RMSNorm (fp32, and bf16 activations around an fp32 residual): one block
-// per row; each thread strides over the row twice
-// (add + sum of squares, then scale). The second pass re-reads the row it just wrote, which
-// stays in L1/L2 at model widths. Each element is touched by the same thread in both passes,
-// so out may alias x.
+// per row. At decode there is a single row, so the kernel is latency-bound: each thread loads its
+// kPer elements of the row up front (all loads in flight at once), keeps them in registers for
+// the reduction and the output, and never re-reads the row. Rows wider than 1024 * 16 take a
+// strided two-pass loop. Each element is read and written by one thread, so out may alias x.
 #include "cuda_util.cuh"
 
 namespace {
 
-constexpr int kThreads = 256;
-
 using minmo_cuda::warp_sum;
 
-// Sum of v over the block (kThreads threads), returned to every thread.
+__device__ __forceinline__ float load_f(const float* p) { return *p; }
+__device__ __forceinline__ float load_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store_f(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_f(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Sum of v over the block (blockDim.x a multiple of 32, <= 1024), returned to every thread.
 __device__ __forceinline__ float block_sum(float v) {
-  __shared__ float partial[kThreads / 32];
+  __shared__ float partial[32];
   __shared__ float total;
   v = warp_sum(v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    float w = lane < kThreads / 32 ? partial[lane] : 0.f;
+    float w = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : 0.f;
     w = warp_sum(w);
     if (lane == 0) total = w;
   }
@@ -28,44 +31,75 @@ __device__ __forceinline__ float block_sum(float v) {
   return total;
 }
 
-__global__ void rmsnorm_residual_kernel(const float* x, float* __restrict__ residual,
-                                        const float* __restrict__ gamma, float* out, int64_t dim, float eps) {
+template <int kPer, typename TX, typename TG, typename TO>
+__global__ void __launch_bounds__(1024) rmsnorm_reg_kernel(const TX* x, float* __restrict__ residual,
+                                                           const TG* __restrict__ gamma, TO* out, int dim, float eps) {
   const int64_t row = blockIdx.x;
   float* r = residual + row * dim;
-  float* o = out + row * dim;
-  const float* xr = x ? x + row * dim : nullptr;
-
+  const TX* xr = x ? x + row * dim : nullptr;
+  float v[kPer];
   float ss = 0.f;
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
-    float v = r[d];
-    if (xr) {
-      v += xr[d];
-      r[d] = v;
-    }
-    ss += v * v;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int d = threadIdx.x + i * blockDim.x;
+    v[i] = 0.f;
+    if (d < dim) v[i] = r[d] + (xr ? load_f(xr + d) : 0.f);
+  }
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int d = threadIdx.x + i * blockDim.x;
+    if (xr && d < dim) r[d] = v[i];
+    ss += v[i] * v[i];
   }
   const float s = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) o[d] = r[d] * s * gamma[d];
+  TO* o = out + row * dim;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int d = threadIdx.x + i * blockDim.x;
+    if (d < dim) store_f(o + d, v[i] * s * load_f(gamma + d));
+  }
 }
 
-__global__ void rmsnorm_residual_bf16_kernel(const __nv_bfloat16* x, float* __restrict__ residual,
-                                             const __nv_bfloat16* __restrict__ gamma, __nv_bfloat16* out,
-                                             int64_t dim, float eps) {
+template <typename TX, typename TG, typename TO>
+__global__ void __launch_bounds__(1024) rmsnorm_loop_kernel(const TX* x, float* __restrict__ residual,
+                                                            const TG* __restrict__ gamma, TO* out, int64_t dim,
+                                                            float eps) {
   const int64_t row = blockIdx.x;
   float* r = residual + row * dim;
-  __nv_bfloat16* o = out + row * dim;
-  const __nv_bfloat16* xr = x ? x + row * dim : nullptr;
+  const TX* xr = x ? x + row * dim : nullptr;
   float ss = 0.f;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
     float v = r[d];
     if (xr) {
-      v += __bfloat162float(xr[d]);
+      v += load_f(xr + d);
       r[d] = v;
     }
     ss += v * v;
   }
   const float s = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) o[d] = __float2bfloat16_rn(r[d] * s * __bfloat162float(gamma[d]));
+  TO* o = out + row * dim;
+  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) store_f(o + d, r[d] * s * load_f(gamma + d));
+}
+
+template <typename TX, typename TG, typename TO>
+int launch(const TX* x, float* residual, const TG* gamma, TO* out, int64_t rows, int64_t dim, float eps,
+           cudaStream_t stream) {
+  if (rows == 0) return MINMO_KERNEL_OK;
+  const unsigned grid = static_cast<unsigned>(rows);
+  // Threads: about dim / 4 (at least a warp, at most 1024); elements per thread: 4, 8 or 16.
+  const int64_t threads = std::min<int64_t>(1024, std::max<int64_t>(32, ((dim + 3) / 4 + 31) / 32 * 32));
+  const int64_t per = (dim + threads - 1) / threads;
+  const unsigned t = static_cast<unsigned>(threads);
+  const int d = static_cast<int>(std::min<int64_t>(dim, 1 << 30));
+  if (per <= 4)
+    rmsnorm_reg_kernel<4><<<grid, t, 0, stream>>>(x, residual, gamma, out, d, eps);
+  else if (per <= 8)
+    rmsnorm_reg_kernel<8><<<grid, t, 0, stream>>>(x, residual, gamma, out, d, eps);
+  else if (per <= 16)
+    rmsnorm_reg_kernel<16><<<grid, t, 0, stream>>>(x, residual, gamma, out, d, eps);
+  else
+    rmsnorm_loop_kernel<<<grid, 1024, 0, stream>>>(x, residual, gamma, out, dim, eps);
+  return minmo_cuda::launch_status();
 }
 
 }  // namespace
@@ -74,18 +108,13 @@ extern "C" int minmo_rmsnorm_residual_bf16(const minmo_bf16* x, float* residual,
                                            minmo_bf16* out, int64_t rows, int64_t dim, float eps,
                                            cudaStream_t stream) {
   if (!residual || !gamma || !out || rows < 0 || dim <= 0 || rows > 0x7fffffff) return MINMO_KERNEL_INVALID_ARGUMENT;
-  if (rows == 0) return MINMO_KERNEL_OK;
-  rmsnorm_residual_bf16_kernel<<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(
-      reinterpret_cast<const __nv_bfloat16*>(x), residual, reinterpret_cast<const __nv_bfloat16*>(gamma),
-      reinterpret_cast<__nv_bfloat16*>(out), dim, eps);
-  return minmo_cuda::launch_status();
+  return launch(reinterpret_cast<const __nv_bfloat16*>(x), residual, reinterpret_cast<const __nv_bfloat16*>(gamma),
+                reinterpret_cast<__nv_bfloat16*>(out), rows, dim, eps, stream);
 }
 
 extern "C" int minmo_rmsnorm_residual_f32(const float* x, float* residual, const float* gamma, float* out,
                                           int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
   if (!residual || !gamma || !out || rows < 0 || dim <= 0 || out == residual || rows > 0x7fffffff)
     return MINMO_KERNEL_INVALID_ARGUMENT;
-  if (rows == 0) return MINMO_KERNEL_OK;
-  rmsnorm_residual_kernel<<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(x, residual, gamma, out, dim, eps);
-  return minmo_cuda::launch_status();
+  return launch(x, residual, gamma, out, rows, dim, eps, stream);
 }

@@ -10,6 +10,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent
@@ -97,17 +98,20 @@ class _Namespace:
 def build(build_dir: str | os.PathLike, cuda: bool = False, cuda_arch: str = "90", jobs: int = 2) -> Path:
     """Configures and builds kernels/ as a standalone project; returns the path of libminmo_kernels.so."""
     build_dir = Path(build_dir)
-    cmake = shutil.which("cmake")
+    here = Path(sys.executable).parent  # a virtual environment's cmake / ninja first
+    cmake = shutil.which("cmake", path=f"{here}{os.pathsep}{os.environ.get('PATH', '')}")
     if cmake is None:
-        raise RuntimeError("cmake not found on PATH")
+        raise RuntimeError("cmake not found (pip install cmake, or put it on PATH)")
     cfg = [cmake, "-S", str(KERNELS_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
            f"-DMINMO_CUDA={'ON' if cuda else 'OFF'}"]
     if cuda:
         cfg.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
-    if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
-        cfg += ["-G", "Ninja"]
-    subprocess.run(cfg, check=True, capture_output=True, text=True)
+    ninja = shutil.which("ninja", path=f"{here}{os.pathsep}{os.environ.get('PATH', '')}")
+    if ninja and not (build_dir / "CMakeCache.txt").exists():
+        cfg += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
     targets = ["minmo_kernels"] + (["minmo_kernels_cuda_test"] if cuda else [])
-    subprocess.run([cmake, "--build", str(build_dir), "-j", str(jobs), "--target", *targets], check=True,
-                   capture_output=True, text=True)
+    for cmd in (cfg, [cmake, "--build", str(build_dir), "-j", str(jobs), "--target", *targets]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{(r.stdout + r.stderr)[-4000:]}")
     return build_dir / "libminmo_kernels.so"

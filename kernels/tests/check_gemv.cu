@@ -123,8 +123,9 @@ MINMO_CHECK(gemv) {
     fp8_case({1, 19, 256}, 1, fp8_expected, gated);
   }
   // {B, N, K} with K a multiple of the group.
+  // Groups of 1, 2, 4 chunks (shift) and 3 chunks (division).
   std::vector<std::pair<Shape, int64_t>> q4 = {{{1, 37, 128}, 128}, {{3, 29, 384}, 128}, {{2, 31, 96}, 32},
-                                               {{8, 9, 256}, 64}};
+                                               {{8, 9, 256}, 64}, {{3, 21, 288}, 96}};
   if (!harness::small())
     q4.insert(q4.end(), {{{1, 3584, 3584}, 128}, {{1, 1027, 18944}, 128}, {{5, 300, 4864}, 128},
                          {{4, 77, 896}, 128}});

@@ -68,7 +68,8 @@ void silu_mul_case(int64_t rows, int64_t ffn) {
 
 MINMO_CHECK(norm) {
   std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {3, 31}, {2, 130}};
-  if (!harness::small()) shapes = {{1, 1}, {3, 31}, {7, 896}, {5, 3584}, {2, 8193}, {300, 257}};
+  // Widths cover 4 / 8 / 16 register-resident elements per thread and the strided loop (> 16384).
+  if (!harness::small()) shapes = {{1, 1}, {3, 31}, {7, 896}, {1, 3584}, {5, 3584}, {2, 8193}, {1, 12000}, {300, 257}, {2, 20001}};
   for (const auto& s : shapes)
     for (bool with_x : {true, false}) {
       rmsnorm_f32_case(s.first, s.second, with_x);
