@@ -22,9 +22,12 @@ from .checkpoints.archs import MODULE_NAMES
 # A quantized module is compared with the reference rebuilt from its dequantized weights, so the
 # same tolerances apply.
 TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4}
-# Quantized module vs the fp32 one (measured at export, manifest "quant_check"): loose bounds on
-# the logits' relative error, per mode.
-QUANT_TOLERANCES = {"int8": 0.02, "fp8": 0.08, "int4": 0.15}
+# Quantized module vs the fp32 one (measured at export, manifest "quant_check", or simulated with
+# --quant-modes): bounds on the logits' relative error that catch a broken quantization, not
+# accuracy targets. The error depends on the weights: random-weight models (no outlier channels)
+# are a worst case, e.g. hidden 1024 x 4 layers gives int8 0.03, fp8 0.10, int4 0.40; the 2-layer
+# test MinMo int8 0.002, fp8 0.011, int4 0.026. Task accuracy (WER) is the real measure.
+QUANT_TOLERANCES = {"int8": 0.1, "fp8": 0.25, "int4": 0.6}
 
 
 @dataclass

@@ -18,6 +18,10 @@ from minmo_rt.export.verify import QUANT_TOLERANCES, verify_bundle
 
 core = minmo_rt._core
 
+# Stated tolerance of a quantized test MinMo's LLM against fp32 (relative logits error); measured
+# 0.0016 / 0.011 / 0.026 at export.
+LOOSE = {"int8": 0.01, "fp8": 0.04, "int4": 0.1}
+
 
 def rel(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -97,7 +101,7 @@ def test_manifest_records_quant(bundles, mode):
     llm = man["modules"]["llm"]
     assert llm["quant"] == mode and llm["quant_config"]["method"] == "weight-only"
     assert all(m["quant"] == "none" for n, m in man["modules"].items() if n != "llm")
-    assert llm["quant_check"]["logits_rel_err"] < QUANT_TOLERANCES[mode]
+    assert 1e-5 < llm["quant_check"]["logits_rel_err"] < LOOSE[mode] <= QUANT_TOLERANCES[mode]
     if mode == "int4":
         assert llm["quant_config"]["group_size"] == 128 and llm["quant_config"]["awq"]["calibration_rows"] > 64
     cpp = core.load_manifest(bundles[mode], True)
@@ -120,7 +124,7 @@ def test_quantized_llm_runs_in_runtime(bundles, mode, rows):
         fp32_logits = fp32_ref(torch.from_numpy(embeds))[0].numpy()
     got = minmo_rt.Runtime(bundles[mode]).run_module("llm", {"embeds": embeds})["logits"]
     assert rel(got, ref_logits) < 1e-4  # tight: the reference computes with the same dequantized weights
-    assert rel(got, fp32_logits) < QUANT_TOLERANCES[mode]  # loose: quantization error
+    assert rel(got, fp32_logits) < LOOSE[mode]  # loose: quantization error
     assert rel(got, fp32_logits) > 1e-5  # the weights really are quantized
 
 

@@ -1,4 +1,6 @@
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "minmo_kernels/sampling.h"
@@ -12,8 +14,25 @@ extern "C" void minmo_philox4x32_cpu(uint64_t seed, uint64_t counter, uint32_t w
   }
 }
 
-// The steps below are those of the CUDA kernel (kernels/cuda/sampling.cu) in the same order; only
-// the two full-vocabulary sums are accumulated in a different order there.
+namespace {
+
+constexpr int kThreads = MINMO_SAMPLING_THREADS;
+constexpr int kWarps = kThreads / 32;
+
+// A warp's __shfl_xor butterfly sum over v[0..31] (every lane ends with this value).
+float warp_butterfly(float* v) {
+  for (int o = 16; o > 0; o >>= 1) {
+    float next[32];
+    for (int l = 0; l < 32; ++l) next[l] = v[l] + v[l ^ o];
+    std::memcpy(v, next, sizeof next);
+  }
+  return v[0];
+}
+
+}  // namespace
+
+// The steps below are those of the CUDA kernel (kernels/cuda/sampling.cu), and every sum is
+// accumulated in the kernel's order, so both produce bit-identical floats and the same token.
 extern "C" int minmo_sample_ras_f32_cpu(const float* logits, int64_t vocab, const int32_t* history,
                                         int64_t n_history, const int32_t* forbid, int64_t n_forbid,
                                         minmo_sampling_params p, int32_t* token_out) {
@@ -55,8 +74,13 @@ extern "C" int minmo_sample_ras_f32_cpu(const float* logits, int64_t vocab, cons
     return MINMO_KERNEL_OK;
   }
   const float mx = l[cand[0]];
-  float z = 0.f;
-  for (int64_t i = 0; i < vocab; ++i) z += expf(l[i] - mx);
+  // z: per-thread strided partials, butterfly within each warp, then across the warp sums.
+  std::vector<float> part(kThreads, 0.f);
+  for (int t = 0; t < kThreads; ++t)
+    for (int64_t i = t; i < vocab; i += kThreads) part[t] += minmo_exp_det(l[i] - mx);
+  float warp_sums[32] = {0.f};
+  for (int w = 0; w < kWarps; ++w) warp_sums[w] = warp_butterfly(part.data() + 32 * w);
+  const float z = warp_butterfly(warp_sums);
 
   uint32_t w[4];
   minmo_philox4x32_10(p.seed, p.counter, w);
@@ -64,7 +88,7 @@ extern "C" int minmo_sample_ras_f32_cpu(const float* logits, int64_t vocab, cons
   float cum = 0.f;
   int taken = 0;
   while (taken < n_cand && (taken == 0 || cum < p.top_p)) {
-    prob[taken] = expf(l[cand[taken]] - mx) / z;
+    prob[taken] = minmo_exp_det(l[cand[taken]] - mx) / z;
     cum += prob[taken];
     ++taken;
   }
@@ -83,17 +107,39 @@ extern "C" int minmo_sample_ras_f32_cpu(const float* logits, int64_t vocab, cons
     const int64_t from = n_history > p.ras_window ? n_history - p.ras_window : 0;
     for (int64_t i = from; i < n_history; ++i) reps += history[i] == token;
     if (static_cast<float>(reps) >= static_cast<float>(p.ras_window) * p.ras_tau) {
-      const float t2 = minmo_uniform24(w[1]) * z;
-      float acc = 0.f;
-      int64_t last = cand[0];
-      token = -1;
-      for (int64_t i = 0; i < vocab && token < 0; ++i) {
-        if (!(l[i] > -INFINITY)) continue;
-        last = i;
-        acc += expf(l[i] - mx);
-        if (acc > t2) token = static_cast<int32_t>(i);
+      // Fallback draw: kThreads contiguous slices; exclusive scan of their sums; the slice where
+      // the running sum passes the target is walked (the kernel's segmented scan).
+      const float target = minmo_uniform24(w[1]) * z;
+      const int64_t seg = (vocab + kThreads - 1) / kThreads;
+      std::vector<float> excl(kThreads + 1, 0.f);
+      std::vector<int64_t> last(kThreads, -1);
+      int64_t last_allowed = -1;
+      for (int t = 0; t < kThreads; ++t) {
+        float s = 0.f;
+        for (int64_t i = t * seg; i < std::min(vocab, (t + 1) * seg); ++i) {
+          if (!(l[i] > -INFINITY)) continue;
+          s += minmo_exp_det(l[i] - mx);
+          last[t] = i;
+        }
+        excl[t + 1] = excl[t] + s;
+        if (last[t] >= 0) last_allowed = last[t];
       }
-      if (token < 0) token = static_cast<int32_t>(last);
+      token = -1;
+      for (int t = 0; t < kThreads && token < 0; ++t) {
+        const bool owner = last[t] >= 0 && excl[t] <= target && (t + 1 == kThreads || excl[t + 1] > target);
+        if (!owner) continue;
+        float acc = excl[t];
+        token = static_cast<int32_t>(last[t]);
+        for (int64_t i = t * seg; i < std::min(vocab, (t + 1) * seg); ++i) {
+          if (!(l[i] > -INFINITY)) continue;
+          acc += minmo_exp_det(l[i] - mx);
+          if (acc > target) {
+            token = static_cast<int32_t>(i);
+            break;
+          }
+        }
+      }
+      if (token < 0) token = static_cast<int32_t>(last_allowed);
     }
   }
   *token_out = token;

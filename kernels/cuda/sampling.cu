@@ -4,13 +4,11 @@
 // steps as the CPU twin); the RAS fallback by a segmented block scan over the vocabulary.
 #include <cuda_runtime.h>
 
-#include <cmath>
-
 #include "minmo_kernels/sampling.h"
 
 namespace {
 
-constexpr int kThreads = 1024;
+constexpr int kThreads = MINMO_SAMPLING_THREADS;
 constexpr int kWarps = kThreads / 32;
 
 struct Best {
@@ -117,7 +115,7 @@ __global__ void __launch_bounds__(kThreads) sample_ras_kernel(const float* __res
   }
   const float mx = logit_at(logits, mask, cand[0], p.temperature);
   float part = 0.f;
-  for (int i = tid; i < vocab; i += kThreads) part += expf(logit_at(logits, mask, i, p.temperature) - mx);
+  for (int i = tid; i < vocab; i += kThreads) part += minmo_exp_det(logit_at(logits, mask, i, p.temperature) - mx);
   const float z = block_sum(part, red_v);
 
   if (tid == 0) {
@@ -127,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) sample_ras_kernel(const float* __res
     float cum = 0.f;
     int taken = 0;
     while (taken < n_cand && (taken == 0 || cum < p.top_p)) {
-      prob[taken] = expf(logit_at(logits, mask, cand[taken], p.temperature) - mx) / z;
+      prob[taken] = minmo_exp_det(logit_at(logits, mask, cand[taken], p.temperature) - mx) / z;
       cum += prob[taken];
       ++taken;
     }
@@ -165,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) sample_ras_kernel(const float* __res
   for (int i = lo; i < hi; ++i) {
     const float v = logit_at(logits, mask, i, p.temperature);
     if (!(v > -INFINITY)) continue;
-    s += expf(v - mx);
+    s += minmo_exp_det(v - mx);
     last = i;
   }
   scan[tid] = s;
@@ -188,7 +186,7 @@ __global__ void __launch_bounds__(kThreads) sample_ras_kernel(const float* __res
     for (int i = lo; i < hi; ++i) {
       const float v = logit_at(logits, mask, i, p.temperature);
       if (!(v > -INFINITY)) continue;
-      acc += expf(v - mx);
+      acc += minmo_exp_det(v - mx);
       if (acc > target) {
         tok = i;
         break;

@@ -13,6 +13,7 @@ extern "C" {
 
 #define MINMO_SAMPLING_MAX_TOP_K 64
 #define MINMO_SAMPLING_MAX_VOCAB 262144 /* forbidden-token bitmask lives in shared memory */
+#define MINMO_SAMPLING_THREADS 1024     /* CUDA block size; the twin reproduces its summation order */
 
 typedef struct minmo_sampling_params {
   int32_t top_k;      /* 1 .. MINMO_SAMPLING_MAX_TOP_K (CosyVoice2: 25) */
@@ -36,8 +37,10 @@ typedef struct minmo_sampling_params {
  *      redrawn from the whole distribution: the first id whose cumulative p exceeds u1 * sum(p).
  * *token_out receives the id (int32), or -1 when no token is allowed (all forbidden / -inf).
  * history and forbid may be null when their count is 0; ids outside [0, vocab) in forbid are
- * ignored. All pointers are device pointers for the CUDA kernel. The twins agree exactly unless
- * a draw falls within float rounding (~1e-6 relative) of a cumulative boundary. */
+ * ignored. All pointers are device pointers for the CUDA kernel. The twins give the same token
+ * for the same (seed, counter): exp is minmo_exp_det (explicit fmaf, no library exp), and the twin
+ * sums in the kernel's order (strided per-thread partials, warp butterflies; segmented scan over
+ * MINMO_SAMPLING_THREADS contiguous slices for the fallback draw), so every float is identical. */
 int minmo_sample_ras_f32(const float* logits, int64_t vocab, const int32_t* history, int64_t n_history,
                          const int32_t* forbid, int64_t n_forbid, minmo_sampling_params params, int32_t* token_out,
                          cudaStream_t stream);
@@ -53,6 +56,8 @@ void minmo_philox4x32_cpu(uint64_t seed, uint64_t counter, uint32_t words[4], fl
 #endif
 
 /* Shared by the CUDA kernel and the CPU twin. */
+#include <math.h>
+
 #ifdef __CUDACC__
 #define MINMO_HD __host__ __device__ __forceinline__
 #else
@@ -79,5 +84,36 @@ MINMO_HD void minmo_philox4x32_10(uint64_t seed, uint64_t counter, uint32_t out[
 }
 
 MINMO_HD float minmo_uniform24(uint32_t word) { return (float)(word >> 8) * (1.0f / 16777216.0f); }
+
+/* 2^k as a float for -126 <= k <= 127. */
+MINMO_HD float minmo_pow2i(int k) {
+  union {
+    uint32_t u;
+    float f;
+  } v;
+  v.u = (uint32_t)(k + 127) << 23;
+  return v.f;
+}
+
+/* exp(x) for x <= 0 (the sampler's logit - max), bit-identical on host and device: Cody-Waite
+ * reduction x = n ln2 + r, degree-7 Taylor polynomial in r by explicit fmaf (correctly rounded on
+ * both sides, so no contraction or library differences), times 2^n. Relative error ~2e-7;
+ * returns 0 below -104 and for -inf / NaN. */
+MINMO_HD float minmo_exp_det(float x) {
+  if (!(x > -104.0f)) return 0.0f;
+  const float n = rintf(x * 1.44269504f);
+  float r = fmaf(-n, 0.693145752f, x); /* ln2 split: hi has 16 significant bits */
+  r = fmaf(-n, 1.42860677e-06f, r);
+  float p = 1.98412698e-04f; /* 1/5040 */
+  p = fmaf(p, r, 1.38888889e-03f);
+  p = fmaf(p, r, 8.33333333e-03f);
+  p = fmaf(p, r, 4.16666667e-02f);
+  p = fmaf(p, r, 1.66666667e-01f);
+  p = fmaf(p, r, 0.5f);
+  p = fmaf(p, r, 1.0f);
+  p = fmaf(p, r, 1.0f);
+  const int k = (int)n;
+  return k >= -126 ? p * minmo_pow2i(k) : (p * minmo_pow2i(k + 126)) * minmo_pow2i(-126);
+}
 
 #endif /* MINMO_KERNELS_SAMPLING_H_ */

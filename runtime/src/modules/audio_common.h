@@ -109,7 +109,10 @@ struct NormW {
 };
 
 // Loaders with the errors the runtime promises: missing tensor -> NotFound naming it; wrong shape
-// -> BundleError naming the tensor, the expected and the actual shape.
+// -> BundleError naming the tensor, the expected and the actual shape. load_linear also reads a
+// weight-only quantized weight (export/quantize.py: `<name>.weight` I8 / F8_E4M3 / packed U8 with
+// `<name>.weight_scale` [+ `<name>.weight_zero`]) into LinearW::qw; a wrong dtype or scale shape
+// -> BundleError naming the tensor.
 LinearW load_linear(const WeightStore& w, const std::string& name, int64_t in, int64_t out, bool bias = true);
 NormW load_norm(const WeightStore& w, const std::string& name, int64_t dim);
 const float* load_tensor(const WeightStore& w, const std::string& name, const std::vector<int64_t>& shape);
