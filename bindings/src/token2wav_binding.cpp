@@ -205,6 +205,13 @@ MINMO_PY_BINDING(bind_token2wav) {
              return vec_to_numpy(a, {static_cast<int64_t>(a.size())});
            })
       .def_property_readonly("finished", [](const PyStream& s) { return s.stream->finished(); })
+      .def_property_readonly("segment_times",
+                             [](const PyStream& s) {
+                               std::vector<std::pair<double, double>> out;
+                               for (const auto& t : s.stream->segment_times()) out.emplace_back(t.flow_ms, t.hift_ms);
+                               return out;
+                             },
+                             "[(flow_ms, hift_ms)] per generated segment run so far")
       .def_property_readonly("mel", [](const PyStream& s) {
         const auto& m = s.stream->mel();
         return vec_to_numpy(m, {s.stream->mel_frames_out(), s.flow->config().mel_dim});

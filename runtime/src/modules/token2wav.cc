@@ -1,6 +1,7 @@
 #include "modules/token2wav.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <utility>
 
@@ -67,12 +68,17 @@ std::vector<float> Token2WavStream::run_ready(bool final) {
       cond.assign(opts_.prompt_mel.begin(), opts_.prompt_mel.end());
     else
       cond.assign(2 * (end - next_) * mel, 0.f);
+    const auto t0 = std::chrono::steady_clock::now();
     Tensor m = flow_.segment(state_, tokens_.data() + next_, end - next_, tokens_.data() + end, n_look, cond.data(),
                              opts_.seed);
     if (next_ >= prompt_len_) {
       mel_out_.insert(mel_out_.end(), m.data.begin(), m.data.end());
       mel_frames_ += m.rows();
+      const auto t1 = std::chrono::steady_clock::now();
       std::vector<float> a = vocoder_.push(m.ptr(), m.rows());
+      const auto t2 = std::chrono::steady_clock::now();
+      times_.push_back({std::chrono::duration<double, std::milli>(t1 - t0).count(),
+                        std::chrono::duration<double, std::milli>(t2 - t1).count()});
       audio.insert(audio.end(), a.begin(), a.end());
     }
     next_ = end;

@@ -45,6 +45,11 @@ class Token2WavStream {  // one utterance; state is cached, cost per chunk is fl
   int64_t mel_frames_out() const { return mel_frames_; }
   // The mel of the segments run so far (the generated frames only) [mel_frames_out(), 80].
   const std::vector<float>& mel() const { return mel_out_; }
+  // Wall time of each generated segment run so far: flow (encoder + CFM) and vocoder push, in ms.
+  struct SegmentTime {
+    double flow_ms = 0, hift_ms = 0;
+  };
+  const std::vector<SegmentTime>& segment_times() const { return times_; }
 
  private:
   // Runs every segment that is ready (final: the rest, with zero lookahead at the end).
@@ -58,6 +63,7 @@ class Token2WavStream {  // one utterance; state is cached, cost per chunk is fl
   std::vector<int64_t> tokens_;  // prompt + generated
   int64_t prompt_len_ = 0, next_ = 0, mel_frames_ = 0;
   std::vector<float> mel_out_;
+  std::vector<SegmentTime> times_;
   bool done_ = false;
 };
 
