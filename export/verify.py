@@ -5,7 +5,9 @@ I/O contract of ``minmo_rt.Runtime(bundle).run_module(name, inputs)`` (float32 n
 frontend {waveform [N]} -> {features [T, D]}; encoder sensevoice_small {features [T, 560],
 query_ids [4]} -> {encoder_out, ctc_logits}; encoder sensevoice_large {features [T, n_mels]} ->
 {encoder_out}; projector {frames [T, enc]} -> {tokens}; llm {embeds [T, H]} -> {logits [T, V],
-hidden [T, H]}; duplex {hidden [T, llm_hidden]} -> {p_turn [T], p_barge [T]}.
+hidden [T, H]}; duplex {hidden [T, llm_hidden]} -> {p_turn [T], p_barge [T]}; flow {tokens [N] (ids),
+speaker [192]} -> {mel [2N, 80]} (token2wav_offline semantics: 15-token chunks, all left context,
+seed 0); hift {mel [T, 80]} -> {audio [480 T]} (seed 0).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from .checkpoints.archs import MODULE_NAMES
 # ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order).
 # A quantized module is compared with the reference rebuilt from its dequantized weights, so the
 # same tolerances apply.
-TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4}
+TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4, "flow": 1e-4, "hift": 1e-4}
 # Quantized module vs the fp32 one (measured at export, manifest "quant_check", or simulated with
 # --quant-modes): bounds on the logits' relative error that catch a broken quantization, not
 # accuracy targets. The error depends on the weights: random-weight models (no outlier channels)
@@ -62,6 +64,10 @@ def module_inputs(name: str, arch: str, cfg: dict, ref_module, rng: np.random.Ge
         return {"embeds": np.concatenate([text, f32(5, cfg["hidden_size"], scale=float(text.std()))]).astype(np.float32)}
     if arch == "duplex":
         return {"hidden": f32(13, cfg["llm_hidden"])}
+    if arch == "cosyvoice2_flow":
+        return {"tokens": rng.integers(0, ref_module.cfg.vocab_size, size=19).astype(np.int64), "speaker": f32(ref_module.cfg.spk_dim)}
+    if arch == "cosyvoice2_hift":
+        return {"mel": f32(27, ref_module.cfg.mel_dim)}
     raise ValueError(f"no verify inputs for arch {arch!r}")
 
 
@@ -83,6 +89,12 @@ def reference_outputs(name: str, arch: str, module, inputs: dict) -> dict:
         elif arch == "duplex":
             p_turn, p_barge, _ = module(t["hidden"])
             out = {"p_turn": p_turn, "p_barge": p_barge}
+        elif arch == "cosyvoice2_flow":
+            from .reference.token2wav import flow_offline
+
+            out = {"mel": flow_offline(module, t["tokens"], t["speaker"], seed=0, chunk_tokens=15, left_chunks=-1)}
+        elif arch == "cosyvoice2_hift":
+            out = {"audio": module(t["mel"], seed=0)}
         else:
             raise ValueError(arch)
     return {k: v.numpy() for k, v in out.items()}

@@ -9,6 +9,9 @@ from ..reference import (ChunkSpec, DuplexConfig, DuplexPredictor, FbankFrontend
                          KaldiFbankFrontend, ProjectorConfig, Qwen2Config, Qwen2Decoder, SenseVoiceLargeConfig,
                          SenseVoiceLargeEncoder, SenseVoiceSmallConfig, SenseVoiceSmallEncoder,
                          WhisperFrontendConfig, WhisperLogMelFrontend)
+from ..reference.configs import FlowConfig, HiftConfig
+from ..reference.flow import Flow
+from ..reference.hift import HiFT
 
 # arch -> (module slot, config class, module class, takes a ChunkSpec)
 ARCHS = {
@@ -19,8 +22,11 @@ ARCHS = {
     "projector": ("projector", ProjectorConfig, InputProjector, True),
     "qwen2": ("llm", Qwen2Config, Qwen2Decoder, False),
     "duplex": ("duplex", DuplexConfig, DuplexPredictor, False),
+    # token2wav: weights in bundles are plain (HiFT weight norm folded, see HiFT.plain_state_dict)
+    "cosyvoice2_flow": ("flow", FlowConfig, Flow, False),
+    "cosyvoice2_hift": ("hift", HiftConfig, HiFT, False),
 }
-MODULE_NAMES = ("frontend", "encoder", "projector", "llm", "duplex")
+MODULE_NAMES = ("frontend", "encoder", "projector", "llm", "duplex", "flow", "hift")
 FRONTEND_ARCHS = ("kaldi_fbank", "whisper_logmel")
 
 

@@ -20,6 +20,10 @@ from .encoder_large import SenseVoiceLargeEncoder
 from .projector import InputProjector
 from .qwen2 import Qwen2Decoder, KVCache
 from .duplex import DuplexPredictor
+from .configs import FlowConfig, HiftConfig
+from .flow import Flow
+from .hift import HiFT
+from .token2wav import token2wav_offline, token2wav_rerun, flow_offline
 
 __all__ = [
     "FbankFrontendConfig", "WhisperFrontendConfig", "SenseVoiceSmallConfig", "SenseVoiceLargeConfig",
@@ -27,4 +31,5 @@ __all__ = [
     "KaldiFbankFrontend", "WhisperLogMelFrontend", "apply_lfr",
     "SenseVoiceSmallEncoder", "SenseVoiceLargeEncoder", "InputProjector",
     "Qwen2Decoder", "KVCache", "DuplexPredictor",
+    "FlowConfig", "HiftConfig", "Flow", "HiFT", "token2wav_offline", "token2wav_rerun", "flow_offline",
 ]

@@ -9,6 +9,8 @@
 #include "core/manifest.h"
 #include "modules/audio_common.h"
 #include "modules/duplex.h"
+#include "modules/flow.h"
+#include "modules/hift.h"
 #include "modules/projector.h"
 #include "modules/qwen2.h"
 #include "modules/sampling.h"
@@ -27,6 +29,9 @@ struct LoadedModels {
   std::shared_ptr<const InputProjector> projector;
   std::shared_ptr<const Qwen2Model> llm;
   std::shared_ptr<const DuplexPredictor> duplex;
+  // token2wav (speech out): Token2WavStream(*flow, *hift, options)
+  std::shared_ptr<const FlowModel> flow;
+  std::shared_ptr<const HiftModel> hift;
 
   // A SenseVoice-Small encoder with its CTC head and no LLM: the cascade ASR path.
   bool is_ctc() const { return small != nullptr && llm == nullptr; }

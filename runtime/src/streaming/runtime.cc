@@ -1,4 +1,5 @@
 // Runtime: bundle loading (manifest -> modules) and offline module execution.
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
@@ -51,6 +52,8 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
     else if (a == "qwen2") m->llm = Qwen2Model::load(weights_of(e), e.config);
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
+    else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config);
+    else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config);
     else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
   }
   return m;
@@ -114,6 +117,20 @@ TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) cons
     m.duplex->push(*state, h, &pt, &pb);
     out["p_turn"] = as_vector(pt);
     out["p_barge"] = as_vector(pb);
+  } else if (e.arch == "cosyvoice2_flow") {
+    // offline flow with the streaming semantics of 15-token chunks, all left context, seed 0
+    const Tensor& t = input(in, name, "tokens");
+    const Tensor& s = input(in, name, "speaker");
+    std::vector<int64_t> ids;
+    for (float v : t.data) {
+      MINMO_CHECK(v == std::floor(v), ErrorCode::InvalidArgument, "input 'tokens' must hold integer ids");
+      ids.push_back(static_cast<int64_t>(v));
+    }
+    out["mel"] = m.flow->offline(ids, s.data, {}, {}, 0, 15, -1);
+  } else if (e.arch == "cosyvoice2_hift") {
+    const Tensor& mel = input(in, name, "mel");
+    expect_matrix(mel, "mel", m.hift->config().mel_dim);
+    out["audio"] = as_vector(m.hift->synthesize(mel.ptr(), mel.rows(), 0));
   } else {
     MINMO_THROW(ErrorCode::NotFound, "module '" << name << "' (" << e.arch << ") cannot be run");
   }
