@@ -32,7 +32,7 @@ def bundles(tmp_path_factory):
     out = {}
     for mode in ("full", "chunked"):
         path = str(root / mode)
-        assert export_cli.main(["build", CKPT, "-o", path, "--streaming", mode, "-q"]) == 0
+        assert export_cli.main(["build", CKPT, "-o", path, "--streaming", mode, "--no-onnx", "-q"]) == 0
         out[mode] = Runtime(path)
     return out
 
@@ -72,6 +72,7 @@ def test_heldout_wer_native(bundles, mode):
     assert turn_f1(probs, labels)["f1"] >= 0.8
 
 
+@pytest.mark.slow
 def test_heldout_wer_onnx(tmp_path):
     path = str(tmp_path / "onnx_chunked")
     assert export_cli.main(["build", CKPT, "-o", path, "--streaming", "chunked", "-q"]) == 0

@@ -13,7 +13,7 @@ import sys
 
 from . import data as D
 
-HELDOUT_SEED, HELDOUT_N = 1001, 8
+HELDOUT_SEED, HELDOUT_N = 1001, 16
 
 
 def main(argv=None) -> int:
