@@ -112,6 +112,15 @@ class Trainer:
         return out
 
 
+def load_weights(model: MinmoTiny, checkpoint: str) -> None:
+    """Weights of a MinMo-layout checkpoint written by :func:`write_checkpoint` (same sizes)."""
+    from safetensors.torch import load_file
+
+    for name in ("encoder", "projector", "llm", "duplex"):
+        sd = load_file(os.path.join(checkpoint, f"{name}.safetensors"))
+        getattr(model, name).load_state_dict({k: v.float() for k, v in sd.items()})
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -156,6 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--ctc-weight", type=float, default=1.0)
     p.add_argument("--duplex-weight", type=float, default=0.5)
     p.add_argument("--chunked-fraction", type=float, default=0.5, help="share of batches in chunked encoder mode")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from this minmo-tiny checkpoint instead of random weights (continued training)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--log-every", type=int, default=25)
@@ -176,9 +187,16 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    tok = build_tokenizer()
+    if args.init:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(os.path.join(args.init, "tokenizer.json"))
+    else:
+        tok = build_tokenizer()
     prompt = PromptIds(tok)
     model = MinmoTiny(SIZES[args.size], tok.get_vocab_size())
+    if args.init:
+        load_weights(model, args.init)
     trainer = Trainer(model, prompt, tok.token_to_id("<|endoftext|>"), args.ctc_weight, args.duplex_weight)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters (exported), vocab {tok.get_vocab_size()}", flush=True)
