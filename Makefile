@@ -10,9 +10,9 @@ PYTEST_ARGS ?=
 
 DEPS_STAMP    := $(VENV)/.deps-stamp
 INSTALL_STAMP := $(VENV)/.install-stamp
-SOURCES := $(shell find runtime kernels bindings export bench -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt pyproject.toml
+SOURCES := $(shell find runtime kernels bindings export bench training -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
-.PHONY: all demo test install cuda-compile clean
+.PHONY: all demo test install cuda-compile clean train-tiny ship-tiny wer
 
 all: install
 
@@ -32,6 +32,18 @@ install: $(INSTALL_STAMP)
 
 demo: install
 	$(VENV)/bin/minmo demo
+
+# minmo-tiny (training/README.md): train from scratch (espeak-ng needed, <= 30 min on 2 CPU cores),
+# install a run as the packaged model, and the accuracy gate on held-out synthetic speech.
+TINY_RUN ?= out/minmo_tiny
+train-tiny: install
+	$(VPY) -m minmo_rt.training.train --out $(TINY_RUN)
+
+ship-tiny: install
+	$(VPY) -m minmo_rt.training.ship $(TINY_RUN) --assets bindings/python/minmo_rt/assets
+
+wer: install
+	$(VENV)/bin/minmo-bench --wer --json out/wer.json
 
 # Every CUDA source must compile for the edge (sm_87) and datacenter (sm_90) targets.
 cuda-compile: $(DEPS_STAMP)

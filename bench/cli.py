@@ -150,9 +150,31 @@ def _footnotes(rows) -> list[str]:
     return out
 
 
+def _wer_main(args) -> int:
+    from .. import MinmoError
+    from .wer import run_wer
+
+    if args.wer_n < 1:
+        print("minmo-bench: error: --wer-n must be >= 1", file=sys.stderr)
+        return 2
+    engines = ("native",) if args.no_onnx else ("native", "onnx")
+    try:
+        report = run_wer(bundle=args.bundle, checkpoint=args.checkpoint, workdir=args.workdir, seed=args.wer_seed,
+                         n=args.wer_n, engines=engines, chunk_ms=args.chunk_ms, threads=args.threads)
+    except (MinmoError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"minmo-bench: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="minmo-bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("bundle", help="bundle directory made by minmo-export build")
+    p.add_argument("bundle", nargs="?", help="bundle directory made by minmo-export build (optional with --wer)")
     p.add_argument("--audio", default=None, help="WAV to stream (default: the shipped demo WAV)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON here")
     p.add_argument("--runs", type=int, default=5, help="timed runs / calls (default 5)")
@@ -162,7 +184,18 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per run (default 16)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime column")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager column")
+    w = p.add_argument_group("accuracy gate (--wer)", "WER and turn-taking F1 on held-out synthetic speech; "
+                             "without BUNDLE: full and chunked bundles of --checkpoint (default: minmo-tiny)")
+    w.add_argument("--wer", action="store_true", help="run the accuracy gate instead of the latency bench")
+    w.add_argument("--checkpoint", default=None, help="MinMo checkpoint to build bundles from (default: shipped minmo-tiny)")
+    w.add_argument("--wer-seed", type=int, default=1000, help="seed of the held-out utterances (training uses 1 and 2)")
+    w.add_argument("--wer-n", type=int, default=100, help="held-out utterances (default 100)")
+    w.add_argument("--workdir", default="out/wer", help="where the bundles of --checkpoint are built")
     args = p.parse_args(argv)
+    if args.wer:
+        return _wer_main(args)
+    if not args.bundle:
+        p.error("BUNDLE is required (except with --wer)")
     if args.runs < 1 or args.warmup < 0 or args.chunk_ms <= 0 or (args.threads is not None and args.threads < 1):
         p.error("need --runs >= 1, --warmup >= 0, --chunk-ms > 0, --threads >= 1")
     from .. import MinmoError

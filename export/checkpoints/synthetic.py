@@ -1,4 +1,4 @@
-"""Small random checkpoints in the real on-disk layouts, for tests and the demo.
+"""Small random checkpoints in the real on-disk layouts, for tests (the demo uses the trained minmo-tiny).
 
 The weights are random: what these prove is that the formats load and that every backend computes
 the same function, not that anything is recognised.

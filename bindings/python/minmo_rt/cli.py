@@ -8,7 +8,10 @@ import time
 
 import numpy as np
 
-DEMO_WAV = os.path.join(os.path.dirname(__file__), "assets", "demo_turn_on_lights.wav")
+ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+DEMO_WAV = os.path.join(ASSETS, "demo_turn_on_lights.wav")
+DEMO_TEXT = "turn on the kitchen lights please four seven one nine"  # what DEMO_WAV says
+TINY_CHECKPOINT = os.path.join(ASSETS, "minmo_tiny")
 
 
 def stream_file(bundle: str, wav: str, task: str, chunk_ms: int, max_new_tokens: int, show_duplex: bool) -> str:
@@ -41,22 +44,23 @@ def stream_file(bundle: str, wav: str, task: str, chunk_ms: int, max_new_tokens:
 
 def demo(args) -> int:
     from .export import cli as export_cli
-    from .export.checkpoints.synthetic import write_minmo_checkpoint
     from .bench import cli as bench_cli
 
     work = os.path.abspath(args.workdir)
-    ckpt, bundle = os.path.join(work, "checkpoint"), os.path.join(work, "bundle")
+    bundle = os.path.join(work, "bundle")
     print("=" * 78)
-    print("minmo-rt demo. NOTE: the demo model has RANDOM weights (the trained minmo-tiny model is")
-    print("not there yet), so the transcript below is noise; the pipeline and timings are real.")
+    print("minmo-rt demo: minmo-tiny, a small MinMo (SenseVoice-Large style encoder, projector, Qwen2,")
+    print("duplex head) trained from scratch on synthetic espeak-ng speech: digit strings and short")
+    print("commands (training/README.md). It knows that domain only.")
     print("=" * 78)
-    print(f"1/3 export: writing a small MinMo-layout checkpoint and building a bundle in {work}")
-    write_minmo_checkpoint(ckpt, seed=0)
-    rc = export_cli.main(["build", ckpt, "-o", bundle, "--force"])
+    print(f"1/3 export: bundle of {args.checkpoint} -> {bundle}")
+    rc = export_cli.main(["build", args.checkpoint, "-o", bundle, "--force"])
     if rc:
         return rc
     print(f"\n2/3 stream: {os.path.basename(args.audio)} pushed in {args.chunk_ms} ms chunks")
     stream_file(bundle, args.audio, "asr", args.chunk_ms, args.max_new_tokens, show_duplex=True)
+    if os.path.abspath(args.audio) == os.path.abspath(DEMO_WAV):
+        print(f"  (the WAV says: {DEMO_TEXT})")
     print("\n3/3 bench: per-stage latency")
     return bench_cli.main([bundle, "--audio", args.audio, "--json", os.path.join(work, "bench.json")])
 
@@ -64,11 +68,12 @@ def demo(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="minmo", description="Stream speech through a minmo-rt bundle.")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="export a small bundle, stream the shipped WAV through it, print latencies")
-    d.add_argument("--workdir", default="out/demo", help="where the checkpoint, bundle and bench JSON go")
+    d = sub.add_parser("demo", help="export the shipped minmo-tiny model, stream the shipped WAV through it, print latencies")
+    d.add_argument("--checkpoint", default=TINY_CHECKPOINT, help="MinMo checkpoint to export (default: minmo-tiny)")
+    d.add_argument("--workdir", default="out/demo", help="where the bundle and bench JSON go")
     d.add_argument("--audio", default=DEMO_WAV, help="WAV file to stream (default: the shipped one)")
     d.add_argument("--chunk-ms", type=int, default=160, help="microphone chunk size")
-    d.add_argument("--max-new-tokens", type=int, default=24)
+    d.add_argument("--max-new-tokens", type=int, default=48)
     t = sub.add_parser("transcribe", help="stream a WAV file through a bundle and print the response")
     t.add_argument("bundle")
     t.add_argument("audio")

@@ -9,11 +9,9 @@ import numpy as np
 
 from . import _core
 from .session import Session
-from .tasks import task_prompt
+from .tasks import DEFAULT_SYSTEM, chat_prompt, task_prompt
 from .sensevoice_ids import sensevoice_query_ids
 from .text import Tokenizer
-
-DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
 class Runtime:
@@ -60,10 +58,7 @@ class Runtime:
         if self.tokenizer is None:
             raise _core.BundleError("bundle has no tokenizer; cannot build a prompt")
         text = prompt if prompt is not None else task_prompt(task)
-        p = dict(self.manifest.get("prompt") or {})
-        sys_text = system if system is not None else p.get("system", DEFAULT_SYSTEM)
-        prefix = f"<|im_start|>system\n{sys_text}<|im_end|>\n<|im_start|>user\n{text}{p.get('audio_bos', '')}"
-        suffix = f"{p.get('audio_eos', '')}<|im_end|>\n<|im_start|>assistant\n"
+        prefix, suffix = chat_prompt(text, self.manifest.get("prompt"), system)
         stops = [self.tokenizer.token_id(t) for t in ("<|im_end|>", "<|endoftext|>")]
         return self.tokenizer.encode(prefix), self.tokenizer.encode(suffix), [s for s in stops if s is not None]
 

@@ -14,6 +14,20 @@ TASK_PROMPTS = {
 }
 
 
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def chat_prompt(text: str, prompt_cfg: dict | None = None, system: str | None = None) -> tuple[str, str]:
+    """The ChatML text before and after the audio span of a user turn that asks ``text``:
+    ``prompt_cfg`` is the manifest's ``prompt`` entry (system, audio_bos, audio_eos). The runtime
+    and the minmo-tiny training recipe both build their prompts here."""
+    p = dict(prompt_cfg or {})
+    sys_text = system if system is not None else p.get("system", DEFAULT_SYSTEM)
+    prefix = f"<|im_start|>system\n{sys_text}<|im_end|>\n<|im_start|>user\n{text}{p.get('audio_bos', '')}"
+    suffix = f"{p.get('audio_eos', '')}<|im_end|>\n<|im_start|>assistant\n"
+    return prefix, suffix
+
+
 def task_prompt(task: str) -> str:
     """``asr``, ``emotion``, ``lid``, ``event``, ``translate:<lang>`` (e.g. ``translate:zh``) or
     ``ask:<free question>``."""
