@@ -75,7 +75,7 @@ int64_t FbankFrontend::num_frames(int64_t num_samples) const {
 void FbankFrontend::frames(const float* samples, int64_t count, float* out) const {
   const int64_t bins = spectrum_.n_bins(), nmel = cfg_.num_mel_bins;
   const double eps = static_cast<double>(FLT_EPSILON);
-#pragma omp parallel if (count > 1)
+#pragma omp parallel if (count >= 8)  // a frame is a few microseconds of work
   {
     std::vector<double> x(static_cast<size_t>(win_)), power(static_cast<size_t>(bins)), mel(static_cast<size_t>(nmel));
 #pragma omp for schedule(static)

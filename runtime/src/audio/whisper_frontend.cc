@@ -42,7 +42,7 @@ void WhisperFrontend::frames(const float* buf, int64_t base, int64_t num_samples
                              float* out) const {
   const int64_t n_fft = cfg_.n_fft, hop = cfg_.hop_length, half = n_fft / 2, nmel = cfg_.n_mels;
   const int64_t N = num_samples;
-#pragma omp parallel if (count > 1)
+#pragma omp parallel if (count >= 8)  // a frame is a few microseconds of work
   {
     std::vector<double> x(static_cast<size_t>(n_fft)), power(static_cast<size_t>(spectrum_.n_bins())),
         mel(static_cast<size_t>(nmel));

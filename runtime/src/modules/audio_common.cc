@@ -1,5 +1,7 @@
 #include "modules/audio_common.h"
 
+#include "backends/cpu/parallel.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -153,7 +155,7 @@ void fsmn_memory(const float* ctx, int64_t nctx, const float* v, int64_t n, int6
   MINMO_CHECK(nctx >= std::min(left_pad, q0), ErrorCode::Internal,
               "fsmn_memory: " << nctx << " context rows, need " << std::min(left_pad, q0));
   if (n == 0) return;
-#pragma omp parallel for schedule(static) if (n * D * K > 32768)
+#pragma omp parallel for schedule(static) if (cpu::parallel_macs(n * D * K))
   for (int64_t i = 0; i < n; ++i) {
     const int64_t pos = q0 + i;
     const int64_t limit = chunk_limit(chunk, pos, total);

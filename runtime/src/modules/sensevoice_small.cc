@@ -1,5 +1,7 @@
 #include "modules/sensevoice_small.h"
 
+#include "backends/cpu/parallel.h"
+
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -140,7 +142,7 @@ SenseVoiceSmallEncoder::Output SenseVoiceSmallEncoder::run(const float* features
   const float scale = static_cast<float>(std::sqrt(static_cast<double>(d)));
   const int64_t half = in / 2;
   const double step = std::log(10000.0) / static_cast<double>(half - 1);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::parallel_elements(n * in))
   for (int64_t t = 0; t < n; ++t) {
     float* r = x.ptr() + t * in;
     const double pos = static_cast<double>(t + 1);

@@ -1,6 +1,7 @@
 #include "backends/cpu/ops.h"
 
 #include "backends/cpu/blas.h"
+#include "backends/cpu/parallel.h"
 
 #include <algorithm>
 #include <climits>
@@ -21,7 +22,7 @@ void sgemm_parallel(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const 
                     int ldb, float beta, float* C, int ldc) {
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t work = static_cast<int64_t>(M) * N * K;
-  const int slices = static_cast<int>(std::min<int64_t>({threads, (N + 15) / 16, std::max<int64_t>(1, work / 65536)}));
+  const int slices = static_cast<int>(std::min<int64_t>({threads, (N + 15) / 16, std::max<int64_t>(1, work / cpu::kParallelMinMacs)}));
   if (slices <= 1) {
     sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
@@ -71,7 +72,7 @@ void linear(const float* x, const float* W, const float* bias, float* y, int64_t
   blas::sgemm_parallel(CblasTrans, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), 1.f, x,
                        static_cast<int>(K), W, static_cast<int>(K), 0.f, y, static_cast<int>(N));
   if (bias) {
-#pragma omp parallel for schedule(static) if (M * N > 16384)
+#pragma omp parallel for schedule(static) if (parallel_elements(M * N))
     for (int64_t m = 0; m < M; ++m) {
       float* row = y + m * N;
       for (int64_t n = 0; n < N; ++n) row[n] += bias[n];
@@ -97,7 +98,7 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
   check_ptr(x, "layer_norm", "x");
   check_ptr(y, "layer_norm", "y");
   MINMO_CHECK(M >= 0 && D > 0, ErrorCode::InvalidArgument, "layer_norm: bad sizes M=" << M << " D=" << D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(M * D))
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * D;
     float* yr = y + m * D;
@@ -124,7 +125,7 @@ void rms_norm(const float* x, const float* gamma, float* y, int64_t M, int64_t D
   check_ptr(x, "rms_norm", "x");
   check_ptr(y, "rms_norm", "y");
   MINMO_CHECK(M >= 0 && D > 0, ErrorCode::InvalidArgument, "rms_norm: bad sizes M=" << M << " D=" << D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(M * D))
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * D;
     float* yr = y + m * D;
@@ -153,20 +154,20 @@ void rms_norm_residual(const float* x, float* residual, const float* gamma, floa
 
 void relu(float* x, int64_t n) {
   check_ptr(x, "relu", "x");
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (parallel_elements(n))
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
 }
 
 void gelu(float* x, int64_t n) {
   check_ptr(x, "gelu", "x");
   constexpr float kInvSqrt2 = 0.70710678118654752440f;
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) if (parallel_elements(n))
   for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * std::erfc(-x[i] * kInvSqrt2);  // = 1 + erf(x/sqrt2), no cancellation for x << 0
 }
 
 void silu(float* x, int64_t n) {
   check_ptr(x, "silu", "x");
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) if (parallel_elements(n))
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i]));
 }
 
@@ -174,7 +175,7 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   check_ptr(gate, "silu_mul", "gate");
   check_ptr(up, "silu_mul", "up");
   check_ptr(out, "silu_mul", "out");
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) if (parallel_elements(n))
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     out[i] = g / (1.f + std::exp(-g)) * up[i];
@@ -184,7 +185,7 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
 void add_inplace(float* y, const float* x, int64_t n) {
   check_ptr(y, "add_inplace", "y");
   check_ptr(x, "add_inplace", "x");
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (parallel_elements(n))
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
@@ -206,14 +207,14 @@ inline void softmax_row(float* x, int64_t n) {
 void softmax(float* x, int64_t M, int64_t N) {
   check_ptr(x, "softmax", "x");
   MINMO_CHECK(M >= 0 && N > 0, ErrorCode::InvalidArgument, "softmax: bad sizes M=" << M << " N=" << N);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(M * N))
   for (int64_t m = 0; m < M; ++m) softmax_row(x + m * N, N);
 }
 
 void log_softmax(float* x, int64_t M, int64_t N) {
   check_ptr(x, "log_softmax", "x");
   MINMO_CHECK(M >= 0 && N > 0, ErrorCode::InvalidArgument, "log_softmax: bad sizes M=" << M << " N=" << N);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(M * N))
   for (int64_t m = 0; m < M; ++m) {
     float* r = x + m * N;
     float mx = r[0];
@@ -231,7 +232,7 @@ void rope_neox(float* x, const int64_t* positions, int64_t T, int64_t H, int64_t
   MINMO_CHECK(T >= 0 && H > 0 && Dh > 0 && Dh % 2 == 0 && theta > 0, ErrorCode::InvalidArgument,
               "rope_neox: bad arguments T=" << T << " H=" << H << " Dh=" << Dh << " (must be even) theta=" << theta);
   const int64_t half = Dh / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(T * H * Dh))
   for (int64_t t = 0; t < T; ++t) {
     const double pos = static_cast<double>(positions[t]);
     for (int64_t i = 0; i < half; ++i) {
@@ -256,7 +257,7 @@ void embedding(const float* table, const int64_t* ids, float* out, int64_t T, in
   for (int64_t t = 0; t < T; ++t)
     MINMO_CHECK(ids[t] >= 0 && ids[t] < V, ErrorCode::InvalidArgument,
                 "embedding: id " << ids[t] << " at position " << t << " is outside the vocabulary [0, " << V << ")");
-#pragma omp parallel for schedule(static) if (T * D > 65536)
+#pragma omp parallel for schedule(static) if (parallel_elements(T * D))
   for (int64_t t = 0; t < T; ++t)
     std::memcpy(out + t * D, table + ids[t] * D, static_cast<size_t>(D) * sizeof(float));
 }
@@ -295,7 +296,7 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
 
   if (Tq < 16 || Tk < 16) {
     // Few queries (decode): one (query, head) pair per iteration.
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel_macs(2 * Tq * Tk * Hq * Dh))
     for (int64_t i = 0; i < Tq; ++i) {
       for (int64_t h = 0; h < Hq; ++h) {
         int64_t lo, hi;
@@ -354,7 +355,7 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
     blas::sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(Tq), static_cast<int>(span),
                 static_cast<int>(Dh), scale, q + h * Dh, static_cast<int>(qs), kh, static_cast<int>(ks), 0.f, S,
                 static_cast<int>(span));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(Tq * span))
     for (int64_t i = 0; i < Tq; ++i) {
       int64_t lo, hi;
       range(i, &lo, &hi);
@@ -399,7 +400,7 @@ void conv1d(const float* x, const float* weight, const float* bias, float* y, in
     float* wt = scratch(static_cast<size_t>(K * C), 2);
     for (int64_t c = 0; c < C; ++c)
       for (int64_t kk = 0; kk < K; ++kk) wt[kk * C + c] = weight[c * K + kk];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_macs(Tout * C * K))
     for (int64_t t = 0; t < Tout; ++t) {
       float* yr = y + t * C;
       if (bias) std::memcpy(yr, bias, static_cast<size_t>(C) * sizeof(float));
@@ -421,7 +422,7 @@ void conv1d(const float* x, const float* weight, const float* bias, float* y, in
   check_blas_dim(Cout, "conv1d");
   float* col = scratch(static_cast<size_t>(Tout * ck), 2);
   for (int64_t g = 0; g < groups; ++g) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(Tout * ck))
     for (int64_t t = 0; t < Tout; ++t) {
       float* cr = col + t * ck;
       for (int64_t kk = 0; kk < K; ++kk) {
@@ -439,7 +440,7 @@ void conv1d(const float* x, const float* weight, const float* bias, float* y, in
                 y + g * cout_g, static_cast<int>(Cout));
   }
   if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(Tout * Cout))
     for (int64_t t = 0; t < Tout; ++t)
       for (int64_t c = 0; c < Cout; ++c) y[t * Cout + c] += bias[c];
   }

@@ -11,6 +11,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/ops.h"
+#include "backends/cpu/parallel.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -188,7 +189,7 @@ void linear_panels(const float* x, const float* Wp, const float* bias, float* y,
   if (M == 0) return;
   MINMO_CHECK(x && Wp && y, ErrorCode::InvalidArgument, "linear_panels: null pointer");
   const int64_t panels = (N + kPanelWidth - 1) / kPanelWidth, blocks = (M + kRowBlock - 1) / kRowBlock;
-#pragma omp parallel for collapse(2) schedule(static) if (M * N * K > 32768)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel_macs(M * N * K))
   for (int64_t mb = 0; mb < blocks; ++mb)
     for (int64_t p = 0; p < panels; ++p)
       panel_block(x, Wp, bias, y, K, N, mb * kRowBlock, std::min(M, (mb + 1) * kRowBlock), p);
@@ -202,14 +203,14 @@ void linear_omp(const float* x, const float* W, const float* bias, float* y, int
   if (M == 1) {
     // Blocks of 64 output rows, statically spread over the team.
     const int64_t nb = (N + 63) / 64;
-#pragma omp parallel for schedule(static) if (N * K > 65536)
+#pragma omp parallel for schedule(static) if (parallel_macs(N * K))
     for (int64_t b = 0; b < nb; ++b) gemv_rows(x, W, bias, y, K, b * 64, std::min(N, (b + 1) * 64));
     return;
   }
   if (M <= kStreamingM && K * N >= kStreamingWeights) {
     // A few rows against a large matrix: bound by reading W, which this reads once per 4 rows.
     const int64_t nb = (N + 31) / 32;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_macs(M * N * K))
     for (int64_t b = 0; b < nb; ++b) gemm_rows(x, W, bias, y, M, K, N, b * 32, std::min(N, (b + 1) * 32));
     return;
   }
@@ -229,14 +230,14 @@ inline void rms_row(const float* x, const float* gamma, float* y, int64_t D, flo
 void rms_norm_rows(const float* x, const float* gamma, float* y, int64_t M, int64_t D, float eps) {
   MINMO_CHECK(M >= 0 && D > 0 && (M == 0 || (x && gamma && y)), ErrorCode::InvalidArgument,
               "rms_norm_rows: bad arguments M=" << M << " D=" << D);
-#pragma omp parallel for schedule(static) if (M * D > 65536)
+#pragma omp parallel for schedule(static) if (parallel_elements(M * D))
   for (int64_t m = 0; m < M; ++m) rms_row(x + m * D, gamma, y + m * D, D, eps);
 }
 
 void add_rms_norm_rows(const float* x, float* residual, const float* gamma, float* y, int64_t M, int64_t D, float eps) {
   MINMO_CHECK(M >= 0 && D > 0 && (M == 0 || (x && residual && gamma && y)) && y != residual,
               ErrorCode::InvalidArgument, "add_rms_norm_rows: bad arguments M=" << M << " D=" << D);
-#pragma omp parallel for schedule(static) if (M * D > 65536)
+#pragma omp parallel for schedule(static) if (parallel_elements(M * D))
   for (int64_t m = 0; m < M; ++m) {
     float* r = residual + m * D;
     const float* xm = x + m * D;
@@ -268,7 +269,7 @@ void rope_apply(float* x, const float* cos_t, const float* sin_t, int64_t T, int
   if (T == 0) return;
   MINMO_CHECK(x && cos_t && sin_t, ErrorCode::InvalidArgument, "rope_apply: null pointer");
   const int64_t half = Dh / 2;
-#pragma omp parallel for collapse(2) schedule(static) if (T * H * Dh > 32768)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel_elements(T * H * Dh))
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < H; ++h) {
       const float* c = cos_t + t * half;
@@ -372,7 +373,7 @@ void cached_causal_attention(const float* q, const float* k, const float* v, flo
   const int64_t Tk = pos0 + T;
   const int64_t group = Hq / Hkv;
   const int64_t qs = Hq * Dh, ks = Hkv * Dh;
-#pragma omp parallel for collapse(2) schedule(static, 1) if (Tk * Hq * T * Dh > 8192)
+#pragma omp parallel for collapse(2) schedule(static, 1) if (parallel_macs(2 * Tk * Hq * T * Dh))
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t n = pos0 + t + 1;  // keys this query sees

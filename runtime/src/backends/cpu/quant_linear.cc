@@ -1,5 +1,7 @@
 #include "backends/cpu/quant_linear.h"
 
+#include "backends/cpu/parallel.h"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -218,12 +220,12 @@ void linear_quant(const float* x, const QuantWeight& w, const float* bias, float
           for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k) s += x[m * K + k];
           xg[m * groups + g] = s;
         }
-#pragma omp parallel for schedule(static) if (N * K > 65536)
+#pragma omp parallel for schedule(static) if (parallel_macs(N * K))
       for (int64_t b = 0; b < nb; ++b)
         rows_int4(xe, xo, xg, w, bias, y, M, K, N, b * kBlock, std::min(N, (b + 1) * kBlock));
       return;
     }
-#pragma omp parallel for schedule(static) if (N * K > 65536)
+#pragma omp parallel for schedule(static) if (parallel_macs(N * K))
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t n1 = std::min(N, (b + 1) * kBlock);
       if (w.kind == WeightQuant::Int8)
@@ -238,7 +240,7 @@ void linear_quant(const float* x, const QuantWeight& w, const float* bias, float
   thread_local std::vector<float> scratch;
   if (scratch.size() < static_cast<size_t>(N * K)) scratch.resize(static_cast<size_t>(N * K));
   float* buf = scratch.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_elements(N * K))
   for (int64_t n = 0; n < N; ++n) dequantize_row(w, n, K, buf + n * K);
   linear_omp(x, buf, bias, y, M, K, N);
 }
