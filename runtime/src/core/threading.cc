@@ -7,15 +7,6 @@
 
 namespace minmo {
 
-namespace {
-// OpenBLAS starts with one thread per core; the runtime parallelises its products itself
-// (backends/cpu/blas.h), so OpenBLAS runs single-threaded from load on.
-const bool kBlasSingleThreaded = [] {
-  blas::set_num_threads(1);
-  return true;
-}();
-}  // namespace
-
 void set_num_threads(int n) {
   MINMO_CHECK(n >= 0, ErrorCode::InvalidArgument, "number of threads must be >= 0 (0: all cores), got " << n);
   if (n == 0) n = omp_get_num_procs();

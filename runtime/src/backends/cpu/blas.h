@@ -25,6 +25,10 @@ inline void sgemv(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, int M, int N, float alp
 
 inline void set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 
+// Sets OpenBLAS to one thread, once per process (it starts with one per core); every product
+// entry point of the runtime calls it first.
+void ensure_single_threaded();
+
 // Row-major C[M, N] = alpha * A[M, K] @ op(B) + beta * C, op(B) = B[K, N] (tb = NoTrans) or
 // B[N, K]^T (tb = Trans), split over the OpenMP team by slices of N (multiples of 16 columns)
 // when the product is large enough and the caller is not already in a parallel region. Each

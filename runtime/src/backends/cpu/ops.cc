@@ -1,6 +1,7 @@
 #include "backends/cpu/ops.h"
 
 #include "backends/cpu/blas.h"
+#include "backends/cpu/fastmath.h"
 #include "backends/cpu/parallel.h"
 
 #include <algorithm>
@@ -18,8 +19,17 @@
 namespace minmo {
 
 namespace blas {
+void ensure_single_threaded() {
+  static const bool done = [] {
+    set_num_threads(1);
+    return true;
+  }();
+  (void)done;
+}
+
 void sgemm_parallel(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
                     int ldb, float beta, float* C, int ldc) {
+  ensure_single_threaded();
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const int64_t work = static_cast<int64_t>(M) * N * K;
   const int slices = static_cast<int>(std::min<int64_t>({threads, (N + 15) / 16, std::max<int64_t>(1, work / cpu::kParallelMinMacs)}));
@@ -161,8 +171,11 @@ void relu(float* x, int64_t n) {
 void gelu(float* x, int64_t n) {
   check_ptr(x, "gelu", "x");
   constexpr float kInvSqrt2 = 0.70710678118654752440f;
-#pragma omp parallel for schedule(static) if (parallel_elements(n))
-  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * std::erfc(-x[i] * kInvSqrt2);  // = 1 + erf(x/sqrt2), no cancellation for x << 0
+#pragma omp parallel for simd schedule(static) if (parallel_elements(n))
+  for (int64_t i = 0; i < n; ++i) {
+    const float z = x[i] * kInvSqrt2, tail = fast_erfc_nonneg(std::fabs(z));  // erfc(|z|)
+    x[i] = 0.5f * x[i] * (z < 0.f ? tail : 2.0f - tail);  // 1 + erf(z), no cancellation for z << 0
+  }
 }
 
 void silu(float* x, int64_t n) {
@@ -348,14 +361,17 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
   const int64_t span = jhi - jlo;
   check_blas_dim(Tq * span, "attention");
   check_blas_dim(qs, "attention");
-  float* S = scratch(static_cast<size_t>(Tq * span), 1);
+  // Heads in parallel, each with its own score block (thread-local scratch) and single-threaded
+  // BLAS products.
+  blas::ensure_single_threaded();
+#pragma omp parallel for schedule(static) if (parallel_macs(2 * Hq * Tq * span * Dh))
   for (int64_t h = 0; h < Hq; ++h) {
+    float* S = scratch(static_cast<size_t>(Tq * span), 1);
     const float* kh = k + jlo * ks + (h / group) * Dh;
     const float* vh = v + jlo * ks + (h / group) * Dh;
     blas::sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(Tq), static_cast<int>(span),
                 static_cast<int>(Dh), scale, q + h * Dh, static_cast<int>(qs), kh, static_cast<int>(ks), 0.f, S,
                 static_cast<int>(span));
-#pragma omp parallel for schedule(static) if (parallel_elements(Tq * span))
     for (int64_t i = 0; i < Tq; ++i) {
       int64_t lo, hi;
       range(i, &lo, &hi);
@@ -435,9 +451,9 @@ void conv1d(const float* x, const float* weight, const float* bias, float* y, in
         }
       }
     }
-    blas::sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(Tout), static_cast<int>(cout_g),
-                static_cast<int>(ck), 1.f, col, static_cast<int>(ck), weight + g * cout_g * ck, static_cast<int>(ck), 0.f,
-                y + g * cout_g, static_cast<int>(Cout));
+    blas::sgemm_parallel(CblasTrans, static_cast<int>(Tout), static_cast<int>(cout_g), static_cast<int>(ck), 1.f, col,
+                         static_cast<int>(ck), weight + g * cout_g * ck, static_cast<int>(ck), 0.f, y + g * cout_g,
+                         static_cast<int>(Cout));
   }
   if (bias) {
 #pragma omp parallel for schedule(static) if (parallel_elements(Tout * Cout))

@@ -38,7 +38,8 @@ void rms_norm_residual(const float* x, float* residual, const float* gamma, floa
 // ---- element-wise (in place over n elements) ------------------------------------------------
 
 void relu(float* x, int64_t n);
-// Exact GELU: 0.5 x (1 + erf(x / sqrt 2)), evaluated as 0.5 x erfc(-x / sqrt 2).
+// GELU (erf form): 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2), erfc by a vectorisable
+// approximation (relative error below 2e-7).
 void gelu(float* x, int64_t n);
 // SiLU: x * sigmoid(x).
 void silu(float* x, int64_t n);

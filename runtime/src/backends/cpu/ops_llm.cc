@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include "backends/cpu/blas.h"
+#include "backends/cpu/fastmath.h"
 #include "backends/cpu/ops.h"
 #include "backends/cpu/parallel.h"
 #include "minmo/status.h"
@@ -293,26 +294,6 @@ float* score_scratch(size_t n) {
   return buf.data();
 }
 
-// exp(x) for x <= 0 (softmax after max subtraction), branch-free so loops over it vectorise:
-// x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, 2^n through the exponent
-// bits. Relative error below 3e-7; x < -87 gives 0 (where expf is subnormal or 0).
-__attribute__((always_inline)) inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two for accuracy
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
 // One (query, head): o[Dh] = softmax(scale * q . k_j for j < n) @ v_j, keys j at stride ks.
 MINMO_SIMD_CLONES void attend_one(const float* qi, const float* kh, const float* vh, float* o, float* s, int64_t n,
                                   int64_t ks, int64_t Dh, float scale) {
@@ -347,7 +328,7 @@ MINMO_SIMD_CLONES void attend_one(const float* qi, const float* kh, const float*
   float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < n; ++i) {
-    s[i] = exp_nonpositive(s[i] - mx);
+    s[i] = fast_exp(s[i] - mx);
     sum += s[i];
   }
   std::fill(o, o + Dh, 0.f);
