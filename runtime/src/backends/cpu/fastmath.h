@@ -6,6 +6,14 @@
 #include <cstdint>
 #include <cstring>
 
+// Compiles a function for AVX-512 / AVX2+FMA / baseline and picks one at load time (the build
+// targets plain x86-64); for the hot loops.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MINMO_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define MINMO_SIMD_CLONES
+#endif
+
 namespace minmo {
 namespace cpu {
 
@@ -13,7 +21,8 @@ namespace cpu {
 // through the exponent bits. Relative error below 3e-7; x < -87 gives a value below 1e-37.
 inline float fast_exp(float x) {
   x = std::max(x, -87.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
+  // Round to nearest by adding and removing 1.5 * 2^23 (no libm call, vectorises on any x86).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // ln2 split in two for accuracy
   float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;

@@ -168,14 +168,22 @@ void relu(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
 }
 
-void gelu(float* x, int64_t n) {
-  check_ptr(x, "gelu", "x");
+namespace {
+MINMO_SIMD_CLONES void gelu_range(float* x, int64_t n) {
   constexpr float kInvSqrt2 = 0.70710678118654752440f;
-#pragma omp parallel for simd schedule(static) if (parallel_elements(n))
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float z = x[i] * kInvSqrt2, tail = fast_erfc_nonneg(std::fabs(z));  // erfc(|z|)
     x[i] = 0.5f * x[i] * (z < 0.f ? tail : 2.0f - tail);  // 1 + erf(z), no cancellation for z << 0
   }
+}
+}  // namespace
+
+void gelu(float* x, int64_t n) {
+  check_ptr(x, "gelu", "x");
+  constexpr int64_t kBlock = 4096;
+#pragma omp parallel for schedule(static) if (parallel_elements(n))
+  for (int64_t b = 0; b < n; b += kBlock) gelu_range(x + b, std::min(kBlock, n - b));
 }
 
 void silu(float* x, int64_t n) {

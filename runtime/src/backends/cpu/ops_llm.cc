@@ -22,11 +22,6 @@ namespace {
 
 // y[n] = dot(W[n, :], x) + b[n] for rows n in [n0, n1).
 // Compiled for AVX-512 / AVX2 / baseline, picked at load time (the build targets plain x86-64).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MINMO_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define MINMO_SIMD_CLONES
-#endif
 
 MINMO_SIMD_CLONES void gemv_rows(const float* x, const float* W, const float* bias, float* y, int64_t K, int64_t n0, int64_t n1) {
   int64_t n = n0;
