@@ -246,6 +246,8 @@ def decide_mode(modules: dict) -> str:
         return "asr-ctc"
     if names == {"llm"}:
         return "llm"
+    if "voice_lm" in names and "llm" not in names:
+        return "cascade"
     return "partial"
 
 

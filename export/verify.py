@@ -5,7 +5,8 @@ I/O contract of ``minmo_rt.Runtime(bundle).run_module(name, inputs)`` (float32 n
 frontend {waveform [N]} -> {features [T, D]}; encoder sensevoice_small {features [T, 560],
 query_ids [4]} -> {encoder_out, ctc_logits}; encoder sensevoice_large {features [T, n_mels]} ->
 {encoder_out}; projector {frames [T, enc]} -> {tokens}; llm {embeds [T, H]} -> {logits [T, V],
-hidden [T, H]}; duplex {hidden [T, llm_hidden]} -> {p_turn [T], p_barge [T]}.
+hidden [T, H]}; duplex {hidden [T, llm_hidden]} -> {p_turn [T], p_barge [T]}; output_projector {token_embeds [T, E],
+hidden [T, llm_hidden]} -> {semantic [T, D]}; voice_lm {embeds [T, H]} -> {logits [T, S + 3]}.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import torch
 from .checkpoints.archs import MODULE_NAMES
 
 # ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order)
-TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4}
+TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4,
+              "output_projector": 1e-4, "voice_lm": 1e-4}
 
 
 @dataclass
@@ -54,6 +56,13 @@ def module_inputs(name: str, arch: str, cfg: dict, ref_module, rng: np.random.Ge
         return {"embeds": np.concatenate([text, f32(5, cfg["hidden_size"], scale=float(text.std()))]).astype(np.float32)}
     if arch == "duplex":
         return {"hidden": f32(13, cfg["llm_hidden"])}
+    if arch == "output_projector":
+        return {"token_embeds": f32(7, cfg["embed_dim"]), "hidden": f32(7, cfg["llm_hidden"])}
+    if arch == "voice_lm":
+        with torch.no_grad():
+            rows = torch.cat([ref_module.sos(), ref_module.text_embed(rng.integers(0, cfg["vocab_size"], size=4)),
+                              ref_module.task_id(), ref_module.speech_embed(rng.integers(0, cfg["speech_token_size"], size=6))])
+        return {"embeds": rows.numpy().astype(np.float32)}
     raise ValueError(f"no verify inputs for arch {arch!r}")
 
 
@@ -75,6 +84,10 @@ def reference_outputs(name: str, arch: str, module, inputs: dict) -> dict:
         elif arch == "duplex":
             p_turn, p_barge, _ = module(t["hidden"])
             out = {"p_turn": p_turn, "p_barge": p_barge}
+        elif arch == "output_projector":
+            out = {"semantic": module(t["token_embeds"], t["hidden"])}
+        elif arch == "voice_lm":
+            out = {"logits": module.step_logits(t["embeds"])[0]}
         else:
             raise ValueError(arch)
     return {k: v.numpy() for k, v in out.items()}

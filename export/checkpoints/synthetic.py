@@ -11,7 +11,8 @@ from typing import Optional, Union
 
 import torch
 
-from ..reference import (ChunkSpec, DuplexConfig, ProjectorConfig, Qwen2Config, SenseVoiceLargeConfig, SenseVoiceSmallConfig, WhisperFrontendConfig)
+from ..reference import (ChunkSpec, DuplexConfig, OutputProjectorConfig, ProjectorConfig, Qwen2Config, SenseVoiceLargeConfig,
+                         SenseVoiceSmallConfig, VoiceLMConfig, WhisperFrontendConfig)
 from .archs import make_module
 from .funasr_sensevoice import SENSEVOICE_TAGS
 from .hf_qwen2 import CHATML_SPECIALS
@@ -198,6 +199,9 @@ MINMO_SIZES = {
                  num_key_value_heads=2, head_dim=32),
         duplex=dict(llm_hidden=128, hidden_size=64, intermediate_size=128, num_attention_heads=2,
                     num_key_value_heads=1, head_dim=32),
+        output_projector=dict(embed_dim=128, llm_hidden=128, output_dim=64),
+        voice_lm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, max_position_embeddings=8192),
     ),
     "small": dict(
         frontend=WhisperFrontendConfig(n_mels=128),
@@ -207,6 +211,9 @@ MINMO_SIZES = {
                  num_key_value_heads=2, head_dim=32),
         duplex=dict(llm_hidden=256, hidden_size=128, intermediate_size=256, num_attention_heads=4,
                     num_key_value_heads=1, head_dim=32),
+        output_projector=dict(embed_dim=256, llm_hidden=256, output_dim=128),
+        voice_lm=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=32, max_position_embeddings=8192),
     ),
 }
 
@@ -216,7 +223,7 @@ DEFAULT_PROMPT = {"system": "You are a helpful assistant.", "audio_bos": "<|audi
 def write_minmo_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0,
                            streaming: Optional[ChunkSpec] = None) -> dict:
     """A MinMo-layout checkpoint (see README.md): whisper log-mel frontend, SenseVoice-Large style
-    encoder, projector, Qwen2 LLM, duplex predictor, tokenizer.json. Returns the minmo.json dict."""
+    encoder, projector, Qwen2 LLM, duplex predictor, output projector, voice LM, tokenizer.json. Returns the minmo.json dict."""
     from safetensors.torch import save_file
 
     if sizes not in MINMO_SIZES:
@@ -231,6 +238,8 @@ def write_minmo_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0,
         "projector": ("projector", ProjectorConfig(**s["projector"])),
         "llm": ("qwen2", tiny_qwen2_config(n_tok, rope_theta=1_000_000.0, **s["llm"])),
         "duplex": ("duplex", DuplexConfig(**s["duplex"])),
+        "output_projector": ("output_projector", OutputProjectorConfig(**s["output_projector"])),
+        "voice_lm": ("voice_lm", VoiceLMConfig(vocab_size=n_tok, **s["voice_lm"])),
     }
     meta = {"format": "minmo-checkpoint", "version": 1, "streaming": chunk.to_dict(), "prompt": dict(DEFAULT_PROMPT),
             "modules": {}}

@@ -14,6 +14,7 @@
 #include "modules/sampling.h"
 #include "modules/sensevoice_large.h"
 #include "modules/sensevoice_small.h"
+#include "modules/voice_lm.h"
 
 namespace minmo {
 
@@ -27,6 +28,8 @@ struct LoadedModels {
   std::shared_ptr<const InputProjector> projector;
   std::shared_ptr<const Qwen2Model> llm;
   std::shared_ptr<const DuplexPredictor> duplex;
+  std::shared_ptr<const OutputProjector> output_projector;
+  std::shared_ptr<const VoiceLM> voice_lm;
 
   // A SenseVoice-Small encoder with its CTC head and no LLM: the cascade ASR path.
   bool is_ctc() const { return small != nullptr && llm == nullptr; }

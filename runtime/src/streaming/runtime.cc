@@ -1,4 +1,6 @@
 // Runtime: bundle loading (manifest -> modules) and offline module execution.
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
@@ -9,6 +11,7 @@
 namespace minmo {
 
 std::unique_ptr<Session> make_session(std::shared_ptr<const LoadedModels> models, const SessionOptions& opt);
+std::unique_ptr<TtsSession> make_tts_session(std::shared_ptr<const LoadedModels> models, const TtsOptions& opt);
 
 namespace {
 
@@ -49,6 +52,8 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
     else if (a == "qwen2") m->llm = Qwen2Model::load(weights_of(e), e.config);
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
+    else if (a == "output_projector") m->output_projector = OutputProjector::load(weights_of(e), e.config);
+    else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config);
     else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
   }
   return m;
@@ -112,6 +117,15 @@ TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) cons
     m.duplex->push(*state, h, &pt, &pb);
     out["p_turn"] = as_vector(pt);
     out["p_barge"] = as_vector(pb);
+  } else if (e.arch == "output_projector") {
+    out["semantic"] = m.output_projector->run(input(in, name, "token_embeds"), input(in, name, "hidden"));
+  } else if (e.arch == "voice_lm") {
+    const Tensor& x = input(in, name, "embeds");
+    expect_matrix(x, "embeds", m.voice_lm->hidden_size());
+    auto state = m.voice_lm->body().new_state(static_cast<int>(std::max<int64_t>(1, x.rows())));
+    Tensor logits;
+    m.voice_lm->forward(*state, x.ptr(), x.rows(), logits, false);
+    out["logits"] = std::move(logits);
   } else {
     MINMO_THROW(ErrorCode::NotFound, "module '" << name << "' (" << e.arch << ") cannot be run");
   }
@@ -120,6 +134,10 @@ TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) cons
 
 std::unique_ptr<Session> Runtime::new_session(const SessionOptions& options) const {
   return make_session(impl_->models, options);
+}
+
+std::unique_ptr<TtsSession> Runtime::new_tts_session(const TtsOptions& options) const {
+  return make_tts_session(impl_->models, options);
 }
 
 }  // namespace minmo
