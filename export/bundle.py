@@ -410,7 +410,7 @@ def _write_into(tmp: str, plan: dict, chunk: ChunkSpec, *, onnx: bool, target: s
             if ck is not owner_ck and ck.tokenizer and name == "encoder":
                 entries[name]["tokenizer"] = _tokenizer_entry(ck.tokenizer, tmp, taken)
     if onnx:
-        from .onnx_export import export_module
+        from .onnx_export import ONNX_PARTS, export_module
 
         os.makedirs(os.path.join(tmp, "onnx"))
         with _bar(len(names), "exporting ONNX", "module", progress) as bar:
@@ -421,6 +421,10 @@ def _write_into(tmp: str, plan: dict, chunk: ChunkSpec, *, onnx: bool, target: s
                 rel = f"onnx/{name}.onnx"
                 entries[name]["onnx"] = rel
                 entries[name]["onnx_check"] = export_module(lm.arch, ref, os.path.join(tmp, rel), seed=seed)
+                for part in ONNX_PARTS.get(lm.arch, [])[1:]:
+                    prel = f"onnx/{name}_{part}.onnx"
+                    entries[name].setdefault("onnx_parts", {})[part] = {
+                        "onnx": prel, "onnx_check": export_module(lm.arch, ref, os.path.join(tmp, prel), seed=seed, part=part)}
                 bar.update(1)
     # hash every file (the manifest itself is not listed)
     rels = sorted(os.path.relpath(os.path.join(d, f), tmp).replace(os.sep, "/")

@@ -14,6 +14,12 @@ Graph I/O (names are what the runtime's ``run_module`` uses):
 - llm (KV-cache step): embeds [T, H], past_key / past_value [L, P, kv, hd] (P may be 0) ->
   logits [T, V], hidden [T, H], present_key / present_value [L, P+T, kv, hd]
 - duplex: hidden [T, llm_hidden] -> p_turn [T], p_barge [T]
+- flow (``onnx``, the encoder): tokens [T] int64, token_mask [T, T] bool -> mu [2T, 80]
+  (True = may attend; token2wav.stream_masks gives the streaming one; mel frames use it expanded 2x)
+- flow ``onnx_parts.estimator``: x, mu, cond [B, T, 80], t [B], spk [B, 80], mel_mask [T, T] bool -> dphi [B, T, 80]
+- hift (``onnx``, the filter network + iSTFT): mel [T, 80], source [S*T] -> audio [S*T]
+- hift ``onnx_parts.f0``: mel [T, 80] -> f0 [T]  (the NSF source between the two is float64 phase
+  accumulation + seeded noise, hift.source_from_f0)
 """
 from __future__ import annotations
 
@@ -148,6 +154,28 @@ class Qwen2StepExport(nn.Module):
         return (logits, hidden, torch.stack([k for k, _ in new.layers]), torch.stack([v for _, v in new.layers]))
 
 
+class VoiceLMStepExport(nn.Module):
+    """One KV-cache step of the voice LM: speech logits instead of text logits."""
+
+    def __init__(self, ref):
+        super().__init__()
+        self.ref = ref
+
+    def forward(self, embeds, past_key, past_value):
+        n = self.ref.cfg.num_hidden_layers
+        logits, new = self.ref.step_logits(embeds, KVCache([(past_key[i], past_value[i]) for i in range(n)]))
+        return logits, torch.stack([k for k, _ in new.layers]), torch.stack([v for _, v in new.layers])
+
+
+class OutputProjectorExport(nn.Module):
+    def __init__(self, ref):
+        super().__init__()
+        self.ref = ref
+
+    def forward(self, token_embeds, hidden):
+        return self.ref(token_embeds, hidden)
+
+
 class DuplexExport(nn.Module):
     def __init__(self, ref):
         super().__init__()
@@ -176,6 +204,59 @@ class LargeEncoderExport(nn.Module):
         return self.ref(features)
 
 
+class FlowEncoderExport(nn.Module):
+    def __init__(self, ref):
+        super().__init__()
+        self.ref = ref
+
+    def forward(self, tokens, token_mask):
+        """Flow.encode without its host-side id range check; mel frame f belongs to token f // 2, so the
+        mel-rate mask is the token mask expanded."""
+        ref = self.ref
+        idx = torch.arange(2 * tokens.shape[0]) // 2
+        mel_mask = token_mask.index_select(0, idx).index_select(1, idx)
+        return ref.encoder_proj(ref.encoder(ref.input_embedding(tokens), token_mask, mel_mask))
+
+
+class FlowEstimatorExport(nn.Module):
+    def __init__(self, ref):
+        super().__init__()
+        self.est = ref.decoder.estimator
+
+    def forward(self, x, mu, t, spk, cond, mel_mask):
+        return self.est(x, mu, t, spk, cond, mel_mask)
+
+
+class HiftDecodeExport(nn.Module):
+    def __init__(self, ref):
+        super().__init__()
+        self.ref = ref
+
+    def forward(self, mel, source):
+        return self.ref.decode(mel, source)
+
+
+class HiftF0Export(nn.Module):
+    def __init__(self, ref):
+        super().__init__()
+        self.ref = ref
+
+    def forward(self, mel):
+        return self.ref.f0(mel)
+
+
+# Modules exported as several graphs: arch -> parts; the first is the module's "onnx" file, the
+# others go to "onnx_parts" (onnx/<module>_<part>.onnx).
+ONNX_PARTS = {"cosyvoice2_flow": ["encoder", "estimator"], "cosyvoice2_hift": ["decode", "f0"]}
+
+
+def _t2w_masks(t: int, chunk: int):
+    from .reference.token2wav import stream_masks
+
+    tm, mm = stream_masks(0, t, chunk, 2)
+    return tm.numpy(), mm.numpy()
+
+
 # ----------------------------------------------------------------------------- per-arch specs
 
 def example_inputs(arch: str, module: nn.Module, seed: int = 0, length: Optional[int] = None) -> dict:
@@ -201,6 +282,27 @@ def example_inputs(arch: str, module: nn.Module, seed: int = 0, length: Optional
         return {"embeds": f32(t, cfg.hidden_size), "past_key": f32(*shape), "past_value": f32(*shape)}
     if arch == "duplex":
         return {"hidden": f32(length or 9, cfg.llm_hidden)}
+    if arch == "voice_lm":
+        t, p = (length or 7), 5
+        shape = (cfg.num_hidden_layers, p, cfg.num_key_value_heads, cfg.head_dim)
+        return {"embeds": f32(t, cfg.hidden_size), "past_key": f32(*shape), "past_value": f32(*shape)}
+    if arch == "output_projector":
+        t = length or 7
+        return {"token_embeds": f32(t, cfg.embed_dim), "hidden": f32(t, cfg.llm_hidden)}
+    if arch == "cosyvoice2_flow:encoder":
+        t = length or 11
+        tm, _ = _t2w_masks(t, 4)
+        return {"tokens": rng.integers(0, cfg.vocab_size, t).astype(np.int64), "token_mask": tm}
+    if arch == "cosyvoice2_flow:estimator":
+        t = 2 * (length or 11)
+        _, mm = _t2w_masks(t // 2, 4)
+        return {"x": f32(2, t, cfg.mel_dim), "mu": f32(2, t, cfg.mel_dim), "t": np.array([0.3, 0.3], np.float32),
+                "spk": f32(2, cfg.mel_dim), "cond": f32(2, t, cfg.mel_dim), "mel_mask": mm}
+    if arch == "cosyvoice2_hift:decode":
+        t = length or 9
+        return {"mel": f32(t, cfg.mel_dim), "source": f32(t * cfg.samples_per_frame, scale=0.1)}
+    if arch == "cosyvoice2_hift:f0":
+        return {"mel": f32(length or 9, cfg.mel_dim)}
     raise ValueError(f"no ONNX export for arch {arch!r}")
 
 
@@ -224,6 +326,25 @@ def export_spec(arch: str, module: nn.Module):
                 {"embeds": {0: T}, "past_key": {1: P}, "past_value": {1: P}})
     if arch == "duplex":
         return DuplexExport(module), ["hidden"], ["p_turn", "p_barge"], {"hidden": {0: T}}
+    if arch == "voice_lm":
+        P = torch.export.Dim("P", min=0, max=1 << 20)
+        return (VoiceLMStepExport(module), ["embeds", "past_key", "past_value"], ["logits", "present_key", "present_value"],
+                {"embeds": {0: T}, "past_key": {1: P}, "past_value": {1: P}})
+    if arch == "output_projector":
+        return OutputProjectorExport(module), ["token_embeds", "hidden"], ["semantic"], {"token_embeds": {0: T}, "hidden": {0: T}}
+    if arch == "cosyvoice2_flow:encoder":
+        T2 = torch.export.Dim("T", min=2, max=1 << 20)  # the exporter cannot specialise T=1 here; validated at 5..40
+        return (FlowEncoderExport(module), ["tokens", "token_mask"], ["mu"], {"tokens": {0: T2}, "token_mask": {0: T2, 1: T2}})
+    if arch == "cosyvoice2_flow:estimator":
+        B = torch.export.Dim("B", min=1, max=64)
+        M = torch.export.Dim("M", min=1, max=1 << 20)
+        return (FlowEstimatorExport(module), ["x", "mu", "t", "spk", "cond", "mel_mask"], ["dphi"],
+                {"x": {0: B, 1: M}, "mu": {0: B, 1: M}, "t": {0: B}, "spk": {0: B}, "cond": {0: B, 1: M}, "mel_mask": {0: M, 1: M}})
+    if arch == "cosyvoice2_hift:decode":
+        return (HiftDecodeExport(module), ["mel", "source"], ["audio"],
+                {"mel": {0: T}, "source": {0: module.cfg.samples_per_frame * T}})
+    if arch == "cosyvoice2_hift:f0":
+        return HiftF0Export(module), ["mel"], ["f0"], {"mel": {0: T}}
     raise ValueError(f"no ONNX export for arch {arch!r}")
 
 
@@ -268,6 +389,22 @@ def reference_outputs(arch: str, module: nn.Module, inputs: dict) -> tuple:
             return logits, hidden, torch.stack([k for k, _ in new.layers]), torch.stack([v for _, v in new.layers])
         if arch == "duplex":
             return module(t["hidden"])[:2]
+        if arch == "voice_lm":
+            pk, pv = t["past_key"], t["past_value"]
+            cache = KVCache([(pk[i], pv[i]) for i in range(pk.shape[0])]) if pk.shape[1] else None
+            logits, new = module.step_logits(t["embeds"], cache)
+            return logits, torch.stack([k for k, _ in new.layers]), torch.stack([v for _, v in new.layers])
+        if arch == "output_projector":
+            return (module(t["token_embeds"], t["hidden"]),)
+        if arch == "cosyvoice2_flow:encoder":
+            idx = torch.arange(2 * t["tokens"].shape[0]) // 2
+            return (module.encode(t["tokens"], t["token_mask"], t["token_mask"][idx][:, idx]),)
+        if arch == "cosyvoice2_flow:estimator":
+            return (module.decoder.estimator(t["x"], t["mu"], t["t"], t["spk"], t["cond"], t["mel_mask"]),)
+        if arch == "cosyvoice2_hift:decode":
+            return (module.decode(t["mel"], t["source"]),)
+        if arch == "cosyvoice2_hift:f0":
+            return (module.f0(t["mel"]),)
     raise ValueError(f"no reference call for arch {arch!r}")
 
 
@@ -297,10 +434,19 @@ def validate(path: str, arch: str, module: nn.Module, inputs_list: list, output_
     return {"opset": OPSET, "tolerance": tolerance, "ok": ok, "inputs": {"shapes": shapes}, "outputs": worst}
 
 
-def export_module(arch: str, module: nn.Module, path: str, seed: int = 0, tolerance: float = TOLERANCE) -> dict:
-    """Exports ``module`` (a reference module of ``arch``) to ``path`` and validates it; returns the
-    validation record stored in the manifest as ``onnx_check``. Raises RuntimeError on a mismatch."""
+def export_module(arch: str, module: nn.Module, path: str, seed: int = 0, tolerance: float = TOLERANCE,
+                  part: Optional[str] = None) -> dict:
+    """Exports ``module`` (a reference module of ``arch``; ``part`` one of ONNX_PARTS[arch] for modules
+    exported as several graphs) to ``path`` and validates it; returns the validation record stored in
+    the manifest as ``onnx_check``. Raises RuntimeError on a mismatch."""
     module = module.eval()
+    if arch in ONNX_PARTS:
+        part = part or ONNX_PARTS[arch][0]
+        if part not in ONNX_PARTS[arch]:
+            raise ValueError(f"{arch} has ONNX parts {ONNX_PARTS[arch]}, not {part!r}")
+        arch = f"{arch}:{part}"
+    elif part is not None:
+        raise ValueError(f"{arch} is exported as one graph")
     wrapper, in_names, out_names, dyn = export_spec(arch, module)
     wrapper.eval()
     ex = example_inputs(arch, module, seed)
@@ -313,7 +459,7 @@ def export_module(arch: str, module: nn.Module, path: str, seed: int = 0, tolera
         prog.save(path, external_data=n_bytes > EXTERNAL_DATA_BYTES)
     # validate on the example and on other lengths (the time axes must really be dynamic)
     checks = [ex]
-    if arch == "qwen2":
+    if arch in ("qwen2", "voice_lm"):
         empty = example_inputs(arch, module, seed + 1, length=3)
         empty["past_key"] = empty["past_key"][:, :0].copy()
         empty["past_value"] = empty["past_value"][:, :0].copy()

@@ -10,6 +10,9 @@ from ..reference import (ChunkSpec, DuplexConfig, DuplexPredictor, FbankFrontend
                          Qwen2Decoder, SenseVoiceLargeConfig, SenseVoiceLargeEncoder, SenseVoiceSmallConfig,
                          SenseVoiceSmallEncoder, VoiceLM, VoiceLMConfig, WhisperFrontendConfig,
                          WhisperLogMelFrontend)
+from ..reference.configs import FlowConfig, HiftConfig
+from ..reference.flow import Flow
+from ..reference.hift import HiFT
 
 # arch -> (module slot, config class, module class, takes a ChunkSpec)
 ARCHS = {
@@ -22,8 +25,11 @@ ARCHS = {
     "duplex": ("duplex", DuplexConfig, DuplexPredictor, False),
     "output_projector": ("output_projector", OutputProjectorConfig, OutputProjector, False),
     "voice_lm": ("voice_lm", VoiceLMConfig, VoiceLM, False),
+    # token2wav: weights in bundles are plain (HiFT weight norm folded, see HiFT.plain_state_dict)
+    "cosyvoice2_flow": ("flow", FlowConfig, Flow, False),
+    "cosyvoice2_hift": ("hift", HiftConfig, HiFT, False),
 }
-MODULE_NAMES = ("frontend", "encoder", "projector", "llm", "duplex", "output_projector", "voice_lm")
+MODULE_NAMES = ("frontend", "encoder", "projector", "llm", "duplex", "output_projector", "voice_lm", "flow", "hift")
 FRONTEND_ARCHS = ("kaldi_fbank", "whisper_logmel")
 
 

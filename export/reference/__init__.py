@@ -24,6 +24,10 @@ from .qwen2 import Qwen2Decoder, KVCache
 from .duplex import DuplexPredictor
 from .voice_decoder import (ENDED_TOKEN, NEED_TEXT_TOKEN, OutputProjector, VoiceLM, VoiceTokenStream, SplitMix64,
                             ras_sample, generate_speech_tokens)
+from .configs import FlowConfig, HiftConfig
+from .flow import Flow
+from .hift import HiFT
+from .token2wav import token2wav_offline, token2wav_rerun, flow_offline
 
 __all__ = [
     "FbankFrontendConfig", "WhisperFrontendConfig", "SenseVoiceSmallConfig", "SenseVoiceLargeConfig",
@@ -32,4 +36,5 @@ __all__ = [
     "SenseVoiceSmallEncoder", "SenseVoiceLargeEncoder", "InputProjector",
     "Qwen2Decoder", "KVCache", "DuplexPredictor", "OutputProjectorConfig", "VoiceLMConfig",
     "OutputProjector", "VoiceLM", "VoiceTokenStream", "SplitMix64", "ras_sample", "generate_speech_tokens", "NEED_TEXT_TOKEN", "ENDED_TOKEN",
+    "FlowConfig", "HiftConfig", "Flow", "HiFT", "token2wav_offline", "token2wav_rerun", "flow_offline",
 ]

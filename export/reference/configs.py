@@ -251,3 +251,94 @@ class VoiceLMConfig(_Config):
             num_key_value_heads=self.num_key_value_heads, head_dim=self.head_dim, rope_theta=self.rope_theta,
             rms_norm_eps=self.rms_norm_eps, tie_word_embeddings=True,
             max_position_embeddings=self.max_position_embeddings)
+
+
+@dataclass
+class FlowConfig(_Config):
+    """CosyVoice2 flow (``CausalMaskedDiffWithXvec``): speech tokens -> 80-bin mel at 2 frames per token.
+
+    Encoder: token embedding -> Linear + LayerNorm (``embed``) -> pre-lookahead layer -> ``n_blocks``
+    conformer blocks (relative-position attention, no conv module) -> 2x nearest upsample + causal
+    conv -> ``embed`` again (``up_embed``) -> ``n_up_blocks`` blocks -> LayerNorm -> Linear = mu.
+    Estimator: causal conditional U-Net over [x, mu, spk, cond] (one down, ``n_mid_blocks`` mid and one
+    up stage, ``n_transformer`` transformer blocks each). CFM: ``n_timesteps`` Euler steps on a cosine
+    schedule, classifier-free guidance ``cfg_rate``.
+    """
+
+    vocab_size: int = 6561
+    d_model: int = 512
+    n_heads: int = 8
+    ffn_dim: int = 2048
+    n_blocks: int = 6
+    n_up_blocks: int = 4
+    pre_lookahead: int = 3
+    mel_dim: int = 80
+    spk_dim: int = 192
+    token_mel_ratio: int = 2
+    est_channels: int = 256
+    est_heads: int = 8
+    est_head_dim: int = 64
+    n_transformer: int = 4
+    n_mid_blocks: int = 12
+    n_timesteps: int = 10
+    cfg_rate: float = 0.7
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError("d_model must split into n_heads heads of even size")
+        if self.token_mel_ratio != 2:
+            raise ValueError("token_mel_ratio must be 2 (the upsampling layer doubles the frame rate)")
+        if self.pre_lookahead < 1 or self.n_timesteps < 1:
+            raise ValueError("pre_lookahead and n_timesteps must be >= 1")
+
+    @property
+    def est_in_channels(self) -> int:
+        return 4 * self.mel_dim
+
+
+@dataclass
+class HiftConfig(_Config):
+    """CosyVoice2 HiFT vocoder (``HiFTGenerator`` with ``ConvRNNF0Predictor``): 80-bin mel -> 24 kHz."""
+
+    mel_dim: int = 80
+    base_channels: int = 512
+    nb_harmonics: int = 8
+    sample_rate: int = 24000
+    nsf_alpha: float = 0.1
+    nsf_sigma: float = 0.003
+    nsf_voiced_threshold: float = 10.0
+    upsample_rates: list = field(default_factory=lambda: [8, 5, 3])
+    upsample_kernel_sizes: list = field(default_factory=lambda: [16, 11, 7])
+    n_fft: int = 16
+    hop_len: int = 4
+    resblock_kernel_sizes: list = field(default_factory=lambda: [3, 7, 11])
+    resblock_dilation_sizes: list = field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    source_resblock_kernel_sizes: list = field(default_factory=lambda: [7, 7, 11])
+    source_resblock_dilation_sizes: list = field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    lrelu_slope: float = 0.1
+    audio_limit: float = 0.99
+    f0_channels: int = 512
+    f0_layers: int = 5
+
+    def __post_init__(self):
+        n = len(self.upsample_rates)
+        if n < 1 or len(self.upsample_kernel_sizes) != n:
+            raise ValueError("upsample_rates and upsample_kernel_sizes must be non-empty and of equal length")
+        if len(self.source_resblock_kernel_sizes) != n or len(self.source_resblock_dilation_sizes) != n:
+            raise ValueError("one source resblock per upsampling stage")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ValueError("resblock kernel and dilation lists differ in length")
+        if self.base_channels % (2 ** n):
+            raise ValueError("base_channels must halve at every upsampling stage")
+        for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes):
+            if (k - u) % 2:
+                raise ValueError("each upsample kernel minus its rate must be even (exact length multiplication)")
+        if self.n_fft % self.hop_len or self.n_fft % 2:
+            raise ValueError("n_fft must be even and a multiple of hop_len")
+
+    @property
+    def samples_per_frame(self) -> int:
+        p = self.hop_len
+        for u in self.upsample_rates:
+            p *= u
+        return p
