@@ -109,6 +109,9 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
                 "-" if r.ratio is None else f"{r.ratio:.2f}x"] for r in cmp_rows]))
     for line in _footnotes(cmp_rows):
         log(f"  note: {line}")
+    speech = None
+    if "voice_lm" in rt.modules:
+        speech = _speech_section(rt, audio, rate, log)
     log(f"(bench wall time {time.perf_counter() - t_start:.1f} s)")
 
     return {
@@ -128,8 +131,40 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
         "generated_tokens": st["generated_tokens"],
         "bandwidth": bw,
         "comparison": {r.name: r.to_json() for r in cmp_rows},
+        "speech": speech,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _speech_section(rt, audio, rate, log, chunks: int = 50) -> dict:
+    from .speech import speak_turn, tts_chunks
+
+    speaker = np.random.default_rng(0).standard_normal(192).astype(np.float32)
+    log("")
+    log(f"Speech generation (voice LM 5:15, token2wav chunks of 15 tokens), chunks 1..{chunks}")
+    per = tts_chunks(rt, chunks=chunks, speaker=speaker)
+    out = {"tts": per}
+    rows = [["voice LM per 15 tokens", str(per["voice_lm_per_chunk"]["count"]), fmt(per["voice_lm_per_chunk"]["p50_ms"]),
+             fmt(per["voice_lm_per_chunk"]["p99_ms"])]]
+    if per["token2wav_per_chunk"]["count"]:
+        rows.append(["token2wav per chunk", str(per["token2wav_per_chunk"]["count"]), fmt(per["token2wav_per_chunk"]["p50_ms"]),
+                     fmt(per["token2wav_per_chunk"]["p99_ms"])])
+    if rt.mode == "minmo":
+        turn = speak_turn(rt, audio, rate, speaker=speaker)
+        out["speak_turn"] = turn
+        rows.insert(0, ["semantic vector (per text token)", str(turn["semantic_vectors"]["count"]),
+                        fmt(turn["semantic_vectors"]["p50_ms"]), fmt(turn["semantic_vectors"]["p99_ms"])])
+        log(f"first speech token after first text token: {fmt(turn['first_speech_token_after_first_text_ms'])} ms; "
+            f"first audio packet: {fmt(turn['first_audio_after_first_text_ms'])} ms")
+    log(table(["stage", "calls", "p50 ms", "p99 ms"], rows))
+    for key in ("voice_lm_flatness", "token2wav_flatness"):
+        f = per.get(key)
+        if f:
+            log(f"{key.split('_flatness')[0]} cost vs chunk index: slope {f['slope_ms_per_chunk']:+.3f} ms/chunk, "
+                f"mean of chunks 41-50 / 1-10 = {f['last10_over_first10']:.2f}")
+    if per["rtf"] is not None:
+        log(f"speech RTF (compute wall / speech duration): {per['rtf']:.3f}")
+    return out
 
 
 def _footnotes(rows) -> list[str]:

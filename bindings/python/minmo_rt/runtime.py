@@ -71,7 +71,7 @@ class Runtime:
                 use_itn: bool = False, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
                 top_p: float = 1.0, seed: int = 0, system: Optional[str] = None, kv_capacity: int = 0,
                 speak: bool = False, speaker=None, speech_seed: int = 0, speech_output: str = "audio",
-                prompt_speech_tokens=None, prompt_mel=None) -> Session:
+                prompt_speech_tokens=None, prompt_mel=None, voice_kv_capacity: int = 0) -> Session:
         """A new streaming session. ``task`` picks a prompt (see :func:`minmo_rt.tasks.task_prompt`);
         ``prompt`` overrides it with free text. Sampling is greedy unless ``temperature`` > 0.
         ``language``/``use_itn`` apply to SenseVoice CTC bundles. ``kv_capacity``: LLM positions
@@ -89,7 +89,8 @@ class Runtime:
         if speak:
             if ctc:
                 raise _core.InvalidInputError("a CTC (asr-ctc) bundle cannot speak")
-            opts.update(self._speech_opts(speaker, speech_seed, speech_output, prompt_speech_tokens, prompt_mel))
+            opts.update(self._speech_opts(speaker, speech_seed, speech_output, prompt_speech_tokens, prompt_mel,
+                                          voice_kv_capacity))
             opts["speak"] = True
         if ctc:
             opts["query_ids"] = sensevoice_query_ids(language, use_itn)
@@ -98,10 +99,10 @@ class Runtime:
         return Session(self._core.new_session(opts), self.tokenizer, self.sample_rate, ctc)
 
     # -- speaking --------------------------------------------------------------------------------
-    def _speech_opts(self, speaker, seed, output, prompt_tokens, prompt_mel) -> dict:
+    def _speech_opts(self, speaker, seed, output, prompt_tokens, prompt_mel, voice_kv_capacity=0) -> dict:
         if output not in ("audio", "tokens"):
             raise _core.InvalidInputError(f"speech_output must be 'audio' or 'tokens', not {output!r}")
-        opts = {"speech_seed": int(seed), "speech_output": output}
+        opts = {"speech_seed": int(seed), "speech_output": output, "voice_kv_capacity": int(voice_kv_capacity)}
         if output == "audio":
             if speaker is None:
                 raise _core.InvalidInputError("a speaker embedding is required to speak (speaker=<192-d float array>)")
@@ -122,16 +123,18 @@ class Runtime:
 
     def tts_session(self, text=None, *, speaker=None, instruction: Optional[str] = None,
                     instruction_text: Optional[str] = None, seed: int = 0, speech_output: str = "audio",
-                    prompt_speech_tokens=None, prompt_mel=None, max_text_tokens: int = 1024) -> TtsSession:
+                    prompt_speech_tokens=None, prompt_mel=None, max_text_tokens: int = 1024,
+                    voice_kv_capacity: int = 0) -> TtsSession:
         """A text-to-speech session (cascade mode, CosyVoice2 bistream). ``instruction``: a style
         preset name (see :data:`minmo_rt.tasks.INSTRUCTIONS`), or ``instruction_text`` free text,
         prepended with ``<|endofprompt|>`` as in CosyVoice2's instruct mode. ``text`` (optional): pushed
-        at once and ended. Bad input raises InvalidInputError."""
+        at once and ended. ``voice_kv_capacity``: voice LM positions (0: min(model maximum, 4096));
+        longer text raises CacheFullError. Bad input raises InvalidInputError."""
         from .tasks import instruction_prompt
 
         if "voice_lm" not in self.modules:
             raise _core.InvalidInputError("bundle has no voice_lm module: it cannot do text-to-speech")
-        opts = self._speech_opts(speaker, seed, speech_output, prompt_speech_tokens, prompt_mel)
+        opts = self._speech_opts(speaker, seed, speech_output, prompt_speech_tokens, prompt_mel, voice_kv_capacity)
         tok = self.voice_tokenizer()
         prompt = instruction_prompt(instruction, instruction_text)
         if prompt:
