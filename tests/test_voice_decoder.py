@@ -171,3 +171,79 @@ def test_stream_bad_input(bundle, refs):
     small = _core.testing_voice.VoiceStream(os.path.join(bundle, entry["weights"]), json.dumps(entry["config"]), 0, 64)
     with pytest.raises(minmo_rt.CacheFullError):
         small.push_text(_vectors(refs, 10).numpy())
+
+
+# ----------------------------------------------------------------------------- CosyVoice2 layout
+
+@pytest.fixture(scope="module")
+def cosyvoice2_dir(tmp_path_factory):
+    from minmo_rt.export.checkpoints.synthetic import write_cosyvoice2_checkpoint
+
+    d = str(tmp_path_factory.mktemp("cv2") / "CosyVoice2-tiny")
+    write_cosyvoice2_checkpoint(d, seed=3, prompt_tokens=6)
+    return d
+
+
+def test_cosyvoice2_checkpoint_loads_and_builds(cosyvoice2_dir, tmp_path):
+    from minmo_rt.export import cli
+    from minmo_rt.export.checkpoints import detect_format, load_checkpoint, load_speakers
+    from minmo_rt.export.checkpoints.common import safe_torch_load
+    from minmo_rt.export.reference import VoiceLM, VoiceLMConfig
+
+    assert detect_format(cosyvoice2_dir) == "cosyvoice2"
+    ck = load_checkpoint(cosyvoice2_dir)
+    assert [m.name for m in ck.modules] == ["voice_lm", "flow", "hift"]
+    assert ck.tokenizer.special["<|endofprompt|>"] >= 0
+    spk = load_speakers(cosyvoice2_dir)["spk0"]
+    assert spk["embedding"].shape == (192,) and spk["speech_token"].shape == (6,) and spk["speech_feat"].shape == (12, 80)
+    out = str(tmp_path / "bundle")
+    assert cli.main(["build", cosyvoice2_dir, "-o", out, "--no-onnx"]) == 0
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    assert manifest["mode"] == "cascade"
+    assert manifest["modules"]["voice_lm"]["tokenizer"]["special_tokens"]["<|endofprompt|>"] >= 0
+    # the bundle's voice LM computes what the llm.pt weights compute under CosyVoice2's names
+    raw = safe_torch_load(os.path.join(cosyvoice2_dir, "llm.pt"))
+    lm = VoiceLM(VoiceLMConfig.from_dict(manifest["modules"]["voice_lm"]["config"])).eval()
+    lm.load_state_dict({k.replace("llm.model.model.", "model."): v for k, v in raw.items() if k != "llm.model.lm_head.weight"})
+    ref = build_reference_modules(out, ["voice_lm"])["voice_lm"]
+    with torch.no_grad():
+        x = torch.cat([lm.sos(), lm.text_embed([1, 2, 3]), lm.task_id(), lm.speech_embed([5, 6])])
+        assert torch.equal(ref.step_logits(x)[0], lm.step_logits(x)[0])
+    assert raw["llm_decoder.weight"].shape == (6564, lm.vcfg.hidden_size)
+
+
+def test_cosyvoice2_yaml_is_parsed_as_data(tmp_path):
+    from minmo_rt.export.checkpoints.common import CheckpointError
+    from minmo_rt.export.checkpoints.cosyvoice2 import parse_hyperpyyaml
+
+    marker = tmp_path / "pwned"
+    p = tmp_path / "cosyvoice2.yaml"
+    p.write_text(f"a: 3\nb: !ref <a>\nc: !ref <a> * <b>\nrun: !apply:os.system ['touch {marker}']\n"
+                 "obj: !new:builtins.open\n    file: /etc/hostname\n")
+    conf = parse_hyperpyyaml(str(p))
+    assert conf["b"] == 3 and conf["c"] == 9
+    assert conf["run"].kind == "apply" and conf["run"].target == "os.system"
+    assert conf["obj"].target == "builtins.open" and conf["obj"]["file"] == "/etc/hostname"
+    assert not marker.exists()
+    p.write_text(f"x: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(CheckpointError):
+        parse_hyperpyyaml(str(p))
+    assert not marker.exists()
+
+
+def test_cosyvoice2_bad_checkpoint(cosyvoice2_dir, tmp_path):
+    import shutil
+
+    from minmo_rt.export.checkpoints import load_checkpoint
+    from minmo_rt.export.checkpoints.common import CheckpointError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(cosyvoice2_dir, bad)
+    sd = torch.load(bad / "llm.pt", weights_only=True)
+    sd["speech_embedding.weight"] = sd["speech_embedding.weight"][:100]
+    torch.save(sd, bad / "llm.pt")
+    with pytest.raises(CheckpointError, match="speech_embedding"):
+        load_checkpoint(str(bad))
+    shutil.rmtree(bad / "CosyVoice-BlankEN")
+    with pytest.raises(CheckpointError, match="text LM folder"):
+        load_checkpoint(str(bad))
