@@ -179,3 +179,77 @@ def test_tts_bad_input(rt):
     s.close()
     with pytest.raises(minmo_rt.SessionClosedError):
         s.push_text("x")
+
+
+# ----------------------------------------------------------------------------- audio (token2wav)
+
+WAV_TOL = 1e-3  # token2wav stream vs offline reference (tests/test_token2wav.py)
+
+
+def _offline_audio(refs, tokens, speaker, seed, prompt_tokens=None, prompt_feat=None):
+    from minmo_rt.export.reference import token2wav_offline
+
+    _, wav = token2wav_offline(refs["flow"], refs["hift"], torch.tensor(tokens), torch.from_numpy(speaker),
+                               None if prompt_tokens is None else torch.from_numpy(prompt_tokens),
+                               None if prompt_feat is None else torch.from_numpy(prompt_feat),
+                               seed=seed, chunk_tokens=15, left_chunks=4)
+    return wav.numpy()
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+def test_speech_to_speech_audio_streams_and_equals_offline(rt, refs):
+    if "flow" not in rt.modules:
+        pytest.skip("bundle has no token2wav modules")
+    from minmo_rt.session import collect_audio
+
+    audio = _speechlike(1.1, seed=3)
+    spk = np.random.default_rng(1).standard_normal(192).astype(np.float32)
+    s = rt.session(max_new_tokens=12, speak=True, speaker=spk, speech_seed=5)
+    s.push(audio, 16000)
+    s.end_of_turn()
+    events = list(s.events())
+    kinds = [e.kind for e in events]
+    text = [i for i, k in enumerate(kinds) if k == "text"]
+    assert "audio" in kinds
+    if len(text) >= 10:
+        assert kinds.index("audio") < text[-1]  # audio while the text is still being generated
+    wav, rate = collect_audio(events)
+    assert rate == 24000
+    ref = _offline_audio(refs, s.speech_tokens, spk, seed=5)
+    assert wav.shape == ref.shape
+    assert _rel(wav, ref) <= WAV_TOL
+
+
+def test_tts_cosyvoice2_bundle_speaks_end_to_end():
+    from _bundles import cosyvoice2_bundle
+    from minmo_rt.export.checkpoints import load_speakers
+    from minmo_rt.session import collect_audio
+
+    bundle, ckpt = cosyvoice2_bundle()
+    rt = minmo_rt.Runtime(bundle)
+    refs = build_reference_modules(bundle)
+    spk = load_speakers(ckpt)["spk0"]
+    for instruction, prompt in ((None, False), ("happy", True)):
+        kw = dict(speaker=spk["embedding"], seed=4, instruction=instruction)
+        if prompt:
+            kw.update(prompt_speech_tokens=spk["speech_token"], prompt_mel=spk["speech_feat"])
+        s = rt.tts_session(**kw)
+        for piece in ["turn on", " the lights", " in the kitchen", " please"]:
+            s.push_text(piece)
+            list(s.events())
+        s.end_text()
+        events = list(s.events())
+        wav, rate = collect_audio(s_events := events)  # noqa: F841
+        tok = rt.voice_tokenizer()
+        ids = (tok.encode(minmo_rt.tasks.instruction_prompt(instruction)) if instruction else []) + \
+            tok.encode("turn on the lights in the kitchen please")
+        lm = refs["voice_lm"]
+        with torch.no_grad():
+            ref_tokens = generate_speech_tokens(lm, lm.text_embed(ids), 4)
+        assert s.speech_tokens == ref_tokens
+        ref = _offline_audio(refs, ref_tokens, spk["embedding"], 4, spk["speech_token"] if prompt else None,
+                             spk["speech_feat"] if prompt else None)
+        assert _rel(wav, ref) <= WAV_TOL
