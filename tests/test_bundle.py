@@ -229,7 +229,7 @@ def test_manifest_validation_errors(sources, tmp_path):
     cases = [
         (lambda m: m.update(format_version="2.0"), "not supported"),
         (lambda m: m.update(format="other"), "not a minmo bundle"),
-        (lambda m: m.update(mode="cascade"), "mode"),
+        (lambda m: m.update(mode="speaking"), "mode"),
         (lambda m: m["modules"]["llm"].update(arch="llama"), "arch"),
         (lambda m: m["modules"]["llm"]["config"].update(bogus=1), "unknown config keys"),
         (lambda m: m["files"].pop("weights/llm.safetensors"), "not listed"),

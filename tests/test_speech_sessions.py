@@ -242,7 +242,8 @@ def test_tts_cosyvoice2_bundle_speaks_end_to_end():
             list(s.events())
         s.end_text()
         events = list(s.events())
-        wav, rate = collect_audio(s_events := events)  # noqa: F841
+        wav, rate = collect_audio(events)
+        assert rate == 24000
         tok = rt.voice_tokenizer()
         ids = (tok.encode(minmo_rt.tasks.instruction_prompt(instruction)) if instruction else []) + \
             tok.encode("turn on the lights in the kitchen please")

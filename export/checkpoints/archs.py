@@ -97,6 +97,4 @@ def check_consistency(modules: dict) -> list[str]:
                 problems.append(f"output_projector {key} {oc.get(key)} != llm hidden_size {lc.get('hidden_size')}")
     if oa and va and oc.get("output_dim") != vc.get("hidden_size"):
         problems.append(f"output_projector output_dim {oc.get('output_dim')} != voice_lm hidden_size {vc.get('hidden_size')}")
-    if oa and not la:
-        problems.append("output_projector needs an llm module (it reads the llm's embeddings and hidden states)")
     return problems
