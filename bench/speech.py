@@ -40,14 +40,14 @@ def tts_chunks(rt, chunks: int = 50, seed: int = 0, speaker=None) -> dict:
                   4 + len(ids) * (1 + cfg.get("max_token_text_ratio", 20.0))))
     s = rt.tts_session(seed=seed, speaker=speaker, speech_output="audio" if audio else "tokens", voice_kv_capacity=cap)
     t0 = time.perf_counter()
-    n_speech, samples = 0, 0
+    n_speech, samples, rate = 0, 0, None
     try:
         for i in ids:
             s.push_text([i])
             for e in s.events():
                 n_speech += e.kind == "speech_token"
                 if e.kind == "audio":
-                    samples += e.samples.size
+                    samples, rate = samples + e.samples.size, e.sample_rate
             if n_speech >= chunks * speech_ratio:
                 break
         wall = time.perf_counter() - t0
@@ -61,7 +61,7 @@ def tts_chunks(rt, chunks: int = 50, seed: int = 0, speaker=None) -> dict:
         "voice_lm_per_chunk_ms": lm_chunks, "voice_lm_per_chunk": summarize(lm_chunks), "voice_lm_flatness": flatness(lm_chunks),
         "token2wav_per_chunk_ms": t2w_chunks, "token2wav_per_chunk": summarize(t2w_chunks),
         "token2wav_flatness": flatness(t2w_chunks),
-        "wall_s": wall, "audio_s": samples / 24000.0 if samples else None,
+        "wall_s": wall, "audio_s": samples / rate if samples else None,
         "speech_s": n_speech / 25.0,
         "rtf": wall / (n_speech / 25.0) if n_speech else None,
     }

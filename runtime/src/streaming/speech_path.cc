@@ -20,15 +20,15 @@ int voice_capacity(const LoadedModels& m, const SpeechOptions& opt) {
   return cap;
 }
 
-const VoiceLM& require_voice_lm(const LoadedModels& m) {
+std::shared_ptr<const VoiceLM> require_voice_lm(const LoadedModels& m) {
   MINMO_CHECK(m.voice_lm != nullptr, ErrorCode::InvalidArgument,
               "bundle has no voice_lm module: it cannot speak (build it from a checkpoint with a voice decoder)");
-  return *m.voice_lm;
+  return m.voice_lm;
 }
 }  // namespace
 
 SpeechPath::SpeechPath(const LoadedModels& models, const SpeechOptions& opt)
-    : stream_((require_voice_lm(models), models.voice_lm), opt.seed, voice_capacity(models, opt)) {
+    : stream_(require_voice_lm(models), opt.seed, voice_capacity(models, opt)) {
   MINMO_CHECK(opt.output == "audio" || opt.output == "tokens", ErrorCode::InvalidArgument,
               "speech output must be 'audio' or 'tokens', not '" << opt.output << "'");
   if (opt.output == "audio") {

@@ -19,7 +19,7 @@ struct TtsSession::Impl {
 
   Impl(std::shared_ptr<const LoadedModels> m, const TtsOptions& o) : models(std::move(m)), opt(o) {
     speech = std::make_unique<SpeechPath>(*models, opt.speech);
-    if (!opt.instruction_ids.empty()) push_ids(opt.instruction_ids.data(), opt.instruction_ids.size(), "instruction");
+    if (!opt.instruction_ids.empty()) push_ids(opt.instruction_ids.data(), opt.instruction_ids.size());
   }
 
   void check_open() const { MINMO_CHECK(!closed, ErrorCode::Closed, "TTS session is closed"); }
@@ -29,10 +29,11 @@ struct TtsSession::Impl {
     MINMO_CHECK(!finished, ErrorCode::InvalidArgument, what << " after the speech ended");
   }
 
-  void push_ids(const int64_t* ids, size_t n, const char* what) {
-    Tensor emb = models->voice_lm->text_embed(ids, n);  // InvalidArgument on a bad id, before anything changes
+  // Text ids -> the voice LM's text embeddings -> the speech path. A bad id (InvalidArgument) or
+  // too long a text (CacheFull) changes nothing.
+  void push_ids(const int64_t* ids, size_t n) {
+    Tensor emb = models->voice_lm->text_embed(ids, n);
     speech->push_text(emb.ptr(), static_cast<int64_t>(n));
-    (void)what;
   }
 
   void finish() {
@@ -50,7 +51,7 @@ void TtsSession::push_text(const int64_t* ids, size_t n) {
   impl_->check_live("push_text()");
   MINMO_CHECK(!impl_->speech->text_ended(), ErrorCode::InvalidArgument, "push_text() after end_text()");
   if (n == 0) return;
-  impl_->push_ids(ids, n, "text");
+  impl_->push_ids(ids, n);
   impl_->text_tokens += static_cast<int64_t>(n);
 }
 
