@@ -229,7 +229,12 @@ def test_tts_cosyvoice2_bundle_speaks_end_to_end():
     from minmo_rt.session import collect_audio
 
     bundle, ckpt = cosyvoice2_bundle()
-    rt = minmo_rt.Runtime(bundle)
+    try:
+        rt = minmo_rt.Runtime(bundle)
+    except minmo_rt.BundleError as e:
+        if "cosyvoice2_flow" in str(e):
+            pytest.skip("this runtime build has no token2wav (flow / hift) modules")
+        raise
     refs = build_reference_modules(bundle)
     spk = load_speakers(ckpt)["spk0"]
     for instruction, prompt in ((None, False), ("happy", True)):
