@@ -6,7 +6,9 @@ frontend {waveform [N]} -> {features [T, D]}; encoder sensevoice_small {features
 query_ids [4]} -> {encoder_out, ctc_logits}; encoder sensevoice_large {features [T, n_mels]} ->
 {encoder_out}; projector {frames [T, enc]} -> {tokens}; llm {embeds [T, H]} -> {logits [T, V],
 hidden [T, H]}; duplex {hidden [T, llm_hidden]} -> {p_turn [T], p_barge [T]}; output_projector {token_embeds [T, E],
-hidden [T, llm_hidden]} -> {semantic [T, D]}; voice_lm {embeds [T, H]} -> {logits [T, S + 3]}.
+hidden [T, llm_hidden]} -> {semantic [T, D]}; voice_lm {embeds [T, H]} -> {logits [T, S + 3]};
+flow {tokens [N], speaker [spk_dim]} -> {mel [2N, 80]} (15-token chunks, 4 left chunks, seed 0);
+hift {mel [T, 80]} -> {audio [T * 480]} (seed 0).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from .checkpoints.archs import MODULE_NAMES
 
 # ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order)
 TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4,
-              "output_projector": 1e-4, "voice_lm": 1e-4}
+              "output_projector": 1e-4, "voice_lm": 1e-4, "flow": 1e-4, "hift": 1e-3}
+FLOW_CHUNK_TOKENS, FLOW_LEFT_CHUNKS = 15, 4
 
 
 @dataclass
@@ -63,6 +66,11 @@ def module_inputs(name: str, arch: str, cfg: dict, ref_module, rng: np.random.Ge
             rows = torch.cat([ref_module.sos(), ref_module.text_embed(rng.integers(0, cfg["vocab_size"], size=4)),
                               ref_module.task_id(), ref_module.speech_embed(rng.integers(0, cfg["speech_token_size"], size=6))])
         return {"embeds": rows.numpy().astype(np.float32)}
+    if arch == "cosyvoice2_flow":
+        return {"tokens": rng.integers(0, cfg["vocab_size"], size=37).astype(np.int64),
+                "speaker": f32(cfg.get("spk_dim", 192))}
+    if arch == "cosyvoice2_hift":
+        return {"mel": (f32(41, cfg.get("mel_dim", 80)) - 4.0).astype(np.float32)}
     raise ValueError(f"no verify inputs for arch {arch!r}")
 
 
@@ -88,6 +96,13 @@ def reference_outputs(name: str, arch: str, module, inputs: dict) -> dict:
             out = {"semantic": module(t["token_embeds"], t["hidden"])}
         elif arch == "voice_lm":
             out = {"logits": module.step_logits(t["embeds"])[0]}
+        elif arch == "cosyvoice2_flow":
+            from .reference.token2wav import flow_offline
+
+            out = {"mel": flow_offline(module, t["tokens"], t["speaker"], seed=0, chunk_tokens=FLOW_CHUNK_TOKENS,
+                                       left_chunks=FLOW_LEFT_CHUNKS)}
+        elif arch == "cosyvoice2_hift":
+            out = {"audio": module(t["mel"], 0)}
         else:
             raise ValueError(arch)
     return {k: v.numpy() for k, v in out.items()}
