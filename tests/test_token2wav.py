@@ -34,7 +34,9 @@ def tiny_flow_config(**kw) -> FlowConfig:
 
 
 def tiny_hift_config(**kw) -> HiftConfig:
-    base = dict(base_channels=32, f0_channels=16, upsample_rates=[8, 5, 3], upsample_kernel_sizes=[16, 11, 7])
+    # the threshold sits inside the f0 range of the random weights so frames are voiced and unvoiced
+    base = dict(base_channels=32, f0_channels=16, upsample_rates=[8, 5, 3], upsample_kernel_sizes=[16, 11, 7],
+                nsf_voiced_threshold=0.04)
     base.update(kw)
     return HiftConfig(**base)
 
@@ -145,3 +147,162 @@ def test_stream_masks_prompt_and_left_chunks():
 def test_receptive_field_of_full_config():
     left, right = receptive_field(HiftConfig())
     assert 15 <= left <= 30 and 15 <= right <= 30
+
+
+# ----------------------------------------------------------------------------- C++ runtime vs reference
+
+from minmo_rt import _core  # noqa: E402
+
+T2W = _core.testing_t2w
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, flow, hift):
+    import json
+
+    d = tmp_path_factory.mktemp("t2w")
+    fw, hw = str(d / "flow.safetensors"), str(d / "hift.safetensors")
+    safetensors_torch.save_file({k: v.contiguous() for k, v in flow.state_dict().items()}, fw)
+    safetensors_torch.save_file({k: v.contiguous() for k, v in hift.plain_state_dict().items()}, hw)
+    return fw, json.dumps(flow.cfg.to_dict()), hw, json.dumps(hift.cfg.to_dict())
+
+
+def _inputs(seed, n, prompt=0, vocab=61):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (n,), generator=g)
+    spk = torch.randn(192, generator=g)
+    ptok = torch.randint(0, vocab, (prompt,), generator=g)
+    pmel = torch.randn(2 * prompt, 80, generator=g)
+    return tokens, spk, ptok, pmel
+
+
+def _np(*xs):
+    return [x.numpy() for x in xs]
+
+
+@pytest.mark.parametrize("chunk,left,prompt", [(None, -1, 0), (5, -1, 0), (4, 1, 3), (7, 2, 0)])
+def test_flow_cpp_matches_reference(flow, files, chunk, left, prompt):
+    fw, fc, _, _ = files
+    tokens, spk, ptok, pmel = _inputs(11, 17, prompt)
+    ref = flow_offline(flow, tokens, spk, ptok, pmel, seed=3, chunk_tokens=chunk, left_chunks=left)
+    got = T2W.flow_offline(fw, fc, *_np(tokens, spk, ptok, pmel), seed=3, chunk_tokens=chunk or 0, left_chunks=left)
+    assert got.shape == tuple(ref.shape)
+    assert rel(got, ref) <= MODULE_TOL
+
+
+def test_hift_cpp_matches_reference(hift, files):
+    _, _, hw, hc = files
+    g = torch.Generator().manual_seed(12)
+    mel = torch.randn(21, 80, generator=g)
+    with torch.no_grad():
+        f0 = hift.f0(mel)
+        src = torch.randn(21 * 480, generator=g) * 0.1
+        dec = hift.decode(mel, src)
+        wav = hift(mel, seed=5)
+    assert rel(T2W.hift_f0(hw, hc, mel.numpy()), f0) <= MODULE_TOL
+    assert rel(T2W.hift_decode(hw, hc, mel.numpy(), src.numpy()), dec) <= MODULE_TOL
+    assert rel(T2W.hift_synthesize(hw, hc, mel.numpy(), 5), wav) <= MODULE_TOL
+    assert tuple(T2W.hift_receptive_field(hw, hc)) == receptive_field(hift.cfg)
+
+
+def test_hift_uses_both_voiced_and_unvoiced_frames(hift):
+    with torch.no_grad():
+        f0 = hift.f0(torch.randn(60, 80, generator=torch.Generator().manual_seed(13)))
+    voiced = (f0 > hift.cfg.nsf_voiced_threshold).float().mean().item()
+    assert 0.1 < voiced < 0.9
+
+
+@pytest.mark.parametrize("sizes", [[1] * 90, [30] * 3, [7, 1, 23, 2, 40, 17], [90]])
+def test_hift_stream_equals_offline(hift, files, sizes):
+    _, _, hw, hc = files
+    mel = torch.randn(90, 80, generator=torch.Generator().manual_seed(14))
+    with torch.no_grad():
+        ref = hift(mel, seed=9)
+    got, outs = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 9)
+    assert got.shape == tuple(ref.shape) and sum(outs) == got.size
+    assert rel(got, ref) <= WAV_TOL
+    _, right = receptive_field(hift.cfg)
+    if sizes[0] == 30:  # audio comes out as soon as `right` frames of lookahead exist
+        assert outs[0] == (30 - right) * 480 and outs[1] == 30 * 480
+
+
+def _stream(files, tokens, spk, schedule, ptok=None, pmel=None, seed=0, chunk=5, left=-1):
+    fw, fc, hw, hc = files
+    kw = {}
+    if ptok is not None:
+        kw = dict(prompt_tokens=ptok.numpy(), prompt_mel=pmel.numpy())
+    s = T2W.Token2WavStream(fw, fc, hw, hc, spk.numpy(), seed=seed, chunk_tokens=chunk, lookahead=3, left_chunks=left, **kw)
+    parts, at = [], 0
+    for n in schedule:
+        parts.append(s.push(tokens[at:at + n].numpy()))
+        at += n
+    assert at == tokens.numel()
+    parts.append(s.finish())
+    return np.concatenate(parts), s.mel, [p.size for p in parts]
+
+
+def _random_schedule(n, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    while sum(out) < n:
+        out.append(int(min(rng.integers(0, 9), n - sum(out))))
+    return out
+
+
+@pytest.mark.parametrize("name", ["one_at_a_time", "chunk", "random", "all_at_once"])
+@pytest.mark.parametrize("prompt,left", [(0, -1), (4, 1)])
+def test_token2wav_stream_equals_offline(flow, hift, files, name, prompt, left):
+    tokens, spk, ptok, pmel = _inputs(21, 37, prompt)
+    sched = {"one_at_a_time": [1] * 37, "chunk": [5] * 7 + [2], "random": _random_schedule(37, 3), "all_at_once": [37]}[name]
+    mel_ref, wav_ref = token2wav_offline(flow, hift, tokens, spk, ptok if prompt else None, pmel if prompt else None,
+                                         seed=2, chunk_tokens=5, left_chunks=left)
+    wav, mel, sizes = _stream(files, tokens, spk, sched, ptok if prompt else None, pmel if prompt else None, seed=2,
+                              left=left)
+    assert mel.shape == tuple(mel_ref.shape) and wav.shape == tuple(wav_ref.shape)
+    assert rel(mel, mel_ref) <= MEL_TOL
+    assert rel(wav, wav_ref) <= WAV_TOL
+    if name == "one_at_a_time":  # audio streams out before the end
+        assert sum(sizes[:-1]) > 0
+
+
+def test_token2wav_seed_determines_audio(files):
+    tokens, spk, _, _ = _inputs(22, 16)
+    a, _, _ = _stream(files, tokens, spk, [16], seed=7)
+    b, _, _ = _stream(files, tokens, spk, [3, 13], seed=7)
+    c, _, _ = _stream(files, tokens, spk, [16], seed=8)
+    assert np.array_equal(a, _stream(files, tokens, spk, [16], seed=7)[0])
+    assert rel(a, b) <= WAV_TOL
+    assert rel(a, c) > 1e-2
+
+
+def test_token2wav_bad_inputs(files):
+    import minmo_rt
+
+    fw, fc, hw, hc = files
+    spk = np.ones(192, np.float32)
+    with pytest.raises(minmo_rt.InvalidInputError, match="192"):
+        T2W.Token2WavStream(fw, fc, hw, hc, np.ones(10, np.float32))
+    with pytest.raises(minmo_rt.InvalidInputError, match="NaN"):
+        T2W.Token2WavStream(fw, fc, hw, hc, np.full(192, np.nan, np.float32))
+    with pytest.raises(minmo_rt.InvalidInputError, match="lookahead"):
+        T2W.Token2WavStream(fw, fc, hw, hc, spk, lookahead=2)
+    with pytest.raises(minmo_rt.InvalidInputError, match="chunk_tokens"):
+        T2W.Token2WavStream(fw, fc, hw, hc, spk, chunk_tokens=0)
+    with pytest.raises(minmo_rt.InvalidInputError, match="prompt mel"):
+        T2W.Token2WavStream(fw, fc, hw, hc, spk, prompt_tokens=np.array([1, 2]), prompt_mel=np.zeros((3, 80), np.float32))
+    s = T2W.Token2WavStream(fw, fc, hw, hc, spk)
+    with pytest.raises(minmo_rt.InvalidInputError, match="outside"):
+        s.push(np.array([1, 2, 61]))
+    with pytest.raises(minmo_rt.InvalidInputError, match="no speech tokens"):
+        s.finish()  # the rejected push consumed nothing
+    s.push(np.array([1, 2, 3]))
+    assert s.finish().size == 6 * 480 and s.finished
+    with pytest.raises(minmo_rt.SessionClosedError):
+        s.push(np.array([1]))
+    with pytest.raises(minmo_rt.SessionClosedError):
+        s.finish()
+    with pytest.raises(minmo_rt.InvalidInputError, match="no speech tokens"):
+        T2W.flow_offline(fw, fc, np.zeros(0, np.int64), spk, np.zeros(0, np.int64), np.zeros((0, 80), np.float32))
+    with pytest.raises(minmo_rt.InvalidInputError, match="mel"):
+        T2W.hift_synthesize(hw, hc, np.zeros((4, 7), np.float32))

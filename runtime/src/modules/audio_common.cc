@@ -34,6 +34,34 @@ int64_t ConfigReader::get_int(const std::string& key, int64_t def) {
   MINMO_THROW(ErrorCode::BundleError, what_ << ": config key '" << key << "' must be an integer, got " << v->dump());
 }
 
+namespace {
+std::vector<int64_t> int_list(const json& v, const std::string& what, const std::string& key) {
+  MINMO_CHECK(v.is_array(), ErrorCode::BundleError, what << ": config key '" << key << "' must be a list of integers, got " << v.dump());
+  std::vector<int64_t> out;
+  for (const auto& e : v) {
+    MINMO_CHECK(e.is_number_integer(), ErrorCode::BundleError,
+                what << ": config key '" << key << "' must be a list of integers, got " << v.dump());
+    out.push_back(e.get<int64_t>());
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<int64_t> ConfigReader::get_int_list(const std::string& key, const std::vector<int64_t>& def) {
+  const json* v = find(key);
+  return v ? int_list(*v, what_, key) : def;
+}
+
+std::vector<std::vector<int64_t>> ConfigReader::get_int_lists(const std::string& key,
+                                                              const std::vector<std::vector<int64_t>>& def) {
+  const json* v = find(key);
+  if (!v) return def;
+  MINMO_CHECK(v->is_array(), ErrorCode::BundleError, what_ << ": config key '" << key << "' must be a list of lists, got " << v->dump());
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& e : *v) out.push_back(int_list(e, what_, key));
+  return out;
+}
+
 double ConfigReader::get_float(const std::string& key, double def) {
   const json* v = find(key);
   if (!v) return def;

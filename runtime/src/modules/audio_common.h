@@ -35,6 +35,9 @@ class ConfigReader {
   std::string get_string(const std::string& key, const std::string& def);
   // null -> std::nullopt.
   std::optional<double> get_optional_float(const std::string& key, std::optional<double> def);
+  // A list of integers, or a list of lists of integers.
+  std::vector<int64_t> get_int_list(const std::string& key, const std::vector<int64_t>& def);
+  std::vector<std::vector<int64_t>> get_int_lists(const std::string& key, const std::vector<std::vector<int64_t>>& def);
   // Throws BundleError if the config has keys that were never asked for.
   void finish() const;
 

@@ -1,0 +1,212 @@
+// minmo_rt._core.testing_t2w: the flow, HiFT and the cached Token2WavStream on numpy arrays, for
+// verification against the PyTorch reference (tests/test_token2wav.py). Modules are loaded from a
+// .safetensors file and a JSON config; compute releases the GIL. Bad input raises the MinmoError
+// subclasses (InvalidInputError, SessionClosedError).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "minmo/status.h"
+#include "modules/flow.h"
+#include "modules/hift.h"
+#include "modules/token2wav.h"
+#include "numpy_util.h"
+#include "registry.h"
+
+namespace py = pybind11;
+using minmo::ErrorCode;
+
+namespace {
+
+using minmo::pyb::FloatArray;
+using minmo::pyb::parse_json;
+using IntArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+py::array_t<float> vec_to_numpy(const std::vector<float>& v, std::vector<int64_t> shape) {
+  py::array_t<float> a(shape);
+  if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), sizeof(float) * v.size());
+  return a;
+}
+
+std::vector<int64_t> ids_of(const IntArray& a, const char* what) {
+  MINMO_CHECK(a.ndim() == 1, ErrorCode::InvalidArgument, what << " must be 1-D, got " << a.ndim() << " dimensions");
+  return std::vector<int64_t>(a.data(), a.data() + a.shape(0));
+}
+
+std::vector<float> floats_of(const FloatArray& a) { return std::vector<float>(a.data(), a.data() + a.size()); }
+
+const float* mel_rows(const FloatArray& mel, int64_t width, int64_t* T) {
+  MINMO_CHECK(mel.ndim() == 2 && mel.shape(1) == width, ErrorCode::InvalidArgument,
+              "mel must have shape [T, " << width << "]");
+  *T = mel.shape(0);
+  return mel.data();
+}
+
+std::shared_ptr<const minmo::FlowModel> load_flow(const std::string& w, const std::string& c) {
+  return minmo::FlowModel::load(minmo::WeightStore::open(w), parse_json(c, "flow config"));
+}
+std::shared_ptr<const minmo::HiftModel> load_hift(const std::string& w, const std::string& c) {
+  return minmo::HiftModel::load(minmo::WeightStore::open(w), parse_json(c, "hift config"));
+}
+
+// A Token2WavStream that owns its models.
+struct PyStream {
+  std::shared_ptr<const minmo::FlowModel> flow;
+  std::shared_ptr<const minmo::HiftModel> hift;
+  std::unique_ptr<minmo::Token2WavStream> stream;
+};
+
+}  // namespace
+
+MINMO_PY_BINDING(bind_token2wav) {
+  py::module_ t = m.def_submodule("testing_t2w", "Token2Wav modules (flow, HiFT, cached stream) for tests");
+  t.def(
+      "flow_offline",
+      [](const std::string& weights, const std::string& config, IntArray tokens, FloatArray speaker,
+         IntArray prompt_tokens, FloatArray prompt_mel, uint64_t seed, int64_t chunk_tokens, int64_t left_chunks) {
+        auto tok = ids_of(tokens, "tokens");
+        auto ptok = ids_of(prompt_tokens, "prompt_tokens");
+        auto spk = floats_of(speaker), pmel = floats_of(prompt_mel);
+        minmo::Tensor mel;
+        {
+          py::gil_scoped_release release;
+          mel = load_flow(weights, config)->offline(tok, spk, ptok, pmel, seed, chunk_tokens, left_chunks);
+        }
+        return minmo::pyb::to_numpy(mel);
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("tokens"), py::arg("speaker"), py::arg("prompt_tokens"),
+      py::arg("prompt_mel"), py::arg("seed") = 0, py::arg("chunk_tokens") = 15, py::arg("left_chunks") = -1,
+      "Flow over the whole sequence (chunk_tokens <= 0: full attention) -> mel [2N, 80] of the generated tokens.");
+  t.def(
+      "hift_synthesize",
+      [](const std::string& weights, const std::string& config, FloatArray mel, uint64_t seed) {
+        std::vector<float> wav;
+        {
+          auto h = load_hift(weights, config);
+          int64_t T = 0;
+          const float* p = mel_rows(mel, h->config().mel_dim, &T);
+          py::gil_scoped_release release;
+          wav = h->synthesize(p, T, seed);
+        }
+        return vec_to_numpy(wav, {static_cast<int64_t>(wav.size())});
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("seed") = 0, "Offline HiFT: mel [T, 80] -> audio.");
+  t.def(
+      "hift_f0",
+      [](const std::string& weights, const std::string& config, FloatArray mel) {
+        auto h = load_hift(weights, config);
+        int64_t T = 0;
+        const float* p = mel_rows(mel, h->config().mel_dim, &T);
+        std::vector<float> f = h->f0(p, T);
+        return vec_to_numpy(f, {T});
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("mel"), "HiFT f0 predictor: mel [T, 80] -> f0 [T].");
+  t.def(
+      "hift_decode",
+      [](const std::string& weights, const std::string& config, FloatArray mel, FloatArray source) {
+        auto h = load_hift(weights, config);
+        int64_t T = 0;
+        const float* p = mel_rows(mel, h->config().mel_dim, &T);
+        const int64_t S = h->config().samples_per_frame();
+        MINMO_CHECK(source.ndim() == 1 && source.shape(0) == S * T, ErrorCode::InvalidArgument,
+                    "source must have " << S * T << " samples");
+        std::vector<float> wav;
+        {
+          py::gil_scoped_release release;
+          wav = h->decode(p, T, source.data());
+        }
+        return vec_to_numpy(wav, {S * T});
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("source"),
+      "HiFT filter network + iSTFT: mel [T, 80], source [S*T] -> audio [S*T].");
+  t.def(
+      "hift_receptive_field",
+      [](const std::string& weights, const std::string& config) { return load_hift(weights, config)->receptive_field(); },
+      py::arg("weights_path"), py::arg("config"), "(left, right) mel frames of the exact streaming window.");
+  t.def(
+      "hift_streamed",
+      [](const std::string& weights, const std::string& config, FloatArray mel, std::vector<int64_t> sizes, uint64_t seed) {
+        auto h = load_hift(weights, config);
+        int64_t T = 0;
+        const float* p = mel_rows(mel, h->config().mel_dim, &T);
+        std::vector<float> wav;
+        std::vector<int64_t> outs;
+        {
+          py::gil_scoped_release release;
+          minmo::HiftStream s(*h, seed);
+          int64_t at = 0;
+          for (int64_t n : sizes) {
+            n = std::min(n, T - at);
+            if (n <= 0) break;
+            auto a = s.push(p + at * h->config().mel_dim, n);
+            outs.push_back(static_cast<int64_t>(a.size()));
+            wav.insert(wav.end(), a.begin(), a.end());
+            at += n;
+          }
+          if (at < T) {
+            auto a = s.push(p + at * h->config().mel_dim, T - at);
+            outs.push_back(static_cast<int64_t>(a.size()));
+            wav.insert(wav.end(), a.begin(), a.end());
+          }
+          auto a = s.finish();
+          outs.push_back(static_cast<int64_t>(a.size()));
+          wav.insert(wav.end(), a.begin(), a.end());
+        }
+        return py::make_tuple(vec_to_numpy(wav, {static_cast<int64_t>(wav.size())}), outs);
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("push_sizes"), py::arg("seed") = 0,
+      "Exact streaming HiFT: pushes mel rows in pieces, then finish(). Returns (audio, samples out per call).");
+
+  py::class_<PyStream>(t, "Token2WavStream")
+      .def(py::init([](const std::string& flow_weights, const std::string& flow_config, const std::string& hift_weights,
+                       const std::string& hift_config, FloatArray speaker, IntArray prompt_tokens, FloatArray prompt_mel,
+                       uint64_t seed, int chunk_tokens, int lookahead, int left_chunks) {
+             auto s = std::make_unique<PyStream>();
+             s->flow = load_flow(flow_weights, flow_config);
+             s->hift = load_hift(hift_weights, hift_config);
+             minmo::Token2WavOptions o;
+             o.speaker = floats_of(speaker);
+             o.prompt_tokens = ids_of(prompt_tokens, "prompt_tokens");
+             o.prompt_mel = floats_of(prompt_mel);
+             o.seed = seed;
+             o.chunk_tokens = chunk_tokens;
+             o.lookahead = lookahead;
+             o.left_chunks = left_chunks;
+             s->stream = std::make_unique<minmo::Token2WavStream>(*s->flow, *s->hift, std::move(o));
+             return s;
+           }),
+           py::arg("flow_weights"), py::arg("flow_config"), py::arg("hift_weights"), py::arg("hift_config"),
+           py::arg("speaker"), py::arg("prompt_tokens") = IntArray(0), py::arg("prompt_mel") = FloatArray(0),
+           py::arg("seed") = 0, py::arg("chunk_tokens") = 15, py::arg("lookahead") = 3, py::arg("left_chunks") = 4)
+      .def(
+          "push",
+          [](PyStream& s, IntArray tokens) {
+            auto ids = ids_of(tokens, "tokens");
+            std::vector<float> a;
+            {
+              py::gil_scoped_release release;
+              a = s.stream->push(ids.data(), ids.size());
+            }
+            return vec_to_numpy(a, {static_cast<int64_t>(a.size())});
+          },
+          py::arg("tokens"), "Appends speech tokens; returns the audio that became final.")
+      .def("finish",
+           [](PyStream& s) {
+             std::vector<float> a;
+             {
+               py::gil_scoped_release release;
+               a = s.stream->finish();
+             }
+             return vec_to_numpy(a, {static_cast<int64_t>(a.size())});
+           })
+      .def_property_readonly("finished", [](const PyStream& s) { return s.stream->finished(); })
+      .def_property_readonly("mel", [](const PyStream& s) {
+        const auto& m = s.stream->mel();
+        return vec_to_numpy(m, {s.stream->mel_frames_out(), s.flow->config().mel_dim});
+      });
+}

@@ -1,0 +1,161 @@
+// CosyVoice2 flow (export/reference/flow.py): speech tokens -> 80-bin mel at 2 frames per token,
+// computed segment by segment with caches (the streaming semantics of
+// export/reference/token2wav.py):
+//   - the token sequence is [prompt, generated]; the prompt is segment 0 (when present), the
+//     generated tokens form chunks of `chunk_tokens` tokens;
+//   - every attention lets a position see its own segment, the `left_chunks` segments before it
+//     (all when < 0) and the prompt; convolutions are causal except the pre-lookahead layer, which
+//     reads the `pre_lookahead` following tokens (zeros after the last token);
+//   - so a segment's mel is final once its tokens and the lookahead are known. FlowState keeps
+//     per-layer K/V (encoder, and every estimator transformer block per Euler step and guidance
+//     branch) and causal-conv context; with left_chunks >= 0 the cost of a segment does not grow
+//     with its index.
+// Full attention (the public non-streaming mode) is one segment holding everything.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+#include "core/tensor.h"
+#include "modules/audio_common.h"
+
+namespace minmo {
+
+// Standard normal floats number start .. start+count-1 of (seed, stream): splitmix64 hashes of a
+// counter + Box-Muller in double (export/reference/flow.py counter_normal, bit-compatible up to
+// libm rounding). out must hold count floats.
+void counter_normal(uint64_t seed, uint64_t stream, uint64_t start, int64_t count, float* out);
+constexpr uint64_t kFlowNoiseStream = 0;
+constexpr uint64_t kHiftNoiseStream = 1;
+
+struct FlowConfig {
+  int64_t vocab_size = 6561, d_model = 512, n_heads = 8, ffn_dim = 2048, n_blocks = 6, n_up_blocks = 4;
+  int64_t pre_lookahead = 3, mel_dim = 80, spk_dim = 192, token_mel_ratio = 2;
+  int64_t est_channels = 256, est_heads = 8, est_head_dim = 64, n_transformer = 4, n_mid_blocks = 12;
+  int64_t n_timesteps = 10;
+  double cfg_rate = 0.7;
+  // Strict parse of the Python FlowConfig dict; BundleError on unknown keys or invalid values.
+  static FlowConfig from_json(const nlohmann::json& config);
+};
+
+// Keys / values of one attention layer over the positions kept so far, with their absolute
+// positions and segments (segments are appended in order).
+struct FlowKV {
+  std::vector<float> k, v;         // [n, width]
+  std::vector<int64_t> pos, seg;   // [n]
+  int64_t rows() const { return static_cast<int64_t>(pos.size()); }
+  // Drops rows of segments < min_seg, except segment 0 when keep_prompt.
+  void prune(int64_t min_seg, bool keep_prompt, int64_t width);
+};
+
+class FlowModel;
+
+// Per-utterance state of the flow (see the header comment). Created by FlowModel::new_state.
+struct FlowState {
+  // encoder
+  std::vector<float> pre_ctx;               // last 2 conv1 outputs of the pre-lookahead layer [2, d]
+  std::vector<float> up_ctx;                // last 2 token rows entering the upsampling conv [2, d]
+  std::vector<FlowKV> enc_kv, up_kv;       // per block
+  // estimator, per Euler step and guidance branch (index step * 2 + branch)
+  struct Est {
+    std::vector<std::vector<float>> conv;   // causal-conv context, 2 input rows each
+    std::vector<FlowKV> kv;                // per transformer block
+  };
+  std::vector<Est> est;
+  std::vector<float> spk80;                 // projected speaker [80]
+  bool has_prompt = false;
+  int64_t left_chunks = -1;
+  int64_t tokens_done = 0;                  // tokens of finished segments
+  int64_t segments_done = 0;
+};
+
+class FlowModel {
+ public:
+  FlowModel(const FlowConfig& config, const WeightStore& weights);
+  static std::shared_ptr<const FlowModel> load(const WeightStore& weights, const nlohmann::json& config);
+  const FlowConfig& config() const { return cfg_; }
+
+  // A fresh state: speaker [spk_dim] (L2-normalised here, must be finite and non-zero).
+  // Throws InvalidArgument on a wrong size.
+  FlowState new_state(const std::vector<float>& speaker, bool has_prompt, int64_t left_chunks) const;
+
+  // Processes the next segment: tokens [n] (their absolute index = state.tokens_done), followed by
+  // up to pre_lookahead lookahead tokens (fewer only at the end of the utterance), cond [2n, 80]
+  // (prompt mel for prompt frames, or null for zeros), noise seed. Returns the segment's mel
+  // [2n, 80]. Token ids are checked (InvalidArgument).
+  Tensor segment(FlowState& st, const int64_t* tokens, int64_t n, const int64_t* lookahead, int64_t n_look,
+                 const float* cond, uint64_t seed) const;
+
+  // Offline: the whole sequence segment by segment (chunk_tokens <= 0: one segment = full attention).
+  // Returns the mel of the generated tokens [2N, 80] (prompt frames dropped), like
+  // token2wav.flow_offline.
+  Tensor offline(const std::vector<int64_t>& tokens, const std::vector<float>& speaker,
+                 const std::vector<int64_t>& prompt_tokens, const std::vector<float>& prompt_mel, uint64_t seed,
+                 int64_t chunk_tokens, int64_t left_chunks) const;
+
+  // mu [2n, 80] of a segment (the encoder only; advances the encoder part of the state).
+  Tensor encode_segment(FlowState& st, const int64_t* tokens, int64_t n, const int64_t* lookahead,
+                        int64_t n_look) const;
+
+ private:
+  struct ConvW {
+    const float* w = nullptr;
+    const float* b = nullptr;
+    int64_t cin = 0, cout = 0, k = 0;
+  };
+  struct RelAttn {
+    LinearW q, k, v, out, pos;
+    const float* u = nullptr;   // pos_bias_u [h, dk]
+    const float* vb = nullptr;  // pos_bias_v [h, dk]
+  };
+  struct Conformer {
+    NormW norm_mha, norm_ff;
+    RelAttn attn;
+    LinearW w1, w2;
+  };
+  struct Resnet {
+    ConvW conv1, conv2, res;   // res: 1x1
+    NormW ln1, ln2;
+    LinearW mlp;
+    int conv_slot = 0;         // index of conv1's context in FlowState::Est::conv (conv2 = +1)
+  };
+  struct TBlock {
+    NormW norm1, norm3;
+    LinearW q, k, v, out, ff1, ff2;
+    int kv_slot = 0;
+  };
+  struct Stage {
+    Resnet resnet;
+    std::vector<TBlock> blocks;
+  };
+
+  void conformer(const Conformer& b, Tensor& x, int64_t pos0, int64_t seg, FlowKV& kv, const FlowState& st) const;
+  void rel_attention(const RelAttn& a, const float* x, int64_t n, int64_t pos0, int64_t seg, FlowKV& kv,
+                     const FlowState& st, float* out) const;
+  void causal_conv(const ConvW& c, const float* x, int64_t n, std::vector<float>& ctx, float* y) const;
+  void resnet(const Resnet& r, const Tensor& x, const float* temb_proj, FlowState::Est& es, Tensor& out) const;
+  void tblock(const TBlock& b, Tensor& x, int64_t pos0, int64_t seg, FlowState::Est& es, const FlowState& st) const;
+  // One estimator evaluation on n new frames: returns dphi [n, 80].
+  Tensor estimator(FlowState::Est& es, int step, const float* x, const float* mu, const float* spk, const float* cond,
+                   int64_t n, int64_t pos0, int64_t seg, const FlowState& st) const;
+
+  FlowConfig cfg_;
+  WeightStore weights_;
+  const float* embedding_ = nullptr;
+  LinearW spk_affine_, embed_lin_, up_embed_lin_, proj_;
+  NormW embed_ln_, up_embed_ln_, after_norm_;
+  ConvW pre_conv1_, pre_conv2_, up_conv_;
+  std::vector<Conformer> enc_, up_;
+  std::vector<Stage> stages_;  // down, mids..., up
+  ConvW down_conv_, up_conv2_, final_conv_, final_proj_;
+  NormW final_ln_;
+  int n_conv_slots_ = 0, n_kv_slots_ = 0;
+  std::vector<float> t_span_;              // n_timesteps + 1
+  std::vector<std::vector<float>> temb_;   // per step: time embedding [4 * est_channels]
+};
+
+}  // namespace minmo
