@@ -68,7 +68,8 @@ def test_minmo_bundle(sources, tmp_path):
     assert man["tokenizer"]["kind"] == "hf-tokenizers" and man["tokenizer"]["file"] == "tokenizer/tokenizer.json"
     assert man["prompt"] == {"template": "chatml", "system": "You are a helpful assistant.",
                              "audio_bos": "<|audio_bos|>", "audio_eos": "<|audio_eos|>"}
-    assert list(man["modules"]) == ["frontend", "encoder", "projector", "llm", "duplex", "output_projector", "voice_lm"]
+    assert list(man["modules"]) == ["frontend", "encoder", "projector", "llm", "duplex", "output_projector", "voice_lm",
+                                    "flow", "hift"]
     assert not any("onnx" in m for m in man["modules"].values())
     # weights = the checkpoint's tensors, under the reference names; params counted from them
     ck = load_checkpoint(str(sources / "minmo"))

@@ -75,7 +75,10 @@ py::list events_to_python(std::vector<minmo::Event> events) {
   py::list out;
   for (auto& e : events) {
     py::object audio = py::none();
-    if (e.kind == minmo::EventKind::Audio) audio = minmo::pyb::to_numpy(minmo::Tensor({static_cast<int64_t>(e.audio.size())}, std::move(e.audio)));
+    if (e.kind == minmo::EventKind::Audio) {
+      const int64_t n = static_cast<int64_t>(e.audio.size());
+      audio = minmo::pyb::to_numpy(minmo::Tensor({n}, std::move(e.audio)));
+    }
     out.append(py::make_tuple(static_cast<int>(e.kind), e.time_ms, e.token, e.p_turn, e.p_barge, audio, e.sample_rate));
   }
   return out;

@@ -12,7 +12,7 @@ from typing import Optional, Union
 import torch
 
 from ..reference import (ChunkSpec, DuplexConfig, OutputProjectorConfig, ProjectorConfig, Qwen2Config, SenseVoiceLargeConfig,
-                         SenseVoiceSmallConfig, VoiceLMConfig, WhisperFrontendConfig)
+                         SenseVoiceSmallConfig, VoiceLMConfig, WhisperFrontendConfig, FlowConfig, HiftConfig)
 from .archs import make_module
 from .funasr_sensevoice import SENSEVOICE_TAGS
 from .hf_qwen2 import CHATML_SPECIALS
@@ -202,6 +202,9 @@ MINMO_SIZES = {
         output_projector=dict(embed_dim=128, llm_hidden=128, output_dim=64),
         voice_lm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=16, max_position_embeddings=8192),
+        flow=dict(d_model=32, n_heads=4, ffn_dim=48, n_blocks=2, n_up_blocks=2, est_channels=32, est_heads=2,
+                  est_head_dim=16, n_transformer=1, n_mid_blocks=2, n_timesteps=4),
+        hift=dict(base_channels=32, f0_channels=16),
     ),
     "small": dict(
         frontend=WhisperFrontendConfig(n_mels=128),
@@ -214,6 +217,9 @@ MINMO_SIZES = {
         output_projector=dict(embed_dim=256, llm_hidden=256, output_dim=128),
         voice_lm=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=32, max_position_embeddings=8192),
+        flow=dict(d_model=128, n_heads=4, ffn_dim=256, n_blocks=2, n_up_blocks=2, est_channels=64, est_heads=4,
+                  est_head_dim=16, n_transformer=1, n_mid_blocks=2, n_timesteps=10),
+        hift=dict(base_channels=64, f0_channels=32),
     ),
 }
 
@@ -240,6 +246,8 @@ def write_minmo_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0,
         "duplex": ("duplex", DuplexConfig(**s["duplex"])),
         "output_projector": ("output_projector", OutputProjectorConfig(**s["output_projector"])),
         "voice_lm": ("voice_lm", VoiceLMConfig(vocab_size=n_tok, **s["voice_lm"])),
+        "flow": ("cosyvoice2_flow", FlowConfig(**s["flow"])),
+        "hift": ("cosyvoice2_hift", HiftConfig(**s["hift"])),
     }
     meta = {"format": "minmo-checkpoint", "version": 1, "streaming": chunk.to_dict(), "prompt": dict(DEFAULT_PROMPT),
             "modules": {}}

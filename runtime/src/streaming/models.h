@@ -15,6 +15,8 @@
 #include "modules/sensevoice_large.h"
 #include "modules/sensevoice_small.h"
 #include "modules/voice_lm.h"
+#include "modules/flow.h"
+#include "modules/hift.h"
 
 namespace minmo {
 
@@ -30,6 +32,8 @@ struct LoadedModels {
   std::shared_ptr<const DuplexPredictor> duplex;
   std::shared_ptr<const OutputProjector> output_projector;
   std::shared_ptr<const VoiceLM> voice_lm;
+  std::shared_ptr<const FlowModel> flow;   // token2wav
+  std::shared_ptr<const HiftModel> hift;
 
   // A SenseVoice-Small encoder with its CTC head and no LLM: the cascade ASR path.
   bool is_ctc() const { return small != nullptr && llm == nullptr; }

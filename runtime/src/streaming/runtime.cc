@@ -54,6 +54,8 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
     else if (a == "output_projector") m->output_projector = OutputProjector::load(weights_of(e), e.config);
     else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config);
+    else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config);
+    else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config);
     else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
   }
   return m;
@@ -126,6 +128,16 @@ TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) cons
     Tensor logits;
     m.voice_lm->forward(*state, x.ptr(), x.rows(), logits, false);
     out["logits"] = std::move(logits);
+  } else if (e.arch == "cosyvoice2_flow") {
+    // offline mel with the streaming semantics the sessions use (15-token chunks, 4 left chunks, seed 0)
+    const Tensor& t = input(in, name, "tokens");
+    const Tensor& spk = input(in, name, "speaker");
+    std::vector<int64_t> ids(t.data.begin(), t.data.end());
+    out["mel"] = m.flow->offline(ids, spk.data, {}, {}, 0, 15, 4);
+  } else if (e.arch == "cosyvoice2_hift") {
+    const Tensor& mel = input(in, name, "mel");
+    expect_matrix(mel, "mel", m.hift->config().mel_dim);
+    out["audio"] = as_vector(m.hift->synthesize(mel.ptr(), mel.rows(), 0));
   } else {
     MINMO_THROW(ErrorCode::NotFound, "module '" << name << "' (" << e.arch << ") cannot be run");
   }

@@ -90,15 +90,3 @@ int SpeechPath::advance(int max_tokens, double time_ms, std::vector<Event>& even
 }
 
 }  // namespace minmo
-
-namespace minmo {
-
-// The bundle's token2wav modules (flow + HiFT) are loaded by the token2wav module; a bundle
-// without them has no audio sink.
-std::unique_ptr<AudioSink> make_audio_sink(const LoadedModels& models, const SpeechOptions& opt) {
-  (void)models;
-  (void)opt;
-  return nullptr;
-}
-
-}  // namespace minmo
