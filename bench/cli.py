@@ -37,7 +37,7 @@ def _load_audio(path: str, model_rate: int) -> tuple[np.ndarray, int, np.ndarray
 
 def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, warmup: int = 1,
               chunk_ms: float = 160.0, threads: Optional[int] = None, onnx: bool = True, torch: bool = True,
-              max_new_tokens: int = 16, log: Callable[[str], None] = print) -> dict:
+              max_new_tokens: int = 16, speech_chunks: int = 50, log: Callable[[str], None] = print) -> dict:
     """Run the whole bench on ``bundle`` and return the JSON report (also printed via ``log``)."""
     from .. import Runtime
 
@@ -110,8 +110,8 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
     for line in _footnotes(cmp_rows):
         log(f"  note: {line}")
     speech = None
-    if "voice_lm" in rt.modules:
-        speech = _speech_section(rt, audio, rate, log)
+    if "voice_lm" in rt.modules and speech_chunks > 0:
+        speech = _speech_section(rt, audio, rate, log, chunks=speech_chunks)
     log(f"(bench wall time {time.perf_counter() - t_start:.1f} s)")
 
     return {
@@ -189,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="compute threads for every engine (default: all cores)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per run (default 16)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime column")
+    p.add_argument("--speech-chunks", type=int, default=50,
+                   help="speech chunks timed in the speech section (bundles with a voice_lm; 0: skip it)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager column")
     args = p.parse_args(argv)
     if args.runs < 1 or args.warmup < 0 or args.chunk_ms <= 0 or (args.threads is not None and args.threads < 1):
@@ -198,7 +200,8 @@ def main(argv=None) -> int:
     try:
         report = run_bench(args.bundle, audio_path=args.audio, runs=args.runs, warmup=args.warmup,
                            chunk_ms=args.chunk_ms, threads=args.threads, onnx=not args.no_onnx,
-                           torch=not args.no_torch, max_new_tokens=args.max_new_tokens)
+                           torch=not args.no_torch, max_new_tokens=args.max_new_tokens,
+                           speech_chunks=args.speech_chunks)
     except (MinmoError, ValueError, FileNotFoundError) as e:
         print(f"minmo-bench: error: {e}", file=sys.stderr)
         return 2
