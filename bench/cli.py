@@ -37,7 +37,7 @@ def _load_audio(path: str, model_rate: int) -> tuple[np.ndarray, int, np.ndarray
 
 def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, warmup: int = 1,
               chunk_ms: float = 160.0, threads: Optional[int] = None, onnx: bool = True, torch: bool = True,
-              max_new_tokens: int = 16, log: Callable[[str], None] = print) -> dict:
+              max_new_tokens: int = 16, speech_chunks: int = 50, log: Callable[[str], None] = print) -> dict:
     """Run the whole bench on ``bundle`` and return the JSON report (also printed via ``log``)."""
     from .. import Runtime
 
@@ -116,6 +116,9 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
                 "-" if r.ratio is None else f"{r.ratio:.2f}x"] for r in cmp_rows]))
     for line in _footnotes(cmp_rows):
         log(f"  note: {line}")
+    speech = None
+    if "voice_lm" in rt.modules and speech_chunks > 0:
+        speech = _speech_section(rt, audio, rate, log, chunks=speech_chunks)
     log(f"(bench wall time {time.perf_counter() - t_start:.1f} s)")
 
     return {
@@ -135,8 +138,40 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
         "generated_tokens": st["generated_tokens"],
         "bandwidth": bw,
         "comparison": {r.name: r.to_json() for r in cmp_rows},
+        "speech": speech,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _speech_section(rt, audio, rate, log, chunks: int = 50) -> dict:
+    from .speech import speak_turn, tts_chunks
+
+    speaker = np.random.default_rng(0).standard_normal(192).astype(np.float32)
+    log("")
+    log(f"Speech generation (voice LM 5:15, token2wav chunks of 15 tokens), chunks 1..{chunks}")
+    per = tts_chunks(rt, chunks=chunks, speaker=speaker)
+    out = {"tts": per}
+    rows = [["voice LM per 15 tokens", str(per["voice_lm_per_chunk"]["count"]), fmt(per["voice_lm_per_chunk"]["p50_ms"]),
+             fmt(per["voice_lm_per_chunk"]["p99_ms"])]]
+    if per["token2wav_per_chunk"]["count"]:
+        rows.append(["token2wav per chunk", str(per["token2wav_per_chunk"]["count"]), fmt(per["token2wav_per_chunk"]["p50_ms"]),
+                     fmt(per["token2wav_per_chunk"]["p99_ms"])])
+    if rt.mode == "minmo":
+        turn = speak_turn(rt, audio, rate, speaker=speaker)
+        out["speak_turn"] = turn
+        rows.insert(0, ["semantic vector (per text token)", str(turn["semantic_vectors"]["count"]),
+                        fmt(turn["semantic_vectors"]["p50_ms"]), fmt(turn["semantic_vectors"]["p99_ms"])])
+        log(f"first speech token after first text token: {fmt(turn['first_speech_token_after_first_text_ms'])} ms; "
+            f"first audio packet: {fmt(turn['first_audio_after_first_text_ms'])} ms")
+    log(table(["stage", "calls", "p50 ms", "p99 ms"], rows))
+    for key in ("voice_lm_flatness", "token2wav_flatness"):
+        f = per.get(key)
+        if f:
+            log(f"{key.split('_flatness')[0]} cost vs chunk index: slope {f['slope_ms_per_chunk']:+.3f} ms/chunk, "
+                f"mean of chunks 41-50 / 1-10 = {f['last10_over_first10']:.2f}")
+    if per["rtf"] is not None:
+        log(f"speech RTF (compute wall / speech duration): {per['rtf']:.3f}")
+    return out
 
 
 def _footnotes(rows) -> list[str]:
@@ -183,6 +218,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="compute threads for every engine (default: all cores)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per run (default 16)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime column")
+    p.add_argument("--speech-chunks", type=int, default=50,
+                   help="speech chunks timed in the speech section (bundles with a voice_lm; 0: skip it)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager column")
     w = p.add_argument_group("accuracy gate (--wer)", "WER and turn-taking F1 on held-out synthetic speech; "
                              "without BUNDLE: full and chunked bundles of --checkpoint (default: minmo-tiny)")
@@ -203,7 +240,8 @@ def main(argv=None) -> int:
     try:
         report = run_bench(args.bundle, audio_path=args.audio, runs=args.runs, warmup=args.warmup,
                            chunk_ms=args.chunk_ms, threads=args.threads, onnx=not args.no_onnx,
-                           torch=not args.no_torch, max_new_tokens=args.max_new_tokens)
+                           torch=not args.no_torch, max_new_tokens=args.max_new_tokens,
+                           speech_chunks=args.speech_chunks)
     except (MinmoError, ValueError, FileNotFoundError) as e:
         print(f"minmo-bench: error: {e}", file=sys.stderr)
         return 2

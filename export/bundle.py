@@ -248,6 +248,8 @@ def decide_mode(modules: dict) -> str:
         return "asr-ctc"
     if names == {"llm"}:
         return "llm"
+    if "voice_lm" in names and "llm" not in names:
+        return "cascade"
     return "partial"
 
 
@@ -434,11 +436,13 @@ def _write_into(tmp: str, plan: dict, chunk: ChunkSpec, *, onnx: bool, target: s
     if plan["tokenizer"]:
         info, owner_ck = plan["tokenizer"]
         tok_entry = _tokenizer_entry(info, tmp, taken)
-        # tokenizers of other sources that own modules (e.g. a CTC vocabulary next to an LLM)
-        for name in names:
-            lm, ck = modules[name]
-            if ck is not owner_ck and ck.tokenizer and name == "encoder":
-                entries[name]["tokenizer"] = _tokenizer_entry(ck.tokenizer, tmp, taken)
+    # tokenizers of other sources that own modules (a CTC vocabulary next to an LLM; the voice LM's
+    # text vocabulary, cascade mode)
+    owner_ck = plan["tokenizer"][1] if plan["tokenizer"] else None
+    for name in names:
+        lm, ck = modules[name]
+        if ck is not owner_ck and ck.tokenizer and name in ("encoder", "voice_lm"):
+            entries[name]["tokenizer"] = _tokenizer_entry(ck.tokenizer, tmp, taken)
     if onnx:
         from .onnx_export import ONNX_PARTS, export_module
 

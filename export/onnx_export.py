@@ -154,6 +154,28 @@ class Qwen2StepExport(nn.Module):
         return (logits, hidden, torch.stack([k for k, _ in new.layers]), torch.stack([v for _, v in new.layers]))
 
 
+class VoiceLMStepExport(nn.Module):
+    """One KV-cache step of the voice LM: speech logits instead of text logits."""
+
+    def __init__(self, ref):
+        super().__init__()
+        self.ref = ref
+
+    def forward(self, embeds, past_key, past_value):
+        n = self.ref.cfg.num_hidden_layers
+        logits, new = self.ref.step_logits(embeds, KVCache([(past_key[i], past_value[i]) for i in range(n)]))
+        return logits, torch.stack([k for k, _ in new.layers]), torch.stack([v for _, v in new.layers])
+
+
+class OutputProjectorExport(nn.Module):
+    def __init__(self, ref):
+        super().__init__()
+        self.ref = ref
+
+    def forward(self, token_embeds, hidden):
+        return self.ref(token_embeds, hidden)
+
+
 class DuplexExport(nn.Module):
     def __init__(self, ref):
         super().__init__()
@@ -260,6 +282,13 @@ def example_inputs(arch: str, module: nn.Module, seed: int = 0, length: Optional
         return {"embeds": f32(t, cfg.hidden_size), "past_key": f32(*shape), "past_value": f32(*shape)}
     if arch == "duplex":
         return {"hidden": f32(length or 9, cfg.llm_hidden)}
+    if arch == "voice_lm":
+        t, p = (length or 7), 5
+        shape = (cfg.num_hidden_layers, p, cfg.num_key_value_heads, cfg.head_dim)
+        return {"embeds": f32(t, cfg.hidden_size), "past_key": f32(*shape), "past_value": f32(*shape)}
+    if arch == "output_projector":
+        t = length or 7
+        return {"token_embeds": f32(t, cfg.embed_dim), "hidden": f32(t, cfg.llm_hidden)}
     if arch == "cosyvoice2_flow:encoder":
         t = length or 11
         tm, _ = _t2w_masks(t, 4)
@@ -297,6 +326,12 @@ def export_spec(arch: str, module: nn.Module):
                 {"embeds": {0: T}, "past_key": {1: P}, "past_value": {1: P}})
     if arch == "duplex":
         return DuplexExport(module), ["hidden"], ["p_turn", "p_barge"], {"hidden": {0: T}}
+    if arch == "voice_lm":
+        P = torch.export.Dim("P", min=0, max=1 << 20)
+        return (VoiceLMStepExport(module), ["embeds", "past_key", "past_value"], ["logits", "present_key", "present_value"],
+                {"embeds": {0: T}, "past_key": {1: P}, "past_value": {1: P}})
+    if arch == "output_projector":
+        return OutputProjectorExport(module), ["token_embeds", "hidden"], ["semantic"], {"token_embeds": {0: T}, "hidden": {0: T}}
     if arch == "cosyvoice2_flow:encoder":
         T2 = torch.export.Dim("T", min=2, max=1 << 20)  # the exporter cannot specialise T=1 here; validated at 5..40
         return (FlowEncoderExport(module), ["tokens", "token_mask"], ["mu"], {"tokens": {0: T2}, "token_mask": {0: T2, 1: T2}})
@@ -354,6 +389,13 @@ def reference_outputs(arch: str, module: nn.Module, inputs: dict) -> tuple:
             return logits, hidden, torch.stack([k for k, _ in new.layers]), torch.stack([v for _, v in new.layers])
         if arch == "duplex":
             return module(t["hidden"])[:2]
+        if arch == "voice_lm":
+            pk, pv = t["past_key"], t["past_value"]
+            cache = KVCache([(pk[i], pv[i]) for i in range(pk.shape[0])]) if pk.shape[1] else None
+            logits, new = module.step_logits(t["embeds"], cache)
+            return logits, torch.stack([k for k, _ in new.layers]), torch.stack([v for _, v in new.layers])
+        if arch == "output_projector":
+            return (module(t["token_embeds"], t["hidden"]),)
         if arch == "cosyvoice2_flow:encoder":
             idx = torch.arange(2 * t["tokens"].shape[0]) // 2
             return (module.encode(t["tokens"], t["token_mask"], t["token_mask"][idx][:, idx]),)
@@ -417,7 +459,7 @@ def export_module(arch: str, module: nn.Module, path: str, seed: int = 0, tolera
         prog.save(path, external_data=n_bytes > EXTERNAL_DATA_BYTES)
     # validate on the example and on other lengths (the time axes must really be dynamic)
     checks = [ex]
-    if arch == "qwen2":
+    if arch in ("qwen2", "voice_lm"):
         empty = example_inputs(arch, module, seed + 1, length=3)
         empty["past_key"] = empty["past_key"][:, :0].copy()
         empty["past_value"] = empty["past_value"][:, :0].copy()

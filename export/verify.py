@@ -5,9 +5,10 @@ I/O contract of ``minmo_rt.Runtime(bundle).run_module(name, inputs)`` (float32 n
 frontend {waveform [N]} -> {features [T, D]}; encoder sensevoice_small {features [T, 560],
 query_ids [4]} -> {encoder_out, ctc_logits}; encoder sensevoice_large {features [T, n_mels]} ->
 {encoder_out}; projector {frames [T, enc]} -> {tokens}; llm {embeds [T, H]} -> {logits [T, V],
-hidden [T, H]}; duplex {hidden [T, llm_hidden]} -> {p_turn [T], p_barge [T]}; flow {tokens [N] (ids),
-speaker [192]} -> {mel [2N, 80]} (token2wav_offline semantics: 15-token chunks, all left context,
-seed 0); hift {mel [T, 80]} -> {audio [480 T]} (seed 0).
+hidden [T, H]}; duplex {hidden [T, llm_hidden]} -> {p_turn [T], p_barge [T]}; output_projector {token_embeds [T, E],
+hidden [T, llm_hidden]} -> {semantic [T, D]}; voice_lm {embeds [T, H]} -> {logits [T, S + 3]};
+flow {tokens [N], speaker [spk_dim]} -> {mel [2N, 80]} (15-token chunks, 4 left chunks, seed 0);
+hift {mel [T, 80]} -> {audio [T * 480]} (seed 0).
 """
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ from .checkpoints.archs import MODULE_NAMES
 # ||out - ref|| / ||ref|| allowed per module (fp32 runtime vs fp32 reference, different summation order).
 # A quantized module is compared with the reference rebuilt from its dequantized weights, so the
 # same tolerances apply.
-TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4, "flow": 1e-4, "hift": 1e-4}
+TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4, "duplex": 1e-4,
+              "output_projector": 1e-4, "voice_lm": 1e-4, "flow": 1e-4, "hift": 1e-3}
 # Quantized module vs the fp32 one (measured at export, manifest "quant_check", or simulated with
 # --quant-modes): bounds on the logits' relative error that catch a broken quantization, not
 # accuracy targets. The error depends on the weights: random-weight models (no outlier channels)
 # are a worst case, e.g. hidden 1024 x 4 layers gives int8 0.03, fp8 0.10, int4 0.40; the 2-layer
 # test MinMo int8 0.002, fp8 0.011, int4 0.026. Task accuracy (WER) is the real measure.
 QUANT_TOLERANCES = {"int8": 0.1, "fp8": 0.25, "int4": 0.6}
+FLOW_CHUNK_TOKENS, FLOW_LEFT_CHUNKS = 15, 4
 
 
 @dataclass
@@ -64,10 +67,18 @@ def module_inputs(name: str, arch: str, cfg: dict, ref_module, rng: np.random.Ge
         return {"embeds": np.concatenate([text, f32(5, cfg["hidden_size"], scale=float(text.std()))]).astype(np.float32)}
     if arch == "duplex":
         return {"hidden": f32(13, cfg["llm_hidden"])}
+    if arch == "output_projector":
+        return {"token_embeds": f32(7, cfg["embed_dim"]), "hidden": f32(7, cfg["llm_hidden"])}
+    if arch == "voice_lm":
+        with torch.no_grad():
+            rows = torch.cat([ref_module.sos(), ref_module.text_embed(rng.integers(0, cfg["vocab_size"], size=4)),
+                              ref_module.task_id(), ref_module.speech_embed(rng.integers(0, cfg["speech_token_size"], size=6))])
+        return {"embeds": rows.numpy().astype(np.float32)}
     if arch == "cosyvoice2_flow":
-        return {"tokens": rng.integers(0, ref_module.cfg.vocab_size, size=19).astype(np.int64), "speaker": f32(ref_module.cfg.spk_dim)}
+        return {"tokens": rng.integers(0, cfg["vocab_size"], size=37).astype(np.int64),
+                "speaker": f32(cfg.get("spk_dim", 192))}
     if arch == "cosyvoice2_hift":
-        return {"mel": f32(27, ref_module.cfg.mel_dim)}
+        return {"mel": (f32(41, cfg.get("mel_dim", 80)) - 4.0).astype(np.float32)}
     raise ValueError(f"no verify inputs for arch {arch!r}")
 
 
@@ -89,12 +100,17 @@ def reference_outputs(name: str, arch: str, module, inputs: dict) -> dict:
         elif arch == "duplex":
             p_turn, p_barge, _ = module(t["hidden"])
             out = {"p_turn": p_turn, "p_barge": p_barge}
+        elif arch == "output_projector":
+            out = {"semantic": module(t["token_embeds"], t["hidden"])}
+        elif arch == "voice_lm":
+            out = {"logits": module.step_logits(t["embeds"])[0]}
         elif arch == "cosyvoice2_flow":
             from .reference.token2wav import flow_offline
 
-            out = {"mel": flow_offline(module, t["tokens"], t["speaker"], seed=0, chunk_tokens=15, left_chunks=-1)}
+            out = {"mel": flow_offline(module, t["tokens"], t["speaker"], seed=0, chunk_tokens=FLOW_CHUNK_TOKENS,
+                                       left_chunks=FLOW_LEFT_CHUNKS)}
         elif arch == "cosyvoice2_hift":
-            out = {"audio": module(t["mel"], seed=0)}
+            out = {"audio": module(t["mel"], 0)}
         else:
             raise ValueError(arch)
     return {k: v.numpy() for k, v in out.items()}

@@ -49,3 +49,18 @@ def minmo_bundle_with_onnx(streaming: str = "chunked") -> str:
     if not os.path.exists(os.path.join(out, "manifest.json")):
         assert cli.main(["build", ckpt, "-o", out, "--streaming", streaming]) == 0
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def cosyvoice2_bundle() -> tuple:
+    """(bundle dir, checkpoint dir) of a small CosyVoice2-layout checkpoint (cascade text-to-speech)."""
+    from minmo_rt.export import cli
+    from minmo_rt.export.checkpoints.synthetic import write_cosyvoice2_checkpoint
+
+    ckpt = os.path.join(_ROOT, "cosyvoice2-ckpt")
+    if not os.path.isdir(ckpt):
+        write_cosyvoice2_checkpoint(ckpt, seed=0, prompt_tokens=6)
+    out = os.path.join(_ROOT, "cosyvoice2")
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        assert cli.main(["build", ckpt, "-o", out, "--no-onnx"]) == 0
+    return out, ckpt

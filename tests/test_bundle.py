@@ -68,7 +68,8 @@ def test_minmo_bundle(sources, tmp_path):
     assert man["tokenizer"]["kind"] == "hf-tokenizers" and man["tokenizer"]["file"] == "tokenizer/tokenizer.json"
     assert man["prompt"] == {"template": "chatml", "system": "You are a helpful assistant.",
                              "audio_bos": "<|audio_bos|>", "audio_eos": "<|audio_eos|>"}
-    assert list(man["modules"]) == ["frontend", "encoder", "projector", "llm", "duplex"]
+    assert list(man["modules"]) == ["frontend", "encoder", "projector", "llm", "duplex", "output_projector", "voice_lm",
+                                    "flow", "hift"]
     assert not any("onnx" in m for m in man["modules"].values())
     # weights = the checkpoint's tensors, under the reference names; params counted from them
     ck = load_checkpoint(str(sources / "minmo"))
@@ -229,7 +230,7 @@ def test_manifest_validation_errors(sources, tmp_path):
     cases = [
         (lambda m: m.update(format_version="2.0"), "not supported"),
         (lambda m: m.update(format="other"), "not a minmo bundle"),
-        (lambda m: m.update(mode="cascade"), "mode"),
+        (lambda m: m.update(mode="speaking"), "mode"),
         (lambda m: m["modules"]["llm"].update(arch="llama"), "arch"),
         (lambda m: m["modules"]["llm"]["config"].update(bogus=1), "unknown config keys"),
         (lambda m: m["files"].pop("weights/llm.safetensors"), "not listed"),

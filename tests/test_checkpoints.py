@@ -31,8 +31,10 @@ def test_minmo_writer_roundtrip(tmp_path):
     assert time.perf_counter() - t0 < 10.0, "the demo writes this checkpoint; it must stay fast"
     assert detect_format(str(tmp_path / "m")) == "minmo"
     ck = load_checkpoint(str(tmp_path / "m"))
-    assert [m.name for m in ck.modules] == ["frontend", "encoder", "projector", "llm", "duplex"]
-    assert [m.arch for m in ck.modules] == ["whisper_logmel", "sensevoice_large", "projector", "qwen2", "duplex"]
+    assert [m.name for m in ck.modules] == ["frontend", "encoder", "projector", "llm", "duplex", "output_projector", "voice_lm",
+                                           "flow", "hift"]
+    assert [m.arch for m in ck.modules] == ["whisper_logmel", "sensevoice_large", "projector", "qwen2", "duplex",
+                                          "output_projector", "voice_lm", "cosyvoice2_flow", "cosyvoice2_hift"]
     assert ck.streaming == {"encoder_attention": "chunked", "chunk_frames": 8, "left_chunks": 4}
     assert ck.prompt["audio_bos"] == "<|audio_bos|>"
     assert ck.tokenizer.kind == "hf-tokenizers"

@@ -12,7 +12,7 @@ from _bundles import minmo_bundle_with_onnx
 from minmo_rt.export import cli
 from minmo_rt.export.bundle import build_reference_modules, load_manifest
 from minmo_rt.export.checkpoints import synthetic
-from minmo_rt.export.onnx_export import OPSET, example_inputs, reference_outputs
+from minmo_rt.export.onnx_export import ONNX_PARTS, OPSET, example_inputs, reference_outputs
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -42,10 +42,11 @@ def _check_bundle(bundle, lengths):
         assert chk["ok"] and chk["opset"] == OPSET and chk["tolerance"] <= 1e-4
         sess = _session(path)
         outs = [o.name for o in sess.get_outputs()]
+        arch = entry["arch"] + (f":{ONNX_PARTS[entry['arch']][0]}" if entry["arch"] in ONNX_PARTS else "")  # main graph
         for i, length in enumerate(lengths.get(entry["arch"], [None])):
-            inputs = example_inputs(entry["arch"], refs[name], seed=100 + i, length=length)
+            inputs = example_inputs(arch, refs[name], seed=100 + i, length=length)
             got = sess.run(outs, inputs)
-            ref = reference_outputs(entry["arch"], refs[name], inputs)
+            ref = reference_outputs(arch, refs[name], inputs)
             for n, g, r in zip(outs, got, ref):
                 assert g.shape == tuple(r.shape), (name, n)
                 assert _rel(g, r.numpy()) <= 1e-4, (name, n, _rel(g, r.numpy()))

@@ -39,9 +39,9 @@ T opt(const py::dict& d, const char* key, T fallback) {
   return d.contains(key) ? d[key].cast<T>() : fallback;
 }
 
-py::dict stage_stats(const minmo::Session& s) {
+py::dict stage_dict(const std::map<std::string, minmo::StageTimes>& times) {
   py::dict stages;
-  for (const auto& [name, st] : s.stage_times()) {
+  for (const auto& [name, st] : times) {
     std::vector<double> v = st.ms;
     std::vector<double> sorted = v;
     std::sort(sorted.begin(), sorted.end());
@@ -60,10 +60,39 @@ py::dict stage_stats(const minmo::Session& s) {
     d["ms"] = v;
     stages[py::str(name)] = d;
   }
+  return stages;
+}
+
+py::dict stage_stats(const minmo::Session& s) {
   py::dict out;
-  out["stages"] = stages;
+  out["stages"] = stage_dict(s.stage_times());
   out["counters"] = s.counters();
   return out;
+}
+
+// (kind, time_ms, token, p_turn, p_barge, audio float32 array or None, sample_rate)
+py::list events_to_python(std::vector<minmo::Event> events) {
+  py::list out;
+  for (auto& e : events) {
+    py::object audio = py::none();
+    if (e.kind == minmo::EventKind::Audio) {
+      const int64_t n = static_cast<int64_t>(e.audio.size());
+      audio = minmo::pyb::to_numpy(minmo::Tensor({n}, std::move(e.audio)));
+    }
+    out.append(py::make_tuple(static_cast<int>(e.kind), e.time_ms, e.token, e.p_turn, e.p_barge, audio, e.sample_rate));
+  }
+  return out;
+}
+
+minmo::SpeechOptions speech_options(const py::dict& d) {
+  minmo::SpeechOptions o;
+  o.speaker = opt<std::vector<float>>(d, "speaker", {});
+  o.prompt_speech_tokens = opt<std::vector<int64_t>>(d, "prompt_speech_tokens", {});
+  o.prompt_mel = opt<std::vector<float>>(d, "prompt_mel", {});
+  o.seed = opt<uint64_t>(d, "speech_seed", 0);
+  o.output = opt<std::string>(d, "speech_output", "audio");
+  o.voice_kv_capacity = opt<int>(d, "voice_kv_capacity", 0);
+  return o;
 }
 
 }  // namespace
@@ -80,20 +109,31 @@ MINMO_PY_BINDING(bind_runtime) {
            })
       .def("end_of_turn", &minmo::Session::end_of_turn, py::call_guard<py::gil_scoped_release>())
       .def("step", &minmo::Session::step, py::call_guard<py::gil_scoped_release>())
-      .def("poll",
-           [](minmo::Session& s) {
-             py::list out;
-             for (const auto& e : s.poll())
-               out.append(py::make_tuple(static_cast<int>(e.kind), e.time_ms, e.token, e.p_turn, e.p_barge));
-             return out;
-           })
+      .def("poll", [](minmo::Session& s) { return events_to_python(s.poll()); })
       .def("cancel", &minmo::Session::cancel)
       .def("close", &minmo::Session::close)
       .def("stats", &stage_stats)
       .def_property_readonly("closed", &minmo::Session::closed)
       .def_property_readonly("responding", &minmo::Session::responding)
       .def_property_readonly("turn_samples", &minmo::Session::turn_samples)
-      .def_property_readonly("response_tokens", &minmo::Session::response_tokens);
+      .def_property_readonly("response_tokens", &minmo::Session::response_tokens)
+      .def_property_readonly("speech_tokens", &minmo::Session::speech_tokens);
+
+  py::class_<minmo::TtsSession>(m, "TtsSession", "A text-to-speech session (see minmo_rt.TtsSession).")
+      .def("push_text",
+           [](minmo::TtsSession& s, std::vector<int64_t> ids) {
+             py::gil_scoped_release nogil;
+             s.push_text(ids.data(), ids.size());
+           })
+      .def("end_text", &minmo::TtsSession::end_text)
+      .def("step", &minmo::TtsSession::step, py::call_guard<py::gil_scoped_release>())
+      .def("poll", [](minmo::TtsSession& s) { return events_to_python(s.poll()); })
+      .def("cancel", &minmo::TtsSession::cancel)
+      .def("close", &minmo::TtsSession::close)
+      .def("stats", [](const minmo::TtsSession& s) { return stage_dict(s.stage_times()); })
+      .def_property_readonly("closed", &minmo::TtsSession::closed)
+      .def_property_readonly("finished", &minmo::TtsSession::finished)
+      .def_property_readonly("speech_tokens", &minmo::TtsSession::speech_tokens);
 
   py::class_<minmo::Runtime, std::shared_ptr<minmo::Runtime>>(m, "Runtime", "A loaded bundle.")
       .def(py::init([](const std::string& dir, const std::string& device, bool verify) {
@@ -131,7 +171,16 @@ MINMO_PY_BINDING(bind_runtime) {
         o.top_p = opt<float>(d, "top_p", 1.f);
         o.seed = opt<uint64_t>(d, "seed", 0);
         o.kv_capacity = opt<int>(d, "kv_capacity", 0);
+        o.speak = opt<bool>(d, "speak", false);
+        o.speech = speech_options(d);
         py::gil_scoped_release nogil;
         return rt.new_session(o);
+      })
+      .def("new_tts_session", [](const minmo::Runtime& rt, const py::dict& d) {
+        minmo::TtsOptions o;
+        o.instruction_ids = opt<std::vector<int64_t>>(d, "instruction_ids", {});
+        o.speech = speech_options(d);
+        py::gil_scoped_release nogil;
+        return rt.new_tts_session(o);
       });
 }

@@ -7,6 +7,8 @@ info). Formats:
 - ``hf-qwen2``: Hugging Face Qwen2 / Qwen2.5 (config.json, *.safetensors, tokenizer.json) -> llm
 - ``funasr-sensevoice``: FunASR SenseVoice-Small (model.pt, config.yaml, am.mvn, *.bpe.model)
   -> frontend (kaldi_fbank) + encoder (sensevoice_small)
+- ``cosyvoice2``: CosyVoice2-0.5B (llm.pt, flow.pt, hift.pt, cosyvoice2.yaml, CosyVoice-BlankEN/)
+  -> voice_lm + flow + hift (cascade text-to-speech)
 - ``minmo``: the MinMo layout described in README.md (minmo.json + <module>.safetensors)
 
 Pickles are only read through ``torch.load(weights_only=True)``; anything else is refused.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from .cosyvoice2 import is_cosyvoice2, load_cosyvoice2, load_speakers
 from .common import CheckpointError, LoadedCheckpoint, LoadedModule, TokenizerInfo, safe_torch_load
 from .funasr_sensevoice import is_funasr_sensevoice, load_funasr_sensevoice, parse_am_mvn
 from .hf_qwen2 import is_hf_qwen2, load_hf_qwen2
@@ -24,11 +27,12 @@ FORMATS = {
     "minmo": (is_minmo, load_minmo, "minmo.json"),
     "hf-qwen2": (is_hf_qwen2, load_hf_qwen2, "config.json with model_type 'qwen2' (+ *.safetensors, tokenizer.json)"),
     "funasr-sensevoice": (is_funasr_sensevoice, load_funasr_sensevoice, "model.pt + config.yaml (+ am.mvn, *.bpe.model)"),
+    "cosyvoice2": (is_cosyvoice2, load_cosyvoice2, "llm.pt + flow.pt + hift.pt + cosyvoice2.yaml + the Qwen2.5 text LM folder"),
 }
 
 
 def detect_format(path: str) -> str:
-    """"hf-qwen2" | "funasr-sensevoice" | "minmo"; raises CheckpointError listing what was looked for."""
+    """"hf-qwen2" | "funasr-sensevoice" | "minmo" | "cosyvoice2"; raises CheckpointError listing what was looked for."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not os.path.isdir(path):
@@ -46,5 +50,5 @@ def load_checkpoint(path: str) -> LoadedCheckpoint:
 
 
 __all__ = ["CheckpointError", "LoadedCheckpoint", "LoadedModule", "TokenizerInfo", "detect_format",
-           "load_checkpoint", "load_hf_qwen2", "load_funasr_sensevoice", "load_minmo", "parse_am_mvn",
+           "load_checkpoint", "load_hf_qwen2", "load_cosyvoice2", "load_speakers", "load_funasr_sensevoice", "load_minmo", "parse_am_mvn",
            "safe_torch_load", "FORMATS"]

@@ -6,9 +6,10 @@ from typing import Optional
 import torch
 
 from ..reference import (ChunkSpec, DuplexConfig, DuplexPredictor, FbankFrontendConfig, InputProjector,
-                         KaldiFbankFrontend, ProjectorConfig, Qwen2Config, Qwen2Decoder, SenseVoiceLargeConfig,
-                         SenseVoiceLargeEncoder, SenseVoiceSmallConfig, SenseVoiceSmallEncoder,
-                         WhisperFrontendConfig, WhisperLogMelFrontend)
+                         KaldiFbankFrontend, OutputProjector, OutputProjectorConfig, ProjectorConfig, Qwen2Config,
+                         Qwen2Decoder, SenseVoiceLargeConfig, SenseVoiceLargeEncoder, SenseVoiceSmallConfig,
+                         SenseVoiceSmallEncoder, VoiceLM, VoiceLMConfig, WhisperFrontendConfig,
+                         WhisperLogMelFrontend)
 from ..reference.configs import FlowConfig, HiftConfig
 from ..reference.flow import Flow
 from ..reference.hift import HiFT
@@ -22,11 +23,13 @@ ARCHS = {
     "projector": ("projector", ProjectorConfig, InputProjector, True),
     "qwen2": ("llm", Qwen2Config, Qwen2Decoder, False),
     "duplex": ("duplex", DuplexConfig, DuplexPredictor, False),
+    "output_projector": ("output_projector", OutputProjectorConfig, OutputProjector, False),
+    "voice_lm": ("voice_lm", VoiceLMConfig, VoiceLM, False),
     # token2wav: weights in bundles are plain (HiFT weight norm folded, see HiFT.plain_state_dict)
     "cosyvoice2_flow": ("flow", FlowConfig, Flow, False),
     "cosyvoice2_hift": ("hift", HiftConfig, HiFT, False),
 }
-MODULE_NAMES = ("frontend", "encoder", "projector", "llm", "duplex", "flow", "hift")
+MODULE_NAMES = ("frontend", "encoder", "projector", "llm", "duplex", "output_projector", "voice_lm", "flow", "hift")
 FRONTEND_ARCHS = ("kaldi_fbank", "whisper_logmel")
 
 
@@ -67,6 +70,8 @@ def check_consistency(modules: dict) -> list[str]:
     pa, pc = get("projector")
     la, lc = get("llm")
     da, dc = get("duplex")
+    oa, oc = get("output_projector")
+    va, vc = get("voice_lm")
     for name, (arch, _) in modules.items():
         if arch not in ARCHS:
             problems.append(f"module {name!r}: unknown arch {arch!r}")
@@ -86,4 +91,10 @@ def check_consistency(modules: dict) -> list[str]:
         problems.append(f"projector output_dim {pc.get('output_dim')} != llm hidden_size {lc.get('hidden_size')}")
     if da and la and dc.get("llm_hidden") != lc.get("hidden_size"):
         problems.append(f"duplex llm_hidden {dc.get('llm_hidden')} != llm hidden_size {lc.get('hidden_size')}")
+    if oa and la:
+        for key in ("embed_dim", "llm_hidden"):
+            if oc.get(key) != lc.get("hidden_size"):
+                problems.append(f"output_projector {key} {oc.get(key)} != llm hidden_size {lc.get('hidden_size')}")
+    if oa and va and oc.get("output_dim") != vc.get("hidden_size"):
+        problems.append(f"output_projector output_dim {oc.get('output_dim')} != voice_lm hidden_size {vc.get('hidden_size')}")
     return problems

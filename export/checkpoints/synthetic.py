@@ -11,7 +11,8 @@ from typing import Optional, Union
 
 import torch
 
-from ..reference import (ChunkSpec, DuplexConfig, ProjectorConfig, Qwen2Config, SenseVoiceLargeConfig, SenseVoiceSmallConfig, WhisperFrontendConfig)
+from ..reference import (ChunkSpec, DuplexConfig, OutputProjectorConfig, ProjectorConfig, Qwen2Config, SenseVoiceLargeConfig,
+                         SenseVoiceSmallConfig, VoiceLMConfig, WhisperFrontendConfig, FlowConfig, HiftConfig)
 from .archs import make_module
 from .funasr_sensevoice import SENSEVOICE_TAGS
 from .hf_qwen2 import CHATML_SPECIALS
@@ -198,6 +199,12 @@ MINMO_SIZES = {
                  num_key_value_heads=2, head_dim=32),
         duplex=dict(llm_hidden=128, hidden_size=64, intermediate_size=128, num_attention_heads=2,
                     num_key_value_heads=1, head_dim=32),
+        output_projector=dict(embed_dim=128, llm_hidden=128, output_dim=64),
+        voice_lm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, max_position_embeddings=8192),
+        flow=dict(d_model=32, n_heads=4, ffn_dim=48, n_blocks=2, n_up_blocks=2, est_channels=32, est_heads=2,
+                  est_head_dim=16, n_transformer=1, n_mid_blocks=2, n_timesteps=4),
+        hift=dict(base_channels=32, f0_channels=16),
     ),
     "small": dict(
         frontend=WhisperFrontendConfig(n_mels=128),
@@ -207,6 +214,12 @@ MINMO_SIZES = {
                  num_key_value_heads=2, head_dim=32),
         duplex=dict(llm_hidden=256, hidden_size=128, intermediate_size=256, num_attention_heads=4,
                     num_key_value_heads=1, head_dim=32),
+        output_projector=dict(embed_dim=256, llm_hidden=256, output_dim=128),
+        voice_lm=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=32, max_position_embeddings=8192),
+        flow=dict(d_model=128, n_heads=4, ffn_dim=256, n_blocks=2, n_up_blocks=2, est_channels=64, est_heads=4,
+                  est_head_dim=16, n_transformer=1, n_mid_blocks=2, n_timesteps=10),
+        hift=dict(base_channels=64, f0_channels=32),
     ),
 }
 
@@ -216,7 +229,7 @@ DEFAULT_PROMPT = {"system": "You are a helpful assistant.", "audio_bos": "<|audi
 def write_minmo_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0,
                            streaming: Optional[ChunkSpec] = None) -> dict:
     """A MinMo-layout checkpoint (see README.md): whisper log-mel frontend, SenseVoice-Large style
-    encoder, projector, Qwen2 LLM, duplex predictor, tokenizer.json. Returns the minmo.json dict."""
+    encoder, projector, Qwen2 LLM, duplex predictor, output projector, voice LM, tokenizer.json. Returns the minmo.json dict."""
     from safetensors.torch import save_file
 
     if sizes not in MINMO_SIZES:
@@ -231,6 +244,10 @@ def write_minmo_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0,
         "projector": ("projector", ProjectorConfig(**s["projector"])),
         "llm": ("qwen2", tiny_qwen2_config(n_tok, rope_theta=1_000_000.0, **s["llm"])),
         "duplex": ("duplex", DuplexConfig(**s["duplex"])),
+        "output_projector": ("output_projector", OutputProjectorConfig(**s["output_projector"])),
+        "voice_lm": ("voice_lm", VoiceLMConfig(vocab_size=n_tok, **s["voice_lm"])),
+        "flow": ("cosyvoice2_flow", FlowConfig(**s["flow"])),
+        "hift": ("cosyvoice2_hift", HiftConfig(**s["hift"])),
     }
     meta = {"format": "minmo-checkpoint", "version": 1, "streaming": chunk.to_dict(), "prompt": dict(DEFAULT_PROMPT),
             "modules": {}}
@@ -248,3 +265,165 @@ def write_minmo_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0,
         json.dump(meta, f, indent=2)
     return meta
 
+
+
+COSYVOICE2_SIZES = {
+    "tiny": dict(
+        qwen=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, tie_word_embeddings=True, max_position_embeddings=8192),
+        flow=dict(d_model=32, n_heads=4, ffn_dim=48, n_blocks=2, n_up_blocks=4, est_channels=32, est_heads=2,
+                  est_head_dim=16, n_transformer=1, n_mid_blocks=2),
+        hift=dict(base_channels=32, f0_channels=16),
+    ),
+}
+
+_COSYVOICE2_YAML = """\
+# CosyVoice2 hyperpyyaml (synthetic, small sizes). Tags are read as data by the exporter.
+__set_seed1: !apply:random.seed [1986]
+sample_rate: {sample_rate}
+llm_input_size: {hidden}
+llm_output_size: {hidden}
+spk_embed_dim: 192
+qwen_pretrain_path: ''
+token_frame_rate: 25
+token_mel_ratio: 2
+chunk_size: 25
+num_decoding_left_chunks: -1
+
+llm: !new:cosyvoice.llm.llm.Qwen2LM
+    llm_input_size: !ref <llm_input_size>
+    llm_output_size: !ref <llm_output_size>
+    speech_token_size: 6561
+    length_normalized_loss: True
+    lsm_weight: 0
+    mix_ratio: [5, 15]
+    llm: !new:cosyvoice.llm.llm.Qwen2Encoder
+        pretrain_path: !ref <qwen_pretrain_path>
+    sampling: !name:cosyvoice.utils.common.ras_sampling
+        top_p: 0.8
+        top_k: 25
+        win_size: 10
+        tau_r: 0.1
+
+flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
+    input_size: {d_model}
+    output_size: 80
+    spk_embed_dim: !ref <spk_embed_dim>
+    output_type: 'mel'
+    vocab_size: 6561
+    input_frame_rate: !ref <token_frame_rate>
+    only_mask_loss: True
+    token_mel_ratio: !ref <token_mel_ratio>
+    pre_lookahead_len: 3
+    encoder: !new:cosyvoice.transformer.upsample_encoder.UpsampleConformerEncoder
+        output_size: {d_model}
+        attention_heads: {n_heads}
+        linear_units: {ffn_dim}
+        num_blocks: {n_blocks}
+        num_up_blocks: {n_up_blocks}
+        dropout_rate: 0.1
+        positional_dropout_rate: 0.1
+        attention_dropout_rate: 0.1
+        normalize_before: True
+        input_layer: 'linear'
+        pos_enc_layer_type: 'rel_pos_espnet'
+        selfattention_layer_type: 'rel_selfattn'
+        input_size: {d_model}
+        use_cnn_module: False
+        macaron_style: False
+        static_chunk_size: !ref <chunk_size>
+    decoder: !new:cosyvoice.flow.flow_matching.CausalConditionalCFM
+        in_channels: 240
+        n_spks: 1
+        spk_emb_dim: 80
+        cfm_params: !new:omegaconf.DictConfig
+            content:
+                sigma_min: 1e-06
+                solver: 'euler'
+                t_scheduler: 'cosine'
+                training_cfg_rate: 0.2
+                inference_cfg_rate: 0.7
+                reg_loss_type: 'l1'
+        estimator: !new:cosyvoice.flow.decoder.CausalConditionalDecoder
+            in_channels: 320
+            out_channels: 80
+            channels: [{est_channels}]
+            dropout: 0.0
+            attention_head_dim: {est_head_dim}
+            n_blocks: {n_transformer}
+            num_mid_blocks: {n_mid_blocks}
+            num_heads: {est_heads}
+            act_fn: 'gelu'
+            static_chunk_size: !ref <chunk_size> * <token_mel_ratio>
+            num_decoding_left_chunks: !ref <num_decoding_left_chunks>
+
+hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
+    in_channels: 80
+    base_channels: {base_channels}
+    nb_harmonics: 8
+    sampling_rate: !ref <sample_rate>
+    nsf_alpha: 0.1
+    nsf_sigma: 0.003
+    nsf_voiced_threshold: 10
+    upsample_rates: [8, 5, 3]
+    upsample_kernel_sizes: [16, 11, 7]
+    istft_params:
+        n_fft: 16
+        hop_len: 4
+    resblock_kernel_sizes: [3, 7, 11]
+    resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    source_resblock_kernel_sizes: [7, 7, 11]
+    source_resblock_dilation_sizes: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    lrelu_slope: 0.1
+    audio_limit: 0.99
+    f0_predictor: !new:cosyvoice.hifigan.f0_predictor.ConvRNNF0Predictor
+        num_class: 1
+        in_channels: 80
+        cond_channels: {f0_channels}
+"""
+
+
+def write_cosyvoice2_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0, prompt_tokens: int = 0) -> dict:
+    """A CosyVoice2-layout checkpoint with random weights: ``llm.pt`` (CosyVoice2 ``Qwen2LM`` names),
+    ``flow.pt``, ``hift.pt`` (weight-norm parametrised, as trained), ``cosyvoice2.yaml`` (hyperpyyaml
+    tags), ``CosyVoice-BlankEN/`` (Qwen2 config.json, tokenizer.json with ``<|endofprompt|>``) and
+    ``spk2info.pt`` with one speaker "spk0" (192-d embedding; with ``prompt_tokens`` > 0 also
+    prompt speech tokens and their mel). Returns {"speaker": name, "configs": ...}."""
+    from .cosyvoice2 import ENDOFPROMPT
+    from ..reference import FlowConfig, HiftConfig
+    from ..reference.flow import Flow
+    from ..reference.hift import HiFT
+    from ..reference.voice_decoder import VoiceLM
+
+    if sizes not in COSYVOICE2_SIZES:
+        raise ValueError(f"sizes must be one of {sorted(COSYVOICE2_SIZES)}")
+    s = COSYVOICE2_SIZES[sizes]
+    os.makedirs(directory, exist_ok=True)
+    tdir = os.path.join(directory, "CosyVoice-BlankEN")
+    qcfg = write_hf_qwen2(tdir, tiny_qwen2_config(512, **s["qwen"]), seed=seed)
+    tok = build_bpe_tokenizer()
+    tok.add_special_tokens([ENDOFPROMPT])
+    tok.save(os.path.join(tdir, "tokenizer.json"))
+    vcfg = VoiceLMConfig(**{k: v for k, v in qcfg.to_dict().items() if k != "tie_word_embeddings"})
+    torch.manual_seed(seed)
+    lm = perturb_(VoiceLM(vcfg), seed + 11)
+    sd = {}
+    for k, v in lm.state_dict().items():
+        sd[("llm.model." + k) if k.startswith("model.") else k] = v.clone()
+    sd["llm.model.lm_head.weight"] = sd["llm.model.model.embed_tokens.weight"]  # tied, as saved by CosyVoice2
+    torch.save(sd, os.path.join(directory, "llm.pt"))
+    fcfg = FlowConfig(**s["flow"])
+    flow = perturb_(Flow(fcfg), seed + 12)
+    torch.save({k: v.clone() for k, v in flow.state_dict().items()}, os.path.join(directory, "flow.pt"))
+    hcfg = HiftConfig(**s["hift"])
+    hift = perturb_(HiFT(hcfg, weight_norm=True), seed + 13)
+    torch.save({k: v.clone() for k, v in hift.state_dict().items()}, os.path.join(directory, "hift.pt"))
+    with open(os.path.join(directory, "cosyvoice2.yaml"), "w") as f:
+        f.write(_COSYVOICE2_YAML.format(sample_rate=hcfg.sample_rate, hidden=vcfg.hidden_size, **s["flow"], **s["hift"]))
+    g = _rng(seed + 14)
+    spk = {"embedding": torch.randn(1, 192, generator=g)}
+    if prompt_tokens > 0:
+        spk["speech_token"] = torch.randint(0, 6561, (1, prompt_tokens), generator=g)
+        spk["speech_feat"] = torch.randn(1, 2 * prompt_tokens, 80, generator=g) - 5.0
+    torch.save({"spk0": spk}, os.path.join(directory, "spk2info.pt"))
+    return {"speaker": "spk0", "voice_lm": vcfg.to_dict(), "flow": fcfg.to_dict(), "hift": hcfg.to_dict()}

@@ -13,6 +13,8 @@ from .configs import (
     Qwen2Config,
     DuplexConfig,
     ChunkSpec,
+    OutputProjectorConfig,
+    VoiceLMConfig,
 )
 from .frontend import KaldiFbankFrontend, WhisperLogMelFrontend, apply_lfr
 from .encoder_small import SenseVoiceSmallEncoder
@@ -20,6 +22,8 @@ from .encoder_large import SenseVoiceLargeEncoder
 from .projector import InputProjector
 from .qwen2 import Qwen2Decoder, KVCache
 from .duplex import DuplexPredictor
+from .voice_decoder import (ENDED_TOKEN, NEED_TEXT_TOKEN, OutputProjector, VoiceLM, VoiceTokenStream, SplitMix64,
+                            ras_sample, generate_speech_tokens)
 from .configs import FlowConfig, HiftConfig
 from .flow import Flow
 from .hift import HiFT
@@ -30,6 +34,7 @@ __all__ = [
     "ProjectorConfig", "Qwen2Config", "DuplexConfig", "ChunkSpec",
     "KaldiFbankFrontend", "WhisperLogMelFrontend", "apply_lfr",
     "SenseVoiceSmallEncoder", "SenseVoiceLargeEncoder", "InputProjector",
-    "Qwen2Decoder", "KVCache", "DuplexPredictor",
+    "Qwen2Decoder", "KVCache", "DuplexPredictor", "OutputProjectorConfig", "VoiceLMConfig",
+    "OutputProjector", "VoiceLM", "VoiceTokenStream", "SplitMix64", "ras_sample", "generate_speech_tokens", "NEED_TEXT_TOKEN", "ENDED_TOKEN",
     "FlowConfig", "HiftConfig", "Flow", "HiFT", "token2wav_offline", "token2wav_rerun", "flow_offline",
 ]

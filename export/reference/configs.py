@@ -183,6 +183,77 @@ class DuplexConfig(_Config):
 
 
 @dataclass
+class OutputProjectorConfig(_Config):
+    """Semantic vectors: Linear(embed_dim + llm_hidden -> output_dim) over [token embedding ; LLM
+    last-layer hidden state]. ``hidden_source``: which hidden state pairs with a generated token:
+    "predicting" = the one whose logits produced it (available at once, no extra LLM step)."""
+
+    embed_dim: int = 3584
+    llm_hidden: int = 3584
+    output_dim: int = 896
+    hidden_source: str = "predicting"
+
+    def __post_init__(self):
+        if self.hidden_source != "predicting":
+            raise ValueError(f"hidden_source must be 'predicting', not {self.hidden_source!r}")
+        if min(self.embed_dim, self.llm_hidden, self.output_dim) < 1:
+            raise ValueError("output projector sizes must be positive")
+
+
+@dataclass
+class VoiceLMConfig(_Config):
+    """CosyVoice2 voice token LM: a Qwen2 body (its text embedding is the cascade-mode text input;
+    no text head), sos/task_id table [2, hidden], speech embedding [speech_token_size + 3, hidden],
+    head Linear(hidden -> speech_token_size + 3). Ids: eos = speech_token_size, fill =
+    speech_token_size + 2. Interleave text_ratio : speech_ratio, repetition-aware sampling
+    (top_p, top_k, win_size, tau_r); speech length limits min/max_token_text_ratio x text length."""
+
+    vocab_size: int = 151936
+    hidden_size: int = 896
+    intermediate_size: int = 4864
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 14
+    num_key_value_heads: int = 2
+    head_dim: int = 64
+    rope_theta: float = 1_000_000.0
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 32768
+    speech_token_size: int = 6561
+    text_ratio: int = 5
+    speech_ratio: int = 15
+    top_p: float = 0.8
+    top_k: int = 25
+    win_size: int = 10
+    tau_r: float = 0.1
+    min_token_text_ratio: float = 2.0
+    max_token_text_ratio: float = 20.0
+
+    def __post_init__(self):
+        if self.speech_token_size < 1 or self.text_ratio < 1 or self.speech_ratio < 1:
+            raise ValueError("speech_token_size, text_ratio and speech_ratio must be >= 1")
+        if not (0 < self.top_p <= 1) or self.top_k < 1 or self.win_size < 1 or self.tau_r < 0:
+            raise ValueError("need 0 < top_p <= 1, top_k >= 1, win_size >= 1, tau_r >= 0")
+        if not (0 <= self.min_token_text_ratio <= self.max_token_text_ratio) or self.max_token_text_ratio <= 0:
+            raise ValueError("need 0 <= min_token_text_ratio <= max_token_text_ratio, max > 0")
+
+    @property
+    def eos(self) -> int:
+        return self.speech_token_size
+
+    @property
+    def fill(self) -> int:
+        return self.speech_token_size + 2
+
+    def as_qwen2(self) -> Qwen2Config:
+        return Qwen2Config(
+            vocab_size=self.vocab_size, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, head_dim=self.head_dim, rope_theta=self.rope_theta,
+            rms_norm_eps=self.rms_norm_eps, tie_word_embeddings=True,
+            max_position_embeddings=self.max_position_embeddings)
+
+
+@dataclass
 class FlowConfig(_Config):
     """CosyVoice2 flow (``CausalMaskedDiffWithXvec``): speech tokens -> 80-bin mel at 2 frames per token.
 

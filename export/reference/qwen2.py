@@ -46,6 +46,11 @@ class Qwen2Decoder(nn.Module):
     def forward(self, embeds: torch.Tensor, cache: Optional[KVCache] = None) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
         """embeds [T, hidden] appended after ``cache`` -> (logits [T, vocab], final-norm hidden
         [T, hidden], the extended cache). The cache passed in is not modified."""
+        hidden, new_cache = self.hidden_states(embeds, cache)
+        return self.lm_head(hidden), hidden, new_cache
+
+    def hidden_states(self, embeds: torch.Tensor, cache: Optional[KVCache] = None) -> tuple[torch.Tensor, KVCache]:
+        """Like ``forward`` without the head: (final-norm hidden [T, hidden], the extended cache)."""
         cfg = self.cfg
         past = cache.length if cache is not None else 0
         cos, sin = rope_cos_sin(torch.arange(past, past + embeds.shape[0]), cfg.head_dim, cfg.rope_theta)
@@ -54,5 +59,4 @@ class Qwen2Decoder(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x, kv = layer(x, cos, sin, cache.layers[i] if cache is not None and cache.layers else None)
             new_layers.append(kv)
-        hidden = self.model.norm(x)
-        return self.lm_head(hidden), hidden, KVCache(new_layers)
+        return self.model.norm(x), KVCache(new_layers)

@@ -42,8 +42,46 @@ def stream_file(bundle: str, wav: str, task: str, chunk_ms: int, max_new_tokens:
         return s.text
 
 
+def speak_file(bundle: str, wav: str, out_wav: str, max_new_tokens: int, seed: int = 0) -> dict:
+    """Speech-to-speech: push ``wav``, speak the response; the audio chunks are written to ``out_wav``
+    (bundles with flow + hift), else the speech tokens are reported."""
+    from . import Runtime, read_wav
+    from .session import write_events_wav
+
+    rt = Runtime(bundle)
+    audio, rate = read_wav(wav)
+    has_audio = "flow" in rt.modules and "hift" in rt.modules
+    speaker = np.random.default_rng(seed).standard_normal(192).astype(np.float32)  # no speaker encoder: a random voice
+    with rt.session(max_new_tokens=max_new_tokens, speak=True, speaker=speaker if has_audio else None,
+                    speech_seed=seed, speech_output="audio" if has_audio else "tokens") as s:
+        s.push(audio, rate)
+        t0 = time.perf_counter()
+        s.end_of_turn()
+        events, first_text, first_audio, n_text = [], None, None, 0
+        for ev in s.events():
+            events.append(ev)
+            now = (time.perf_counter() - t0) * 1000
+            if ev.kind == "text":
+                n_text += 1
+                first_text = first_text if first_text is not None else now
+            if ev.kind == "audio" and first_audio is None:
+                first_audio = now
+                print(f"  first audio chunk ({ev.samples.size} samples at {ev.sample_rate} Hz) after {n_text} text tokens")
+        n_speech = len(s.speech_tokens)
+    info = {"text_tokens": n_text, "speech_tokens": n_speech, "first_text_ms": first_text, "first_audio_ms": first_audio}
+    if has_audio:
+        n = write_events_wav(out_wav, events)
+        info["wav"], info["seconds"] = out_wav, n / 24000.0
+        print(f"  wrote {out_wav}: {n / 24000.0:.2f} s of speech ({n_speech} speech tokens for {n_text} text tokens; "
+              f"NOISE: random weights)")
+    else:
+        print(f"  {n_speech} speech tokens for {n_text} text tokens (bundle has no flow/hift: no audio written)")
+    return info
+
+
 def demo(args) -> int:
     from .export import cli as export_cli
+    from .export.checkpoints.synthetic import write_minmo_checkpoint
     from .bench import cli as bench_cli
 
     work = os.path.abspath(args.workdir)
@@ -53,15 +91,24 @@ def demo(args) -> int:
     print("duplex head) trained from scratch on synthetic espeak-ng speech: digit strings and short")
     print("commands (training/README.md). It knows that domain only.")
     print("=" * 78)
-    print(f"1/3 export: bundle of {args.checkpoint} -> {bundle}")
+    print(f"1/4 export: bundle of {args.checkpoint} -> {bundle}")
     rc = export_cli.main(["build", args.checkpoint, "-o", bundle, "--force"])
     if rc:
         return rc
-    print(f"\n2/3 stream: {os.path.basename(args.audio)} pushed in {args.chunk_ms} ms chunks")
+    print(f"\n2/4 stream: {os.path.basename(args.audio)} pushed in {args.chunk_ms} ms chunks")
     stream_file(bundle, args.audio, "asr", args.chunk_ms, args.max_new_tokens, show_duplex=True)
     if os.path.abspath(args.audio) == os.path.abspath(DEMO_WAV):
         print(f"  (the WAV says: {DEMO_TEXT})")
-    print("\n3/3 bench: per-stage latency")
+    print("\n3/4 speak: speech out (output projector -> voice LM 5:15 -> token2wav). minmo-tiny has no")
+    print("  speech modules yet, so this step uses a second bundle with RANDOM weights: the text and the")
+    print("  spoken response are noise; the streaming and timings are real.")
+    speech_bundle = os.path.join(work, "speech_bundle")
+    write_minmo_checkpoint(os.path.join(work, "speech_checkpoint"), seed=0)
+    rc = export_cli.main(["build", os.path.join(work, "speech_checkpoint"), "-o", speech_bundle, "--force"])
+    if rc:
+        return rc
+    speak_file(speech_bundle, args.audio, os.path.join(work, "response.wav"), args.max_new_tokens)
+    print("\n4/4 bench: per-stage latency")
     return bench_cli.main([bundle, "--audio", args.audio, "--json", os.path.join(work, "bench.json")])
 
 

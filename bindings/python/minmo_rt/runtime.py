@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from . import _core
-from .session import Session
+from .session import Session, TtsSession
 from .tasks import DEFAULT_SYSTEM, chat_prompt, task_prompt
 from .sensevoice_ids import sensevoice_query_ids
 from .text import Tokenizer
@@ -64,11 +64,16 @@ class Runtime:
 
     def session(self, task: str = "asr", prompt: Optional[str] = None, *, language: str = "auto",
                 use_itn: bool = False, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0,
-                top_p: float = 1.0, seed: int = 0, system: Optional[str] = None, kv_capacity: int = 0) -> Session:
+                top_p: float = 1.0, seed: int = 0, system: Optional[str] = None, kv_capacity: int = 0,
+                speak: bool = False, speaker=None, speech_seed: int = 0, speech_output: str = "audio",
+                prompt_speech_tokens=None, prompt_mel=None, voice_kv_capacity: int = 0) -> Session:
         """A new streaming session. ``task`` picks a prompt (see :func:`minmo_rt.tasks.task_prompt`);
         ``prompt`` overrides it with free text. Sampling is greedy unless ``temperature`` > 0.
         ``language``/``use_itn`` apply to SenseVoice CTC bundles. ``kv_capacity``: LLM positions
-        reserved per turn (0: the model's maximum, at most 4096); a longer turn raises CacheFullError."""
+        reserved per turn (0: the model's maximum, at most 4096); a longer turn raises CacheFullError.
+        ``speak``: also speak the response (bundles with output_projector + voice_lm, and flow + hift
+        for audio): "audio" events stream while the text is generated. ``speaker``: speaker
+        embedding (required for audio); ``speech_output="tokens"`` gives speech tokens only."""
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         if temperature < 0 or not (0 < top_p <= 1) or top_k < 0:
@@ -76,8 +81,70 @@ class Runtime:
         opts = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature), "top_k": int(top_k),
                 "top_p": float(top_p), "seed": int(seed), "kv_capacity": int(kv_capacity)}
         ctc = self.mode == "asr-ctc"
+        if speak:
+            if ctc:
+                raise _core.InvalidInputError("a CTC (asr-ctc) bundle cannot speak")
+            opts.update(self._speech_opts(speaker, speech_seed, speech_output, prompt_speech_tokens, prompt_mel,
+                                          voice_kv_capacity))
+            opts["speak"] = True
         if ctc:
             opts["query_ids"] = sensevoice_query_ids(language, use_itn)
         else:
             opts["prefix_ids"], opts["suffix_ids"], opts["stop_ids"] = self.prompt_ids(task, prompt, system)
         return Session(self._core.new_session(opts), self.tokenizer, self.sample_rate, ctc)
+
+    # -- speaking --------------------------------------------------------------------------------
+    def _speech_opts(self, speaker, seed, output, prompt_tokens, prompt_mel, voice_kv_capacity=0) -> dict:
+        if output not in ("audio", "tokens"):
+            raise _core.InvalidInputError(f"speech_output must be 'audio' or 'tokens', not {output!r}")
+        opts = {"speech_seed": int(seed), "speech_output": output, "voice_kv_capacity": int(voice_kv_capacity)}
+        if output == "audio":
+            if speaker is None:
+                raise _core.InvalidInputError("a speaker embedding is required to speak (speaker=<192-d float array>)")
+            spk = np.asarray(speaker, dtype=np.float32).reshape(-1)
+            if spk.size == 0 or not np.isfinite(spk).all():
+                raise _core.InvalidInputError("speaker embedding must be a non-empty finite float array")
+            opts["speaker"] = spk.tolist()
+        if prompt_tokens is not None:
+            opts["prompt_speech_tokens"] = [int(t) for t in np.asarray(prompt_tokens).reshape(-1)]
+        if prompt_mel is not None:
+            opts["prompt_mel"] = np.asarray(prompt_mel, dtype=np.float32).reshape(-1).tolist()
+        return opts
+
+    def voice_tokenizer(self) -> Optional[Tokenizer]:
+        """The voice LM's text tokenizer (cascade mode), or None."""
+        entry = ((self.manifest.get("modules") or {}).get("voice_lm") or {}).get("tokenizer")
+        return Tokenizer(self.bundle_dir, entry) if entry else self.tokenizer
+
+    def tts_session(self, text=None, *, speaker=None, instruction: Optional[str] = None,
+                    instruction_text: Optional[str] = None, seed: int = 0, speech_output: str = "audio",
+                    prompt_speech_tokens=None, prompt_mel=None, max_text_tokens: int = 1024,
+                    voice_kv_capacity: int = 0) -> TtsSession:
+        """A text-to-speech session (cascade mode, CosyVoice2 bistream). ``instruction``: a style
+        preset name (see :data:`minmo_rt.tasks.INSTRUCTIONS`), or ``instruction_text`` free text,
+        prepended with ``<|endofprompt|>`` as in CosyVoice2's instruct mode. ``text`` (optional): pushed
+        at once and ended. ``voice_kv_capacity``: voice LM positions (0: min(model maximum, 4096));
+        longer text raises CacheFullError. Bad input raises InvalidInputError."""
+        from .tasks import instruction_prompt
+
+        if "voice_lm" not in self.modules:
+            raise _core.InvalidInputError("bundle has no voice_lm module: it cannot do text-to-speech")
+        opts = self._speech_opts(speaker, seed, speech_output, prompt_speech_tokens, prompt_mel, voice_kv_capacity)
+        tok = self.voice_tokenizer()
+        prompt = instruction_prompt(instruction, instruction_text)
+        if prompt:
+            if tok is None:
+                raise _core.InvalidInputError("bundle has no voice LM tokenizer: instructions need one")
+            if tok.token_id("<|endofprompt|>") is None:
+                raise _core.InvalidInputError("the voice LM tokenizer has no <|endofprompt|> token: instruct mode unavailable")
+            opts["instruction_ids"] = tok.encode(prompt)
+        s = TtsSession(self._core.new_tts_session(opts), tok)
+        if text is not None:
+            if isinstance(text, str) and not text.strip():
+                raise _core.InvalidInputError("text is empty: nothing to speak")
+            n = len(tok.encode(text)) if isinstance(text, str) and tok is not None else len(text)
+            if n > max_text_tokens:
+                raise _core.InvalidInputError(f"text is too long: {n} tokens, at most {max_text_tokens} per session")
+            s.push_text(text)
+            s.end_text()
+        return s

@@ -19,7 +19,9 @@ class Event:
     kind: ``"text"`` (a generated token; ``token_id`` and the decoded ``text`` delta),
     ``"duplex"`` (turn-taking / barge-in probabilities for one audio token, every 80 ms of audio),
     ``"tag"`` (CTC bundles: language / emotion / event / itn tag in ``text``),
-    ``"end"`` (the response is complete; ``text`` holds the whole response).
+    ``"audio"`` (spoken response: float32 ``samples`` at ``sample_rate``, 24 kHz for CosyVoice2),
+    ``"speech_token"`` (one voice LM speech token in ``token_id``),
+    ``"end"`` (the response is complete, speech included; ``text`` holds the whole response).
     ``time_ms``: stream time of the audio the event refers to (audio pushed so far, at 16 kHz).
     """
 
@@ -29,9 +31,31 @@ class Event:
     text: str = ""
     p_turn: Optional[float] = None
     p_barge: Optional[float] = None
+    samples: Optional[np.ndarray] = None
+    sample_rate: Optional[int] = None
 
 
-_KINDS = {0: "text", 1: "duplex", 2: "tag", 3: "end"}
+_KINDS = {0: "text", 1: "duplex", 2: "tag", 3: "end", 4: "audio", 5: "speech_token"}
+
+
+def collect_audio(events) -> tuple[np.ndarray, Optional[int]]:
+    """(all audio samples of ``events`` concatenated, their sample rate or None if there was none)."""
+    chunks = [e for e in events if e.kind == "audio"]
+    if not chunks:
+        return np.zeros(0, np.float32), None
+    return np.concatenate([e.samples for e in chunks]).astype(np.float32), chunks[0].sample_rate
+
+
+def write_events_wav(path: str, events) -> int:
+    """Writes the audio events of a session to a WAV file; returns the number of samples.
+    Raises ValueError when there is no audio."""
+    from .audio import write_wav
+
+    samples, rate = collect_audio(events)
+    if rate is None:
+        raise ValueError("no audio events to write (was the session created with speak=True?)")
+    write_wav(path, samples, rate)
+    return int(samples.size)
 
 
 class Session:
@@ -99,8 +123,12 @@ class Session:
                 yield self._convert(item)
 
     def _convert(self, item) -> Event:
-        kind, time_ms, token, p_turn, p_barge = item
+        kind, time_ms, token, p_turn, p_barge, samples, rate = item
         kind = _KINDS[kind]
+        if kind == "audio":
+            return Event(kind, time_ms, samples=samples, sample_rate=rate)
+        if kind == "speech_token":
+            return Event(kind, time_ms, token_id=token)
         if kind == "text":
             if self._ctc:
                 return Event(kind, time_ms, token, self._tok.piece(token).replace("\u2581", " ") if self._tok else "")
@@ -122,6 +150,11 @@ class Session:
         if self._ctc:
             return self._tok.decode(ids)
         return self._tok.decode(ids)
+
+    @property
+    def speech_tokens(self) -> list[int]:
+        """Speech tokens of the spoken response so far (speak=True)."""
+        return list(self._core.speech_tokens)
 
     @property
     def tags(self) -> list[str]:
@@ -150,6 +183,90 @@ class Session:
     def _check_open(self):
         if self._core.closed:
             raise _core.SessionClosedError("session is closed")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class TtsSession:
+    """Text-to-speech (cascade mode), created by :meth:`minmo_rt.Runtime.tts_session`. Push text as
+    it arrives (``push_text``), call ``end_text()`` once, and iterate ``events()``: audio chunks
+    (and speech tokens) as they are made, then ``end``."""
+
+    def __init__(self, core_session, tokenizer):
+        self._core = core_session
+        self._tok = tokenizer
+        self._lock = threading.Lock()
+
+    def push_text(self, text) -> None:
+        """Append text (a string, tokenized with the voice LM's tokenizer, or a list of token ids)."""
+        with self._lock:
+            self._check_open()
+            if isinstance(text, str):
+                if self._tok is None:
+                    raise _core.InvalidInputError("bundle has no voice LM tokenizer: push token ids instead of text")
+                ids = self._tok.encode(text)
+            else:
+                ids = [int(i) for i in text]
+            self._core.push_text(ids)
+
+    def end_text(self) -> None:
+        with self._lock:
+            self._check_open()
+            self._core.end_text()
+
+    def events(self, generate: bool = True) -> Iterator[Event]:
+        """What is ready; with ``generate`` the voice LM runs as far as the text pushed so far allows
+        (to the end after ``end_text()``)."""
+        while True:
+            with self._lock:
+                self._check_open()
+                raw = self._core.poll()
+                if not raw and generate and self._core.step():
+                    raw = self._core.poll()
+            if not raw:
+                return
+            for item in raw:
+                kind, time_ms, token, _, _, samples, rate = item
+                kind = _KINDS[kind]
+                if kind == "audio":
+                    yield Event(kind, time_ms, samples=samples, sample_rate=rate)
+                elif kind == "speech_token":
+                    yield Event(kind, time_ms, token_id=token)
+                else:
+                    yield Event(kind, time_ms)
+
+    @property
+    def speech_tokens(self) -> list[int]:
+        return list(self._core.speech_tokens)
+
+    @property
+    def finished(self) -> bool:
+        return self._core.finished
+
+    def stats(self) -> dict:
+        return self._core.stats()
+
+    def cancel(self) -> None:
+        """Stop speaking now and free the speech state (a second cancel raises InvalidInputError)."""
+        with self._lock:
+            self._check_open()
+            self._core.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            self._core.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    def _check_open(self):
+        if self._core.closed:
+            raise _core.SessionClosedError("TTS session is closed")
 
     def __enter__(self):
         return self

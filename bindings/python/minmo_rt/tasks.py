@@ -42,3 +42,35 @@ def task_prompt(task: str) -> str:
         return arg.strip()
     known = ", ".join(sorted(TASK_PROMPTS) + ["translate:<lang>", "ask:<question>"])
     raise ValueError(f"unknown task {task!r}; known tasks: {known}")
+
+
+#: Style presets for text-to-speech instruct mode (CosyVoice2: instruction text + <|endofprompt|>).
+INSTRUCTIONS = {
+    "happy": "Please speak in a happy, cheerful tone.",
+    "sad": "Please speak in a sad tone.",
+    "angry": "Please speak in an angry tone.",
+    "calm": "Please speak calmly.",
+    "fast": "Please speak quickly.",
+    "slow": "Please speak slowly.",
+    "cantonese": "用粤语说这句话",
+    "sichuanese": "用四川话说这句话",
+}
+
+
+def instruction_prompt(instruction=None, instruction_text=None) -> str:
+    """The instruct-mode prefix (text + ``<|endofprompt|>``) of a preset name or free text; "" for
+    none. Raises InvalidInputError for an unknown preset, both given, or empty text."""
+    from ._core import InvalidInputError
+
+    if instruction is not None and instruction_text is not None:
+        raise InvalidInputError("give instruction (a preset name) or instruction_text, not both")
+    if instruction is not None:
+        if instruction not in INSTRUCTIONS:
+            raise InvalidInputError(f"unknown instruction {instruction!r}; known: {', '.join(sorted(INSTRUCTIONS))} "
+                                    "(or pass free text as instruction_text)")
+        return INSTRUCTIONS[instruction] + "<|endofprompt|>"
+    if instruction_text is not None:
+        if not str(instruction_text).strip():
+            raise InvalidInputError("instruction_text is empty")
+        return str(instruction_text).strip() + "<|endofprompt|>"
+    return ""

@@ -19,6 +19,16 @@ struct Tensor;
 struct LoadedModels;
 using TensorMap = std::map<std::string, Tensor>;
 
+// How a response is spoken (speech-to-speech Session with speak, and TtsSession).
+struct SpeechOptions {
+  std::vector<float> speaker;                 // speaker embedding (192-d for CosyVoice2 flow); required for audio
+  std::vector<int64_t> prompt_speech_tokens;  // optional voice-imitation prompt (token2wav)
+  std::vector<float> prompt_mel;              // optional prompt mel [n_frames * 80], 2 frames per prompt token
+  uint64_t seed = 0;                          // voice LM sampling (and token2wav noise) seed
+  std::string output = "audio";               // "audio": token2wav (needs flow + hift); "tokens": speech tokens only
+  int voice_kv_capacity = 0;                  // voice LM positions; 0: min(max_position_embeddings, 4096)
+};
+
 // Options of one streaming session. The prompt arrives tokenized: the Python layer owns the
 // tokenizer (Hugging Face `tokenizers` / SentencePiece), the runtime sees ids only.
 struct SessionOptions {
@@ -32,9 +42,14 @@ struct SessionOptions {
   float top_p = 1.f;                 // 1: off
   uint64_t seed = 0;
   int kv_capacity = 0;               // LLM positions reserved per turn; 0: min(max_position_embeddings, 4096)
+  // Speak the response (MinMo mode: needs output_projector + voice_lm, and flow + hift for audio):
+  // each generated text token -> semantic vector -> voice LM (5:15) -> token2wav -> Audio events
+  // while the text is still being generated.
+  bool speak = false;
+  SpeechOptions speech;
 };
 
-enum class EventKind : int { Text = 0, Duplex = 1, Tag = 2, End = 3 };
+enum class EventKind : int { Text = 0, Duplex = 1, Tag = 2, End = 3, Audio = 4, SpeechToken = 5 };
 
 // Something a session produced. time_ms is stream time: milliseconds of turn audio the event
 // refers to (the end of an audio token for Duplex; the end of speech for Text/Tag/End).
@@ -44,6 +59,8 @@ struct Event {
   int64_t token = -1;      // Text / Tag: token id
   float p_turn = 0.f;      // Duplex: P(respond now)
   float p_barge = 0.f;     // Duplex: P(stop speaking, listen)
+  std::vector<float> audio;  // Audio: float32 samples at sample_rate
+  int sample_rate = 0;       // Audio
 };
 
 // Wall times of one pipeline stage, in milliseconds, one entry per call.
@@ -78,6 +95,7 @@ class Session {
   bool responding() const;
   int64_t turn_samples() const;
   std::vector<int64_t> response_tokens() const;
+  std::vector<int64_t> speech_tokens() const;  // the spoken response's speech tokens so far
   std::map<std::string, StageTimes> stage_times() const;
   std::map<std::string, double> counters() const;
 
@@ -85,6 +103,40 @@ class Session {
   friend std::unique_ptr<Session> make_session(std::shared_ptr<const LoadedModels>, const SessionOptions&);
   struct Impl;
   explicit Session(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Text-to-speech (cascade mode, CosyVoice2 bistream): text token ids arrive one by one (with an
+// optional instruction prefix for style), speech tokens and audio stream out.
+struct TtsOptions {
+  std::vector<int64_t> instruction_ids;  // instruct mode: instruction text + <|endofprompt|>, tokenized
+  SpeechOptions speech;
+};
+
+class TtsSession {
+ public:
+  ~TtsSession();
+  // Appends text token ids (ids of the voice LM's text vocabulary). InvalidArgument on a bad id or
+  // after end_text(); CacheFull when the text gets too long to speak. Nothing is consumed then.
+  void push_text(const int64_t* ids, size_t n);
+  // No more text. InvalidArgument when no text was pushed or the text already ended.
+  void end_text();
+  // Runs the voice LM up to one chunk of speech tokens; false when nothing more can happen now
+  // (needs text, or finished).
+  bool step();
+  std::vector<Event> poll();
+  // Stops speaking at once and frees the speech state; a second cancel throws InvalidArgument.
+  void cancel();
+  void close();
+  bool closed() const;
+  bool finished() const;  // the speech ended (End event emitted) or was cancelled
+  std::vector<int64_t> speech_tokens() const;
+  std::map<std::string, StageTimes> stage_times() const;
+
+ private:
+  friend std::unique_ptr<TtsSession> make_tts_session(std::shared_ptr<const LoadedModels>, const TtsOptions&);
+  struct Impl;
+  explicit TtsSession(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
@@ -102,6 +154,8 @@ class Runtime {
   // Input/output names per module: see docs in bindings (and `minmo-export verify`).
   TensorMap run_module(const std::string& name, const TensorMap& inputs) const;
   std::unique_ptr<Session> new_session(const SessionOptions& options) const;
+  // Throws InvalidArgument when the bundle has no voice_lm (or no flow/hift for audio output).
+  std::unique_ptr<TtsSession> new_tts_session(const TtsOptions& options) const;
 
   struct Impl;
 

@@ -16,6 +16,9 @@
 #include "modules/sampling.h"
 #include "modules/sensevoice_large.h"
 #include "modules/sensevoice_small.h"
+#include "modules/voice_lm.h"
+#include "modules/flow.h"
+#include "modules/hift.h"
 
 namespace minmo {
 
@@ -29,8 +32,9 @@ struct LoadedModels {
   std::shared_ptr<const InputProjector> projector;
   std::shared_ptr<const Qwen2Model> llm;
   std::shared_ptr<const DuplexPredictor> duplex;
-  // token2wav (speech out): Token2WavStream(*flow, *hift, options)
-  std::shared_ptr<const FlowModel> flow;
+  std::shared_ptr<const OutputProjector> output_projector;
+  std::shared_ptr<const VoiceLM> voice_lm;
+  std::shared_ptr<const FlowModel> flow;   // token2wav
   std::shared_ptr<const HiftModel> hift;
 
   // A SenseVoice-Small encoder with its CTC head and no LLM: the cascade ASR path.

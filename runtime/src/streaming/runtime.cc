@@ -1,5 +1,7 @@
 // Runtime: bundle loading (manifest -> modules) and offline module execution.
+#include <algorithm>
 #include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
@@ -10,6 +12,7 @@
 namespace minmo {
 
 std::unique_ptr<Session> make_session(std::shared_ptr<const LoadedModels> models, const SessionOptions& opt);
+std::unique_ptr<TtsSession> make_tts_session(std::shared_ptr<const LoadedModels> models, const TtsOptions& opt);
 
 namespace {
 
@@ -52,6 +55,8 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
     else if (a == "qwen2") m->llm = Qwen2Model::load(weights_of(e), e.config);
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
+    else if (a == "output_projector") m->output_projector = OutputProjector::load(weights_of(e), e.config);
+    else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config);
     else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config);
     else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config);
     else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
@@ -117,16 +122,25 @@ TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) cons
     m.duplex->push(*state, h, &pt, &pb);
     out["p_turn"] = as_vector(pt);
     out["p_barge"] = as_vector(pb);
+  } else if (e.arch == "output_projector") {
+    out["semantic"] = m.output_projector->run(input(in, name, "token_embeds"), input(in, name, "hidden"));
+  } else if (e.arch == "voice_lm") {
+    const Tensor& x = input(in, name, "embeds");
+    expect_matrix(x, "embeds", m.voice_lm->hidden_size());
+    auto state = m.voice_lm->body().new_state(static_cast<int>(std::max<int64_t>(1, x.rows())));
+    Tensor logits;
+    m.voice_lm->forward(*state, x.ptr(), x.rows(), logits, false);
+    out["logits"] = std::move(logits);
   } else if (e.arch == "cosyvoice2_flow") {
-    // offline flow with the streaming semantics of 15-token chunks, all left context, seed 0
+    // offline mel with the streaming semantics the sessions use (15-token chunks, 4 left chunks, seed 0)
     const Tensor& t = input(in, name, "tokens");
-    const Tensor& s = input(in, name, "speaker");
+    const Tensor& spk = input(in, name, "speaker");
     std::vector<int64_t> ids;
     for (float v : t.data) {
       MINMO_CHECK(v == std::floor(v), ErrorCode::InvalidArgument, "input 'tokens' must hold integer ids");
       ids.push_back(static_cast<int64_t>(v));
     }
-    out["mel"] = m.flow->offline(ids, s.data, {}, {}, 0, 15, -1);
+    out["mel"] = m.flow->offline(ids, spk.data, {}, {}, 0, 15, 4);
   } else if (e.arch == "cosyvoice2_hift") {
     const Tensor& mel = input(in, name, "mel");
     expect_matrix(mel, "mel", m.hift->config().mel_dim);
@@ -139,6 +153,10 @@ TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) cons
 
 std::unique_ptr<Session> Runtime::new_session(const SessionOptions& options) const {
   return make_session(impl_->models, options);
+}
+
+std::unique_ptr<TtsSession> Runtime::new_tts_session(const TtsOptions& options) const {
+  return make_tts_session(impl_->models, options);
 }
 
 }  // namespace minmo

@@ -9,6 +9,7 @@
 #include "minmo/runtime.h"
 #include "streaming/audio_path.h"
 #include "streaming/models.h"
+#include "streaming/speech_path.h"
 
 namespace minmo {
 namespace {
@@ -46,6 +47,10 @@ struct Session::Impl {
   std::unique_ptr<TokenStream> tokens;
   std::unique_ptr<Qwen2State> llm_state;
   std::unique_ptr<DuplexState> duplex_state;
+  std::unique_ptr<SpeechPath> speech;  // speak mode: the response's speaking state
+  std::vector<int64_t> speech_tokens;  // speak mode: the last response's speech tokens once it ended
+  std::vector<float> semantic;         // speak mode: one semantic vector (scratch)
+  bool text_done = false;              // speak mode: the text of the response ended, speech goes on
   Tensor ctc_features;  // CTC bundles: the turn's features (the encoder runs at end of turn)
 
   Phase phase = Phase::Listening;
@@ -74,6 +79,12 @@ struct Session::Impl {
                   "kv_capacity " << capacity << " exceeds the model's maximum of " << max_pos << " positions");
       MINMO_CHECK(opt.prefix_ids.size() + opt.suffix_ids.size() + 2 <= static_cast<size_t>(capacity),
                   ErrorCode::CacheFull, "KV cache of " << capacity << " positions cannot hold the prompt");
+      if (opt.speak) {
+        MINMO_CHECK(models->output_projector != nullptr && models->voice_lm != nullptr, ErrorCode::InvalidArgument,
+                    "speak=true needs the output_projector and voice_lm modules, which this bundle lacks");
+        SpeechPath check(*models, opt.speech);  // refuses bad speech options now, not mid-response
+        semantic.resize(static_cast<size_t>(models->output_projector->config().output_dim));
+      }
     } else {
       MINMO_CHECK(opt.query_ids.size() == 4, ErrorCode::InvalidArgument,
                   "a CTC session needs 4 query ids [language, event, emotion, itn]");
@@ -87,6 +98,9 @@ struct Session::Impl {
     audio_tokens = 0;
     last_token = -1;
     response.clear();
+    speech.reset();
+    speech_tokens.clear();
+    text_done = false;
     first_token_ms = -1.0;
     phase = Phase::Listening;
     turn_started = false;
@@ -196,14 +210,15 @@ struct Session::Impl {
       decode_ctc();
       return;
     }
-    Tensor logits;
+    Tensor logits, hidden;
     {
       StageTimer t(times, "suffix_prefill");
       Tensor emb = models->llm->embed(opt.suffix_ids.data(), opt.suffix_ids.size());
-      models->llm->forward(*llm_state, emb, nullptr, &logits, true);
+      models->llm->forward(*llm_state, emb, opt.speak ? &hidden : nullptr, &logits, true);
     }
     phase = Phase::Responding;
-    emit_sampled(logits);
+    if (opt.speak) speech = std::make_unique<SpeechPath>(*models, opt.speech);
+    emit_sampled(logits, hidden);
     first_token_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     times["first_token"].ms.push_back(first_token_ms);
   }
@@ -230,8 +245,9 @@ struct Session::Impl {
     phase = Phase::Done;
   }
 
-  // Samples from the last logits row and emits a Text or End event.
-  void emit_sampled(const Tensor& logits) {
+  // Samples from the last logits row and emits a Text event, or ends the text. hidden: the rows
+  // whose last one produced the logits (speak mode: paired with the token for its semantic vector).
+  void emit_sampled(const Tensor& logits, const Tensor& hidden) {
     const int64_t vocab = logits.dim(logits.shape.size() - 1);
     const float* last = logits.data.data() + (logits.numel() - vocab);
     SamplingParams sp;
@@ -241,16 +257,43 @@ struct Session::Impl {
     int64_t tok = sample_token(last, static_cast<size_t>(vocab), sp, rng);
     bool stop = std::find(opt.stop_ids.begin(), opt.stop_ids.end(), tok) != opt.stop_ids.end();
     if (stop) {
-      finish_response();
+      end_text();
       return;
     }
     response.push_back(tok);
     last_token = tok;
     events.push_back(Event{EventKind::Text, stream_ms(), tok});
-    if (static_cast<int>(response.size()) >= opt.max_new_tokens) finish_response();
+    if (speech) {
+      StageTimer t(times, "semantic_vectors");
+      const int64_t H = models->llm->hidden_size();
+      Tensor emb = models->llm->embed(&tok, 1);
+      models->output_projector->run_row(emb.ptr(), hidden.ptr() + (hidden.rows() - 1) * H, semantic.data());
+      speech->push_text(semantic.data(), 1);
+    }
+    if (static_cast<int>(response.size()) >= opt.max_new_tokens) end_text();
+  }
+
+  // The response text ended: the response ends, or (speak) its speech goes on to the end.
+  void end_text() {
+    if (!speech) {
+      finish_response();
+      return;
+    }
+    speech->end_text();
+    text_done = true;
+  }
+
+  // Runs the voice LM (speak mode): while the text goes on, as far as the text allows; after it,
+  // one chunk of speech tokens per call. Ends the response when the speech has ended.
+  void speak_some() {
+    const int chunk = static_cast<int>(models->voice_lm->config().speech_ratio);
+    speech->advance(text_done ? chunk : (1 << 30), stream_ms(), events, times);
+    if (speech->ended()) finish_response();
   }
 
   void finish_response() {
+    if (speech) speech_tokens = speech->tokens();
+    speech.reset();
     events.push_back(Event{EventKind::End, stream_ms()});
     phase = Phase::Done;
   }
@@ -258,19 +301,24 @@ struct Session::Impl {
   bool step() {
     check_open();
     if (phase != Phase::Responding) return false;
+    if (text_done) {
+      speak_some();
+      return true;
+    }
     if (llm_state->length() + 1 > capacity) {
       finish_response();
       MINMO_THROW(ErrorCode::CacheFull, "KV cache full: the response reached " << capacity
                   << " positions after " << response.size() << " tokens; it was ended there "
                   << "(raise kv_capacity for longer responses)");
     }
-    Tensor logits;
+    Tensor logits, hidden;
     {
       StageTimer t(times, "decode");
       Tensor emb = models->llm->embed(&last_token, 1);
-      models->llm->forward(*llm_state, emb, nullptr, &logits, true);
+      models->llm->forward(*llm_state, emb, speech ? &hidden : nullptr, &logits, true);
     }
-    emit_sampled(logits);
+    emit_sampled(logits, hidden);
+    if (speech) speak_some();
     return true;
   }
 
@@ -292,7 +340,7 @@ std::vector<Event> Session::poll() {
 
 void Session::cancel() {
   impl_->check_open();
-  if (impl_->phase == Impl::Phase::Responding) impl_->finish_response();
+  if (impl_->phase == Impl::Phase::Responding) impl_->finish_response();  // frees the speech state
   impl_->phase = Impl::Phase::Done;
 }
 
@@ -304,6 +352,7 @@ void Session::close() {
   impl_->tokens.reset();
   impl_->llm_state.reset();
   impl_->duplex_state.reset();
+  impl_->speech.reset();
   impl_->events.clear();
   impl_->ctc_features = Tensor();
 }
@@ -312,6 +361,9 @@ bool Session::closed() const { return impl_->closed; }
 bool Session::responding() const { return !impl_->closed && impl_->phase == Impl::Phase::Responding; }
 int64_t Session::turn_samples() const { return impl_->turn_samples; }
 std::vector<int64_t> Session::response_tokens() const { return impl_->response; }
+std::vector<int64_t> Session::speech_tokens() const {
+  return impl_->speech ? impl_->speech->tokens() : impl_->speech_tokens;
+}
 std::map<std::string, StageTimes> Session::stage_times() const { return impl_->times; }
 
 std::map<std::string, double> Session::counters() const {

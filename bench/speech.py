@@ -1,0 +1,97 @@
+"""Speech generation bench: voice LM per 15 speech tokens, token2wav per chunk, cost per chunk versus
+chunk index (must stay flat: cached streaming), first audio after the first text token, RTF.
+
+Runs a text-to-speech session over the bundle's voice LM with ``chunks`` x text_ratio text tokens
+pushed one by one (bistream), stopping after ``chunks`` chunks of speech; and, for MinMo bundles,
+one speech-to-speech turn for the semantic-vector stage and first-packet latency."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from .stats import summarize
+
+
+def _per_chunk(ms: list, per: int) -> list:
+    return [float(sum(ms[i:i + per])) for i in range(0, len(ms) - per + 1, per)]
+
+
+def flatness(costs: list) -> Optional[dict]:
+    """Slope of cost vs chunk index (least squares, ms per chunk) and last-10 / first-10 mean ratio."""
+    if len(costs) < 20:
+        return None
+    x = np.arange(1, len(costs) + 1, dtype=np.float64)
+    slope = float(np.polyfit(x, np.asarray(costs, np.float64), 1)[0])
+    first, last = float(np.mean(costs[:10])), float(np.mean(costs[-10:]))
+    return {"slope_ms_per_chunk": slope, "first10_mean_ms": first, "last10_mean_ms": last,
+            "last10_over_first10": last / first if first > 0 else None}
+
+
+def tts_chunks(rt, chunks: int = 50, seed: int = 0, speaker=None) -> dict:
+    """Voice LM (and token2wav when the bundle has it) cost per chunk for chunk index 1..chunks."""
+    cfg = rt.manifest["modules"]["voice_lm"]["config"]
+    text_ratio, speech_ratio = int(cfg.get("text_ratio", 5)), int(cfg.get("speech_ratio", 15))
+    audio = "flow" in rt.modules and "hift" in rt.modules and speaker is not None
+    vocab = int(cfg["vocab_size"])
+    ids = [int(i) for i in np.random.default_rng(seed).integers(0, min(vocab, 300), size=chunks * text_ratio)]
+    cap = int(min(cfg.get("max_position_embeddings", 32768),
+                  4 + len(ids) * (1 + cfg.get("max_token_text_ratio", 20.0))))
+    s = rt.tts_session(seed=seed, speaker=speaker, speech_output="audio" if audio else "tokens", voice_kv_capacity=cap)
+    t0 = time.perf_counter()
+    n_speech, samples, rate = 0, 0, None
+    try:
+        for i in ids:
+            s.push_text([i])
+            for e in s.events():
+                n_speech += e.kind == "speech_token"
+                if e.kind == "audio":
+                    samples, rate = samples + e.samples.size, e.sample_rate
+            if n_speech >= chunks * speech_ratio:
+                break
+        wall = time.perf_counter() - t0
+        stats = s.stats()
+    finally:
+        s.close()
+    lm_chunks = _per_chunk((stats.get("voice_lm_step") or {}).get("ms", []), speech_ratio)[:chunks]
+    t2w_chunks = list((stats.get("token2wav_chunk") or {}).get("ms", []))[:chunks]
+    out = {
+        "chunks": len(lm_chunks), "speech_tokens": n_speech, "voice_kv_capacity_needed": cap,
+        "voice_lm_per_chunk_ms": lm_chunks, "voice_lm_per_chunk": summarize(lm_chunks), "voice_lm_flatness": flatness(lm_chunks),
+        "token2wav_per_chunk_ms": t2w_chunks, "token2wav_per_chunk": summarize(t2w_chunks),
+        "token2wav_flatness": flatness(t2w_chunks),
+        "wall_s": wall, "audio_s": samples / rate if samples else None,
+        "speech_s": n_speech / 25.0,
+        "rtf": wall / (n_speech / 25.0) if n_speech else None,
+    }
+    return out
+
+
+def speak_turn(rt, audio: np.ndarray, rate: int, max_new_tokens: int = 40, speaker=None) -> dict:
+    """One speech-to-speech turn: semantic vector cost, voice LM per 15 tokens, first speech / audio
+    after the first text token (wall time seen from Python)."""
+    audio_out = "flow" in rt.modules and "hift" in rt.modules and speaker is not None
+    s = rt.session(max_new_tokens=max_new_tokens, speak=True, speaker=speaker,
+                   speech_output="audio" if audio_out else "tokens")
+    try:
+        s.push(audio, rate)
+        s.end_of_turn()
+        t_text = t_speech = t_audio = None
+        for e in s.events():
+            now = time.perf_counter()
+            if e.kind == "text" and t_text is None:
+                t_text = now
+            elif e.kind == "speech_token" and t_speech is None:
+                t_speech = now
+            elif e.kind == "audio" and t_audio is None:
+                t_audio = now
+        stats = s.stats()["stages"]
+    finally:
+        s.close()
+    sem = (stats.get("semantic_vectors") or {}).get("ms", [])
+    lm = _per_chunk((stats.get("voice_lm_step") or {}).get("ms", []), 15)
+    ms = lambda t: None if t is None or t_text is None else 1000.0 * (t - t_text)  # noqa: E731
+    return {"semantic_vectors": summarize(sem), "voice_lm_per_15_tokens": summarize(lm),
+            "first_speech_token_after_first_text_ms": ms(t_speech),
+            "first_audio_after_first_text_ms": ms(t_audio), "audio_output": audio_out}

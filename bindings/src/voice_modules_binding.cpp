@@ -1,0 +1,69 @@
+// minmo_rt._core.testing_voice: the voice LM interleave stream and repetition-aware sampling on
+// numpy arrays, for verification against export/reference/voice_decoder.py
+// (tests/test_voice_decoder.py). The voice LM is loaded from a .safetensors file and its config
+// as a JSON string; compute runs with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "minmo/status.h"
+#include "modules/voice_lm.h"
+#include "numpy_util.h"
+#include "registry.h"
+
+namespace py = pybind11;
+using minmo::ErrorCode;
+
+namespace {
+
+class VoiceStreamRunner {
+ public:
+  VoiceStreamRunner(const std::string& weights_path, const std::string& config, uint64_t seed, int capacity) {
+    py::gil_scoped_release release;
+    lm_ = minmo::VoiceLM::load(minmo::WeightStore::open(weights_path), minmo::pyb::parse_json(config, "config"));
+    stream_ = std::make_unique<minmo::VoiceTokenStream>(lm_, seed, capacity);
+  }
+  void push_text(minmo::pyb::FloatArray rows) {
+    MINMO_CHECK(rows.ndim() == 2 && rows.shape(1) == lm_->hidden_size(), ErrorCode::InvalidArgument,
+                "text vectors must be [n, " << lm_->hidden_size() << "]");
+    const float* p = rows.data();
+    py::gil_scoped_release release;
+    stream_->push_text(p, rows.shape(0));
+  }
+  void end_text() { stream_->end_text(); }
+  int64_t step() {
+    py::gil_scoped_release release;
+    return stream_->step();
+  }
+  std::vector<int64_t> tokens() const { return stream_->tokens(); }
+
+ private:
+  std::shared_ptr<const minmo::VoiceLM> lm_;
+  std::unique_ptr<minmo::VoiceTokenStream> stream_;
+};
+
+}  // namespace
+
+MINMO_PY_BINDING(bind_testing_voice) {
+  py::module_ t = m.def_submodule("testing_voice", "Voice LM stream and sampling, for tests against the reference");
+  t.attr("NEED_TEXT") = minmo::VoiceTokenStream::kNeedText;
+  t.attr("ENDED") = minmo::VoiceTokenStream::kEnded;
+  py::class_<VoiceStreamRunner>(t, "VoiceStream")
+      .def(py::init<const std::string&, const std::string&, uint64_t, int>(), py::arg("weights"),
+           py::arg("config_json"), py::arg("seed"), py::arg("capacity") = 4096)
+      .def("push_text", &VoiceStreamRunner::push_text)
+      .def("end_text", &VoiceStreamRunner::end_text)
+      .def("step", &VoiceStreamRunner::step)
+      .def_property_readonly("tokens", &VoiceStreamRunner::tokens);
+  t.def("splitmix64", [](uint64_t seed, int n) {
+    minmo::SplitMix64 r(seed);
+    std::vector<uint64_t> out;
+    for (int i = 0; i < n; ++i) out.push_back(r.next());
+    return out;
+  });
+}

@@ -1,0 +1,149 @@
+// Voice decoder modules (export/reference/voice_decoder.py): the output projector (semantic
+// vectors), the CosyVoice2 voice token LM on a Qwen2 body, repetition-aware sampling with a
+// portable seeded generator, and VoiceTokenStream, the 5:15 interleave state machine. The rules
+// (forced fill, turn of speech, eos masking, length limits) are documented in the reference
+// module's docstring; this file implements the same machine step for step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+#include "core/tensor.h"
+#include "modules/audio_common.h"
+#include "modules/qwen2.h"
+
+namespace minmo {
+
+// Python OutputProjectorConfig.
+struct OutputProjectorConfig {
+  int64_t embed_dim = 3584;
+  int64_t llm_hidden = 3584;
+  int64_t output_dim = 896;
+  static OutputProjectorConfig from_json(const nlohmann::json& config);
+};
+
+// semantic = linear([token embedding ; LLM hidden]); tensor "linear.{weight,bias}".
+class OutputProjector {
+ public:
+  OutputProjector(const OutputProjectorConfig& cfg, const WeightStore& weights);
+  static std::shared_ptr<const OutputProjector> load(const WeightStore& weights, const nlohmann::json& config);
+  const OutputProjectorConfig& config() const { return cfg_; }
+  // token_embeds [T, embed_dim], hidden [T, llm_hidden] -> [T, output_dim]. InvalidArgument on
+  // other shapes.
+  Tensor run(const Tensor& token_embeds, const Tensor& hidden) const;
+  // One row: out[output_dim] from embed[embed_dim] and hidden[llm_hidden] (no allocation besides
+  // a thread-local concat buffer).
+  void run_row(const float* embed, const float* hidden, float* out) const;
+
+ private:
+  OutputProjectorConfig cfg_;
+  WeightStore weights_;
+  LinearW linear_;
+};
+
+// Python VoiceLMConfig.
+struct VoiceLMConfig {
+  Qwen2Config body;  // tie_word_embeddings = true: the body has no text head
+  int64_t speech_token_size = 6561;
+  int64_t text_ratio = 5;
+  int64_t speech_ratio = 15;
+  double top_p = 0.8;
+  int64_t top_k = 25;
+  int64_t win_size = 10;
+  double tau_r = 0.1;
+  double min_token_text_ratio = 2.0;
+  double max_token_text_ratio = 20.0;
+  int64_t eos() const { return speech_token_size; }
+  int64_t fill() const { return speech_token_size + 2; }
+  static VoiceLMConfig from_json(const nlohmann::json& config);
+};
+
+// SplitMix64 (the reference's SplitMix64): next() and uniform() in [0, 1) from the top 53 bits.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  uint64_t next();
+  double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
+
+ private:
+  uint64_t state_;
+};
+
+// Repetition-aware sampling over ids [0, n_allowed) of logits (reference ras_sample): nucleus
+// (top_p, top_k) draw; if the draw occurs >= win_size * tau_r times in the last win_size entries
+// of history, a second draw from the whole allowed distribution. Internal error on non-finite
+// logits.
+int64_t ras_sample(const float* logits, int64_t n_allowed, const std::vector<int64_t>& history,
+                   const VoiceLMConfig& cfg, SplitMix64& rng);
+
+class VoiceLM {
+ public:
+  // Tensors: the Qwen2 body (model.*), llm_embedding.weight [2, H], speech_embedding.weight
+  // [S + 3, H], llm_decoder.{weight,bias} [S + 3, H] / [S + 3].
+  VoiceLM(const VoiceLMConfig& cfg, const WeightStore& weights);
+  static std::shared_ptr<const VoiceLM> load(const WeightStore& weights, const nlohmann::json& config);
+
+  const VoiceLMConfig& config() const { return cfg_; }
+  const Qwen2Model& body() const { return body_; }
+  int64_t hidden_size() const { return cfg_.body.hidden_size; }
+  int64_t n_logits() const { return cfg_.speech_token_size + 3; }
+  const float* sos() const { return llm_embedding_; }
+  const float* task_id() const { return llm_embedding_ + hidden_size(); }
+  // Speech-token embedding row (InvalidArgument outside [0, S + 3)).
+  const float* speech_embedding(int64_t id) const;
+  // Cascade mode: text-token embeddings [n, H] of the body (InvalidArgument on a bad id).
+  Tensor text_embed(const int64_t* ids, size_t n) const { return body_.embed(ids, n); }
+  // Appends embeds [T, H] to state; writes the speech logits [rows, S + 3] of the last row
+  // (last_only) or of every row.
+  void forward(Qwen2State& state, const float* embeds, int64_t T, Tensor& logits, bool last_only) const;
+
+ private:
+  VoiceLMConfig cfg_;
+  WeightStore weights_;
+  Qwen2Model body_;
+  const float* llm_embedding_ = nullptr;
+  const float* speech_embedding_ = nullptr;
+  LinearW decoder_;
+};
+
+// The interleave state machine (reference VoiceTokenStream). Not thread-safe.
+class VoiceTokenStream {
+ public:
+  static constexpr int64_t kNeedText = -1;
+  static constexpr int64_t kEnded = -2;
+
+  // capacity: LM positions reserved (the sequence must fit: text + speech + 2).
+  VoiceTokenStream(std::shared_ptr<const VoiceLM> lm, uint64_t seed, int capacity);
+  // Appends n text vectors [n, H] (semantic vectors or text embeddings). InvalidArgument after
+  // end_text(); CacheFull when text + its maximum speech would not fit the capacity.
+  void push_text(const float* rows, int64_t n);
+  void end_text() { text_ended_ = true; }
+  // One LM forward when possible: a speech token id, kNeedText (waiting for text) or kEnded.
+  int64_t step();
+  bool ended() const { return ended_; }
+  bool text_ended() const { return text_ended_; }
+  int64_t text_count() const { return n_text_; }
+  const std::vector<int64_t>& tokens() const { return tokens_; }
+
+ private:
+  int64_t sample(bool allow_eos);
+  void append_pending(const float* rows, int64_t n);
+
+  std::shared_ptr<const VoiceLM> lm_;
+  const VoiceLMConfig& cfg_;
+  SplitMix64 rng_;
+  std::unique_ptr<Qwen2State> state_;
+  std::vector<float> pending_;  // rows to feed before the next sample
+  std::vector<float> text_;     // text vectors not fed yet
+  int64_t n_text_ = 0;
+  int64_t in_block_;
+  bool text_ended_ = false, final_ = false, ended_ = false;
+  std::vector<int64_t> tokens_;
+  Tensor logits_;
+};
+
+}  // namespace minmo
