@@ -26,7 +26,7 @@ OutputProjectorConfig OutputProjectorConfig::from_json(const nlohmann::json& con
 
 OutputProjector::OutputProjector(const OutputProjectorConfig& cfg, const WeightStore& weights)
     : cfg_(cfg), weights_(weights) {
-  linear_ = load_linear(weights_, "linear", cfg_.embed_dim + cfg_.llm_hidden, cfg_.output_dim);
+  linear_ = load_panel_linear(weights_, "linear", cfg_.embed_dim + cfg_.llm_hidden, cfg_.output_dim);
 }
 
 std::shared_ptr<const OutputProjector> OutputProjector::load(const WeightStore& weights, const nlohmann::json& config) {
@@ -47,7 +47,7 @@ Tensor OutputProjector::run(const Tensor& token_embeds, const Tensor& hidden) co
     std::memcpy(cat.ptr() + t * (E + H) + E, hidden.row(t), sizeof(float) * H);
   }
   Tensor out({T, cfg_.output_dim});
-  if (T) linear_mt(linear_, cat.ptr(), out.ptr(), T);
+  if (T) linear_(cat.ptr(), out.ptr(), T);
   return out;
 }
 
@@ -57,7 +57,7 @@ void OutputProjector::run_row(const float* embed, const float* hidden, float* ou
   cat.resize(static_cast<size_t>(E + H));
   std::memcpy(cat.data(), embed, sizeof(float) * E);
   std::memcpy(cat.data() + E, hidden, sizeof(float) * H);
-  linear_mt(linear_, cat.data(), out, 1);
+  linear_(cat.data(), out, 1);
 }
 
 VoiceLMConfig VoiceLMConfig::from_json(const nlohmann::json& config) {
@@ -153,7 +153,7 @@ VoiceLM::VoiceLM(const VoiceLMConfig& cfg, const WeightStore& weights)
   const int64_t H = cfg_.body.hidden_size, N = n_logits();
   llm_embedding_ = load_tensor(weights_, "llm_embedding.weight", {2, H});
   speech_embedding_ = load_tensor(weights_, "speech_embedding.weight", {N, H});
-  decoder_ = load_linear(weights_, "llm_decoder", H, N);
+  decoder_ = load_panel_linear(weights_, "llm_decoder", H, N);
 }
 
 std::shared_ptr<const VoiceLM> VoiceLM::load(const WeightStore& weights, const nlohmann::json& config) {
@@ -171,7 +171,7 @@ void VoiceLM::forward(Qwen2State& state, const float* embeds, int64_t T, Tensor&
   body_.forward(state, embeds, T, &hidden, nullptr, false);
   const int64_t rows = last_only ? std::min<int64_t>(T, 1) : T;
   if (logits.shape != std::vector<int64_t>{rows, n_logits()}) logits = Tensor({rows, n_logits()});
-  if (rows) linear_mt(decoder_, hidden.ptr() + (T - rows) * hidden_size(), logits.ptr(), rows);
+  if (rows) decoder_(hidden.ptr() + (T - rows) * hidden_size(), logits.ptr(), rows);
 }
 
 VoiceTokenStream::VoiceTokenStream(std::shared_ptr<const VoiceLM> lm, uint64_t seed, int capacity)

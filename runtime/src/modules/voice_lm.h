@@ -42,7 +42,7 @@ class OutputProjector {
  private:
   OutputProjectorConfig cfg_;
   WeightStore weights_;
-  LinearW linear_;
+  PanelLinear linear_;
 };
 
 // Python VoiceLMConfig.
@@ -107,7 +107,7 @@ class VoiceLM {
   Qwen2Model body_;
   const float* llm_embedding_ = nullptr;
   const float* speech_embedding_ = nullptr;
-  LinearW decoder_;
+  PanelLinear decoder_;
 };
 
 // The interleave state machine (reference VoiceTokenStream). Not thread-safe.
