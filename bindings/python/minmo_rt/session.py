@@ -58,7 +58,43 @@ def write_events_wav(path: str, events) -> int:
     return int(samples.size)
 
 
-class Session:
+class _CoreSession:
+    """What both session kinds share: a core session object guarded by a lock, stats, cancel,
+    close and the context-manager protocol. Subclasses set ``_core`` and ``_lock``."""
+
+    _kind = "session"
+
+    def stats(self) -> dict:
+        """Per-stage wall times in ms: {stage: {"count", "total_ms", "p50_ms", "p99_ms"}} plus counters."""
+        return self._core.stats()
+
+    def cancel(self) -> None:
+        """Stop the current response now and free its state."""
+        with self._lock:
+            self._check_open()
+            self._core.cancel()
+
+    def close(self) -> None:
+        """Free the session's state. Further calls raise SessionClosedError; closing twice is fine."""
+        with self._lock:
+            self._core.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    def _check_open(self):
+        if self._core.closed:
+            raise _core.SessionClosedError(f"{self._kind} is closed")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Session(_CoreSession):
     """Created by :meth:`minmo_rt.Runtime.session`. Not thread-safe on its own (one thread drives a
     session; several sessions may run in parallel threads — compute releases the GIL)."""
 
@@ -160,41 +196,14 @@ class Session:
     def tags(self) -> list[str]:
         return list(self._tags)
 
-    def stats(self) -> dict:
-        """Per-stage wall times in ms: {stage: {"count", "total_ms", "p50_ms", "p99_ms"}} plus
-        counters (audio_ms, audio_tokens, generated_tokens, first_token_ms)."""
-        return self._core.stats()
-
-    def cancel(self) -> None:
-        """Stop the current response; the session can take a new turn."""
-        with self._lock:
-            self._check_open()
-            self._core.cancel()
-
-    def close(self) -> None:
-        """Free the session's state. Further calls raise SessionClosedError; closing twice is fine."""
-        with self._lock:
-            self._core.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
-
-    def _check_open(self):
-        if self._core.closed:
-            raise _core.SessionClosedError("session is closed")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
-class TtsSession:
+class TtsSession(_CoreSession):
     """Text-to-speech (cascade mode), created by :meth:`minmo_rt.Runtime.tts_session`. Push text as
     it arrives (``push_text``), call ``end_text()`` once, and iterate ``events()``: audio chunks
     (and speech tokens) as they are made, then ``end``."""
+
+    _kind = "TTS session"
 
     def __init__(self, core_session, tokenizer):
         self._core = core_session
@@ -247,29 +256,3 @@ class TtsSession:
     def finished(self) -> bool:
         return self._core.finished
 
-    def stats(self) -> dict:
-        return self._core.stats()
-
-    def cancel(self) -> None:
-        """Stop speaking now and free the speech state (a second cancel raises InvalidInputError)."""
-        with self._lock:
-            self._check_open()
-            self._core.cancel()
-
-    def close(self) -> None:
-        with self._lock:
-            self._core.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
-
-    def _check_open(self):
-        if self._core.closed:
-            raise _core.SessionClosedError("TTS session is closed")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
