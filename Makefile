@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 DEPS_STAMP    := $(VENV)/.deps-stamp
 INSTALL_STAMP := $(VENV)/.install-stamp
-SOURCES := $(shell find runtime kernels bindings export bench training -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt pyproject.toml
+SOURCES := $(shell find runtime kernels bindings export bench training -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.cc' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name 'CMakeLists.txt' -o -name '*.cmake' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 
 .PHONY: all demo test install cuda-compile clean train-tiny ship-tiny wer
 
