@@ -210,19 +210,15 @@ def load_cosyvoice2(path: str) -> LoadedCheckpoint:
     from ..reference.voice_decoder import VoiceLM
     import torch
 
-    modules = []
-    src = os.path.join(path, "llm.pt")
-    sd = voice_lm_state_dict(to_fp32(find_state_dict(safe_torch_load(src), src)), src)
-    with torch.device("meta"):
-        ref = VoiceLM(vcfg)
-    modules.append(LoadedModule("voice_lm", "voice_lm", vcfg.to_dict(), check_state_dict("voice_lm", ref, sd, src),
-                                {"source": "cosyvoice2"}))
-    src = os.path.join(path, "flow.pt")
-    sd = to_fp32(find_state_dict(safe_torch_load(src), src))
-    with torch.device("meta"):
-        ref = Flow(fcfg)
-    modules.append(LoadedModule("flow", "cosyvoice2_flow", fcfg.to_dict(), check_state_dict("flow", ref, sd, src),
-                                {"source": "cosyvoice2"}))
+    def checked(name: str, arch: str, file: str, cls, cfg, fix=lambda sd, src: sd) -> LoadedModule:
+        src = os.path.join(path, file)
+        sd = fix(to_fp32(find_state_dict(safe_torch_load(src), src)), src)
+        with torch.device("meta"):
+            ref = cls(cfg)
+        return LoadedModule(name, arch, cfg.to_dict(), check_state_dict(name, ref, sd, src), {"source": "cosyvoice2"})
+
+    modules = [checked("voice_lm", "voice_lm", "llm.pt", VoiceLM, vcfg, voice_lm_state_dict),
+               checked("flow", "cosyvoice2_flow", "flow.pt", Flow, fcfg)]
     src = os.path.join(path, "hift.pt")
     sd = to_fp32(find_state_dict(safe_torch_load(src), src))
     try:

@@ -58,6 +58,15 @@ def write_events_wav(path: str, events) -> int:
     return int(samples.size)
 
 
+def _speech_event(kind: str, time_ms, token, samples, rate) -> Optional[Event]:
+    """The Event of a speech-output item (audio chunk or speech token); None for other kinds."""
+    if kind == "audio":
+        return Event(kind, time_ms, samples=samples, sample_rate=rate)
+    if kind == "speech_token":
+        return Event(kind, time_ms, token_id=token)
+    return None
+
+
 class _CoreSession:
     """What both session kinds share: a core session object guarded by a lock, stats, cancel,
     close and the context-manager protocol. Subclasses set ``_core`` and ``_lock``."""
@@ -161,10 +170,9 @@ class Session(_CoreSession):
     def _convert(self, item) -> Event:
         kind, time_ms, token, p_turn, p_barge, samples, rate = item
         kind = _KINDS[kind]
-        if kind == "audio":
-            return Event(kind, time_ms, samples=samples, sample_rate=rate)
-        if kind == "speech_token":
-            return Event(kind, time_ms, token_id=token)
+        speech = _speech_event(kind, time_ms, token, samples, rate)
+        if speech is not None:
+            return speech
         if kind == "text":
             if self._ctc:
                 return Event(kind, time_ms, token, self._tok.piece(token).replace("\u2581", " ") if self._tok else "")
@@ -241,12 +249,7 @@ class TtsSession(_CoreSession):
             for item in raw:
                 kind, time_ms, token, _, _, samples, rate = item
                 kind = _KINDS[kind]
-                if kind == "audio":
-                    yield Event(kind, time_ms, samples=samples, sample_rate=rate)
-                elif kind == "speech_token":
-                    yield Event(kind, time_ms, token_id=token)
-                else:
-                    yield Event(kind, time_ms)
+                yield _speech_event(kind, time_ms, token, samples, rate) or Event(kind, time_ms)
 
     @property
     def speech_tokens(self) -> list[int]:
