@@ -316,7 +316,14 @@ def _tokenizer_entry(info: TokenizerInfo, tmp: str, taken: set) -> dict:
         if rel in taken:
             raise BundleError(f"two tokenizer files would both be stored as {rel}")
         taken.add(rel)
-        shutil.copyfile(src, os.path.join(tmp, rel))
+        if src == info.path and info.added_special_tokens:
+            from tokenizers import Tokenizer
+
+            t = Tokenizer.from_file(src)
+            t.add_special_tokens(list(info.added_special_tokens))
+            t.save(os.path.join(tmp, rel))
+        else:
+            shutil.copyfile(src, os.path.join(tmp, rel))
         rels.append(rel)
     entry = {"kind": info.kind, "file": rels[0]}
     if rels[1:]:

@@ -200,7 +200,20 @@ def test_cosyvoice2_checkpoint_loads_and_builds(cosyvoice2_dir, tmp_path):
     assert cli.main(["build", cosyvoice2_dir, "-o", out, "--no-onnx"]) == 0
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     assert manifest["mode"] == "cascade"
-    assert manifest["modules"]["voice_lm"]["tokenizer"]["special_tokens"]["<|endofprompt|>"] >= 0
+    # the published BlankEN tokenizer lacks CosyVoice2's added tokens; the bundle's copy has them, appended
+    # after the vocabulary in CosyVoice2's order, and they fit the voice LM's text embedding
+    from tokenizers import Tokenizer
+    from minmo_rt.export.checkpoints.cosyvoice2 import COSYVOICE2_ADDED_SPECIALS
+
+    src_tok = Tokenizer.from_file(os.path.join(cosyvoice2_dir, "CosyVoice-BlankEN", "tokenizer.json"))
+    assert src_tok.token_to_id("<|endofprompt|>") is None
+    entry = manifest["modules"]["voice_lm"]["tokenizer"]
+    bundle_tok = Tokenizer.from_file(os.path.join(out, entry["file"]))
+    eop = entry["special_tokens"]["<|endofprompt|>"]
+    assert eop == bundle_tok.token_to_id("<|endofprompt|>") == src_tok.get_vocab_size(with_added_tokens=True)
+    assert bundle_tok.encode("calm<|endofprompt|>hi").ids.count(eop) == 1
+    assert [bundle_tok.token_to_id(t) for t in COSYVOICE2_ADDED_SPECIALS[3:]] == list(range(eop + 1, eop + 17))
+    assert entry["vocab_size"] == eop + 17 <= manifest["modules"]["voice_lm"]["config"]["vocab_size"]
     # the bundle's voice LM computes what the llm.pt weights compute under CosyVoice2's names
     raw = safe_torch_load(os.path.join(cosyvoice2_dir, "llm.pt"))
     lm = VoiceLM(VoiceLMConfig.from_dict(manifest["modules"]["voice_lm"]["config"])).eval()

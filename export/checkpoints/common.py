@@ -34,7 +34,8 @@ class LoadedModule:
 class TokenizerInfo:
     """kind: "hf-tokenizers" | "sentencepiece"; path: the main file; extra_files: companions to copy
     (tokenizer_config.json); special: token -> id of the special tokens the runtime cares about;
-    eos_id / vocab_size as read from the tokenizer."""
+    eos_id / vocab_size as read from the tokenizer (after the additions); added_special_tokens: special
+    tokens the model's own frontend adds at load time (hf-tokenizers only), added to the stored copy."""
 
     kind: str
     path: str
@@ -42,6 +43,7 @@ class TokenizerInfo:
     special: dict = field(default_factory=dict)
     eos_id: Optional[int] = None
     vocab_size: Optional[int] = None
+    added_special_tokens: list = field(default_factory=list)
 
 
 @dataclass

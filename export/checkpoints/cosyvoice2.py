@@ -26,6 +26,13 @@ YAML_NAME = "cosyvoice2.yaml"
 REQUIRED = ("llm.pt", "flow.pt", "hift.pt", YAML_NAME)
 TEXT_LM_DIRS = ("CosyVoice-BlankEN", "qwen", "Qwen2.5-0.5B")
 ENDOFPROMPT = "<|endofprompt|>"
+#: Special tokens CosyVoice2's text frontend adds to the BlankEN tokenizer when it loads it (in this
+#: order; those already present keep their ids, the others are appended after the vocabulary). The
+#: published tokenizer.json does not contain them, so the loader adds them the same way.
+COSYVOICE2_ADDED_SPECIALS = (
+    "<|im_start|>", "<|im_end|>", ENDOFPROMPT, "[breath]", "<strong>", "</strong>", "[noise]", "[laughter]",
+    "[cough]", "[clucking]", "[accent]", "[quick_breath]", "<laughter>", "</laughter>", "[hissing]", "[sigh]",
+    "[vocalized-noise]", "[lipsmack]", "[mn]")
 
 
 def is_cosyvoice2(path: str) -> bool:
@@ -230,14 +237,27 @@ def load_cosyvoice2(path: str) -> LoadedCheckpoint:
     tok_path = os.path.join(tdir, "tokenizer.json")
     tok = None
     if os.path.isfile(tok_path):
-        tok = hf_tokenizer_info(tok_path, os.path.join(tdir, "tokenizer_config.json"))
-        from tokenizers import Tokenizer
-
-        eop = Tokenizer.from_file(tok_path).token_to_id(ENDOFPROMPT)
-        if eop is not None:
-            tok.special[ENDOFPROMPT] = eop
+        tok = voice_lm_tokenizer(tok_path, os.path.join(tdir, "tokenizer_config.json"), vcfg.vocab_size)
     modules[0].extra["tokenizer"] = tok
     return LoadedCheckpoint("cosyvoice2", path, modules, tokenizer=tok)
+
+
+def voice_lm_tokenizer(tok_path: str, config_path: str, embed_rows: int):
+    """The BlankEN tokenizer as CosyVoice2 uses it: with :data:`COSYVOICE2_ADDED_SPECIALS` added
+    (the bundle stores the augmented tokenizer.json). Its ids must fit the voice LM's text embedding."""
+    from tokenizers import Tokenizer
+
+    info = hf_tokenizer_info(tok_path, config_path)
+    t = Tokenizer.from_file(tok_path)
+    t.add_special_tokens(list(COSYVOICE2_ADDED_SPECIALS))
+    info.added_special_tokens = list(COSYVOICE2_ADDED_SPECIALS)
+    info.vocab_size = t.get_vocab_size(with_added_tokens=True)
+    if info.vocab_size > embed_rows:
+        raise CheckpointError(f"{tok_path}: {info.vocab_size} tokens with CosyVoice2's special tokens, but the voice LM "
+                              f"embeds only {embed_rows} text tokens")
+    for name in ("<|im_start|>", "<|im_end|>", ENDOFPROMPT):
+        info.special[name] = t.token_to_id(name)
+    return info
 
 
 def load_speakers(path: str) -> dict:

@@ -386,10 +386,10 @@ hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
 def write_cosyvoice2_checkpoint(directory: str, sizes: str = "tiny", seed: int = 0, prompt_tokens: int = 0) -> dict:
     """A CosyVoice2-layout checkpoint with random weights: ``llm.pt`` (CosyVoice2 ``Qwen2LM`` names),
     ``flow.pt``, ``hift.pt`` (weight-norm parametrised, as trained), ``cosyvoice2.yaml`` (hyperpyyaml
-    tags), ``CosyVoice-BlankEN/`` (Qwen2 config.json, tokenizer.json with ``<|endofprompt|>``) and
+    tags), ``CosyVoice-BlankEN/`` (Qwen2 config.json, tokenizer.json without CosyVoice2's added tokens such
+    as ``<|endofprompt|>``, like the published folder) and
     ``spk2info.pt`` with one speaker "spk0" (192-d embedding; with ``prompt_tokens`` > 0 also
     prompt speech tokens and their mel). Returns {"speaker": name, "configs": ...}."""
-    from .cosyvoice2 import ENDOFPROMPT
     from ..reference import FlowConfig, HiftConfig
     from ..reference.flow import Flow
     from ..reference.hift import HiFT
@@ -401,9 +401,6 @@ def write_cosyvoice2_checkpoint(directory: str, sizes: str = "tiny", seed: int =
     os.makedirs(directory, exist_ok=True)
     tdir = os.path.join(directory, "CosyVoice-BlankEN")
     qcfg = write_hf_qwen2(tdir, tiny_qwen2_config(512, **s["qwen"]), seed=seed)
-    tok = build_bpe_tokenizer()
-    tok.add_special_tokens([ENDOFPROMPT])
-    tok.save(os.path.join(tdir, "tokenizer.json"))
     vcfg = VoiceLMConfig(**{k: v for k, v in qcfg.to_dict().items() if k != "tie_word_embeddings"})
     torch.manual_seed(seed)
     lm = perturb_(VoiceLM(vcfg), seed + 11)
