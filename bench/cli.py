@@ -164,11 +164,15 @@ def _speech_section(rt, audio, rate, log, chunks: int = 50) -> dict:
         log(f"first speech token after first text token: {fmt(turn['first_speech_token_after_first_text_ms'])} ms; "
             f"first audio packet: {fmt(turn['first_audio_after_first_text_ms'])} ms")
     log(table(["stage", "calls", "p50 ms", "p99 ms"], rows))
-    for key in ("voice_lm_flatness", "token2wav_flatness"):
+    for key in ("voice_lm_flatness", "token2wav_flatness", "chunk_total_flatness"):
         f = per.get(key)
         if f:
             log(f"{key.split('_flatness')[0]} cost vs chunk index: slope {f['slope_ms_per_chunk']:+.3f} ms/chunk, "
-                f"mean of chunks 41-50 / 1-10 = {f['last10_over_first10']:.2f}")
+                f"mean of the last 10 chunks / first 10 = {f['last10_over_first10']:.2f}")
+    g = per["voice_lm_growth_model"]
+    log(f"voice LM growth its full-context attention implies (last 10 / first 10, nothing recomputed): this bundle "
+        f"{g['this_bundle']['macs_last10_over_first10']:.2f} in MACs; CosyVoice2-0.5B size "
+        f"{g['cosyvoice2_0p5b']['macs_last10_over_first10']:.2f} in MACs, {g['cosyvoice2_0p5b']['bytes_last10_over_first10']:.3f} in bytes read")
     if per["rtf"] is not None:
         log(f"speech RTF (compute wall / speech duration): {per['rtf']:.3f}")
     return out

@@ -11,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..export.reference import VoiceLMConfig
 from .stats import summarize
 
 
@@ -27,6 +28,31 @@ def flatness(costs: list) -> Optional[dict]:
     first, last = float(np.mean(costs[:10])), float(np.mean(costs[-10:]))
     return {"slope_ms_per_chunk": slope, "first10_mean_ms": first, "last10_mean_ms": last,
             "last10_over_first10": last / first if first > 0 else None}
+
+
+def voice_lm_growth_model(cfg: dict, chunks: int = 50) -> dict:
+    """The per-chunk growth of the voice LM that its architecture implies, with nothing recomputed.
+    CosyVoice2's voice LM (and MinMo's) attends over its whole sequence, so the weight products of a
+    step cost the same at every chunk while attention grows with the cached positions. For the 15
+    decode steps of chunk k, text_ratio + speech_ratio positions per chunk, this returns the ratio of
+    the mean over the last 10 chunks to the first 10 of (a) multiply-accumulates (compute-bound CPU)
+    and (b) bytes read at 2 bytes per weight and per cached K/V value (bandwidth-bound GPU)."""
+    layers, hidden = int(cfg["num_hidden_layers"]), int(cfg["hidden_size"])
+    hq, hkv, hd = int(cfg["num_attention_heads"]), int(cfg["num_key_value_heads"]), int(cfg["head_dim"])
+    weights = layers * (hidden * (hq + 2 * hkv) * hd + hq * hd * hidden + 3 * hidden * int(cfg["intermediate_size"]))
+    weights += hidden * (int(cfg["speech_token_size"]) + 3)
+    tr, sr = int(cfg.get("text_ratio", 5)), int(cfg.get("speech_ratio", 15))
+
+    def per_chunk(k: int, per_position_macs: float, base: float) -> float:
+        first = 2 + k * (tr + sr) + tr  # sos + task id, earlier chunks, this chunk's text
+        return sum(base + per_position_macs * (first + j) for j in range(sr))
+
+    def ratio(per_position: float, base: float) -> float:
+        cost = [per_chunk(k, per_position, base) for k in range(chunks)]
+        return float(np.mean(cost[-10:]) / np.mean(cost[:10]))
+
+    return {"macs_last10_over_first10": ratio(layers * 2 * hq * hd, weights),
+            "bytes_last10_over_first10": ratio(layers * 2 * hkv * hd * 2, 2 * weights)}
 
 
 def tts_chunks(rt, chunks: int = 50, seed: int = 0, speaker=None) -> dict:
@@ -56,11 +82,16 @@ def tts_chunks(rt, chunks: int = 50, seed: int = 0, speaker=None) -> dict:
         s.close()
     lm_chunks = _per_chunk((stats.get("voice_lm_step") or {}).get("ms", []), speech_ratio)[:chunks]
     t2w_chunks = list((stats.get("token2wav_chunk") or {}).get("ms", []))[:chunks]
+    both = [a + b for a, b in zip(lm_chunks, t2w_chunks)]
+    full_size = VoiceLMConfig().to_dict()
     out = {
         "chunks": len(lm_chunks), "speech_tokens": n_speech, "voice_kv_capacity_needed": cap,
         "voice_lm_per_chunk_ms": lm_chunks, "voice_lm_per_chunk": summarize(lm_chunks), "voice_lm_flatness": flatness(lm_chunks),
         "token2wav_per_chunk_ms": t2w_chunks, "token2wav_per_chunk": summarize(t2w_chunks),
         "token2wav_flatness": flatness(t2w_chunks),
+        "chunk_total_per_chunk_ms": both, "chunk_total_flatness": flatness(both),
+        "voice_lm_growth_model": {"this_bundle": voice_lm_growth_model(cfg, chunks),
+                                  "cosyvoice2_0p5b": voice_lm_growth_model(full_size, chunks)},
         "wall_s": wall, "audio_s": samples / rate if samples else None,
         "speech_s": n_speech / 25.0,
         "rtf": wall / (n_speech / 25.0) if n_speech else None,

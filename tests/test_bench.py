@@ -83,3 +83,36 @@ def test_bench_rejects_bad_arguments(capsys):
         main(["some-bundle", "--runs", "0"])
     assert main(["/nonexistent/bundle", "--runs", "1", "--warmup", "0", "--no-onnx"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_speech_bench_per_chunk_series():
+    """The speech section's per-chunk series on a CosyVoice2-layout bundle: voice LM, token2wav and
+    their sum per chunk, the flatness fits, and the growth the voice LM's attention implies."""
+    import numpy as np
+    import pytest
+
+    import minmo_rt
+    from _bundles import cosyvoice2_bundle
+    from minmo_rt.bench.speech import tts_chunks, voice_lm_growth_model
+    from minmo_rt.export.reference import VoiceLMConfig
+
+    bundle, _ = cosyvoice2_bundle()
+    try:
+        rt = minmo_rt.Runtime(bundle)
+    except minmo_rt.BundleError as e:
+        if "cosyvoice2_flow" in str(e):
+            pytest.skip("this runtime build has no token2wav (flow / hift) modules")
+        raise
+    per = tts_chunks(rt, chunks=21, speaker=np.ones(192, np.float32))
+    assert per["chunks"] == 21 and per["speech_tokens"] >= 21 * 15
+    assert len(per["token2wav_per_chunk_ms"]) >= 20  # the last chunk waits for its lookahead
+    assert per["chunk_total_per_chunk_ms"] == [a + b for a, b in zip(per["voice_lm_per_chunk_ms"], per["token2wav_per_chunk_ms"])]
+    for key in ("voice_lm_flatness", "token2wav_flatness", "chunk_total_flatness"):
+        assert _positive(per[key]["first10_mean_ms"]) and _positive(per[key]["last10_over_first10"]), key
+    # attention over a growing cache: more growth at small widths, little at CosyVoice2-0.5B's
+    small = per["voice_lm_growth_model"]["this_bundle"]
+    full = per["voice_lm_growth_model"]["cosyvoice2_0p5b"]
+    assert small["macs_last10_over_first10"] > full["macs_last10_over_first10"] > 1.0
+    assert 1.0 < full["bytes_last10_over_first10"] < 1.05
+    no_attention = VoiceLMConfig(num_attention_heads=1, num_key_value_heads=1, head_dim=1, hidden_size=4096).to_dict()
+    assert voice_lm_growth_model(no_attention)["macs_last10_over_first10"] == pytest.approx(1.0, abs=1e-3)
