@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from typing import Iterable, Optional
 
+import numpy as np
 import torch
 
 from .checkpoints import TokenizerInfo
@@ -118,6 +119,9 @@ def validate_manifest(manifest: dict) -> None:
         for rel in [tok["file"]] + list(tok.get("extra_files") or []):
             if check_relpath(rel, "tokenizer") not in files:
                 raise BundleError(f"tokenizer file {rel!r} is not listed in \"files\"")
+    spk = manifest.get("speakers")
+    if spk and check_relpath(spk["file"], "speakers") not in files:
+        raise BundleError(f"speakers file {spk['file']!r} is not listed in \"files\"")
     for name, m in (manifest.get("modules") or {}).items():
         if name not in MODULE_NAMES:
             raise BundleError(f"unknown module {name!r}")
@@ -255,7 +259,8 @@ def decide_mode(modules: dict) -> str:
 
 def merge_checkpoints(checkpoints: list, streaming=None) -> dict:
     """Combines loaded checkpoints into one plan: {"modules": name -> (LoadedModule, checkpoint),
-    "streaming": ChunkSpec, "tokenizer": (TokenizerInfo, checkpoint) | None, "prompt": dict | None}.
+    "streaming": ChunkSpec, "tokenizer": (TokenizerInfo, checkpoint) | None, "prompt": dict | None,
+    "speakers": name -> arrays (only with a voice_lm)}.
     ``streaming``: a ChunkSpec (used as is), or a dict of ChunkSpec fields overriding what the
     checkpoints say (public checkpoints say nothing: full attention). Refuses a module given twice
     and cross-module shape disagreements."""
@@ -305,7 +310,36 @@ def merge_checkpoints(checkpoints: list, streaming=None) -> dict:
         llm_cfg = modules["llm"][0].config
         if tok and tok[0].vocab_size and tok[0].vocab_size > llm_cfg["vocab_size"]:
             raise BundleError(f"tokenizer has {tok[0].vocab_size} tokens, the llm only {llm_cfg['vocab_size']}")
-    return {"modules": modules, "streaming": streaming, "tokenizer": tok, "prompt": prompt}
+    speakers: dict = {}
+    for ck in checkpoints:
+        for name, entry in (ck.speakers or {}).items():
+            if name in speakers:
+                raise BundleError(f"speaker {name!r} is given by two checkpoints; give each speaker once")
+            speakers[name] = entry
+    if speakers and "voice_lm" not in modules:
+        speakers = {}  # nothing in the bundle could speak with them
+    return {"modules": modules, "streaming": streaming, "tokenizer": tok, "prompt": prompt, "speakers": speakers}
+
+
+SPEAKERS_FILE = "speakers.safetensors"
+SPEAKER_FIELDS = ("embedding", "speech_token", "speech_feat")
+
+
+def _write_speakers(speakers: dict, tmp: str) -> dict:
+    """Speaker table -> speakers.safetensors (keys ``<index>.<field>``: embedding [192] float32,
+    speech_token [n] int64 and speech_feat [2n, 80] float32 when the speaker has a prompt) and its
+    manifest entry {"file", "names"} (names in index order)."""
+    from safetensors.numpy import save_file
+
+    names = sorted(speakers)
+    tensors = {}
+    for i, name in enumerate(names):
+        for field in SPEAKER_FIELDS:
+            if field in speakers[name]:
+                dtype = np.int64 if field == "speech_token" else np.float32
+                tensors[f"{i}.{field}"] = np.ascontiguousarray(speakers[name][field], dtype=dtype)
+    save_file(tensors, os.path.join(tmp, SPEAKERS_FILE))
+    return {"file": SPEAKERS_FILE, "names": names}
 
 
 def _tokenizer_entry(info: TokenizerInfo, tmp: str, taken: set) -> dict:
@@ -450,6 +484,7 @@ def _write_into(tmp: str, plan: dict, chunk: ChunkSpec, *, onnx: bool, target: s
         lm, ck = modules[name]
         if ck is not owner_ck and ck.tokenizer and name in ("encoder", "voice_lm"):
             entries[name]["tokenizer"] = _tokenizer_entry(ck.tokenizer, tmp, taken)
+    speakers_entry = _write_speakers(plan["speakers"], tmp) if plan.get("speakers") else None
     if onnx:
         from .onnx_export import ONNX_PARTS, export_module
 
@@ -489,6 +524,8 @@ def _write_into(tmp: str, plan: dict, chunk: ChunkSpec, *, onnx: bool, target: s
         manifest["tokenizer"] = tok_entry
     if plan["prompt"]:
         manifest["prompt"] = plan["prompt"]
+    if speakers_entry:
+        manifest["speakers"] = speakers_entry
     sources: dict = {}
     for name in names:
         ck = modules[name][1]

@@ -263,3 +263,38 @@ def test_tts_cosyvoice2_bundle_speaks_end_to_end():
         ref = _offline_audio(refs, ref_tokens, spk["embedding"], 4, spk["speech_token"] if prompt else None,
                              spk["speech_feat"] if prompt else None)
         assert _rel(wav, ref) <= WAV_TOL
+
+
+def test_tts_stored_speaker_by_name():
+    """spk2info.pt voices travel in the bundle: speaker="spk0" speaks exactly as the arrays do, and
+    unknown names are refused with the list of stored ones."""
+    from _bundles import cosyvoice2_bundle
+    from minmo_rt.export.checkpoints import load_speakers
+
+    bundle, ckpt = cosyvoice2_bundle()
+    rt = minmo_rt.Runtime(bundle)
+    assert rt.speakers == ["spk0"]
+    spk = load_speakers(ckpt)["spk0"]
+    stored = rt.speaker("spk0")
+    np.testing.assert_array_equal(stored["embedding"], spk["embedding"])
+    np.testing.assert_array_equal(stored["speech_token"], spk["speech_token"])
+    np.testing.assert_array_equal(stored["speech_feat"], spk["speech_feat"])
+    from minmo_rt.session import collect_audio
+
+    def speak(**kw):
+        s = rt.tts_session("turn on the lights", seed=3, **kw)
+        events = list(s.events())
+        return s.speech_tokens, collect_audio(events)[0]
+
+    tokens, wav = speak(speaker="spk0")
+    tokens_a, wav_a = speak(speaker=spk["embedding"], prompt_speech_tokens=spk["speech_token"], prompt_mel=spk["speech_feat"])
+    _, wav_plain = speak(speaker=spk["embedding"])  # no voice-imitation prompt: other audio
+    assert tokens == tokens_a and wav.size > 0
+    np.testing.assert_array_equal(wav, wav_a)
+    assert wav_plain.shape != wav.shape or not np.array_equal(wav_plain, wav)
+    with pytest.raises(minmo_rt.InvalidInputError, match="unknown speaker 'nobody'.*spk0"):
+        rt.tts_session("hello", speaker="nobody")
+    plain = minmo_rt.Runtime(minmo_bundle())
+    assert plain.speakers == []
+    with pytest.raises(minmo_rt.InvalidInputError, match="no stored speakers"):
+        plain.speaker("spk0")

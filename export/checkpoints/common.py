@@ -54,6 +54,7 @@ class LoadedCheckpoint:
     tokenizer: Optional[TokenizerInfo] = None
     streaming: Optional[dict] = None  # ChunkSpec dict, when the checkpoint says
     prompt: Optional[dict] = None  # ChatML prompt pieces, when the checkpoint says
+    speakers: Optional[dict] = None  # name -> {"embedding", optional "speech_token", "speech_feat"} (numpy)
 
     def module(self, name: str) -> LoadedModule:
         for m in self.modules:

@@ -239,7 +239,8 @@ def load_cosyvoice2(path: str) -> LoadedCheckpoint:
     if os.path.isfile(tok_path):
         tok = voice_lm_tokenizer(tok_path, os.path.join(tdir, "tokenizer_config.json"), vcfg.vocab_size)
     modules[0].extra["tokenizer"] = tok
-    return LoadedCheckpoint("cosyvoice2", path, modules, tokenizer=tok)
+    speakers = load_speakers(path) if os.path.isfile(os.path.join(path, "spk2info.pt")) else None
+    return LoadedCheckpoint("cosyvoice2", path, modules, tokenizer=tok, speakers=speakers)
 
 
 def voice_lm_tokenizer(tok_path: str, config_path: str, embed_rows: int):

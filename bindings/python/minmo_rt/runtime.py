@@ -35,6 +35,7 @@ class Runtime:
         self.tokenizer = Tokenizer(self.bundle_dir, tok_spec) if tok_spec else None
         self.mode = self.manifest.get("mode")
         self.sample_rate = int(self.manifest.get("sample_rate", 16000))
+        self._speaker_table = None
 
     @property
     def modules(self) -> list[str]:
@@ -73,7 +74,9 @@ class Runtime:
         reserved per turn (0: the model's maximum, at most 4096); a longer turn raises CacheFullError.
         ``speak``: also speak the response (bundles with output_projector + voice_lm, and flow + hift
         for audio): "audio" events stream while the text is generated. ``speaker``: speaker
-        embedding (required for audio); ``speech_output="tokens"`` gives speech tokens only."""
+        embedding, or the name of a voice stored in the bundle (see :attr:`speakers`; its
+        voice-imitation prompt comes with it), required for audio; ``speech_output="tokens"`` gives
+        speech tokens only."""
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         if temperature < 0 or not (0 < top_p <= 1) or top_k < 0:
@@ -94,13 +97,45 @@ class Runtime:
         return Session(self._core.new_session(opts), self.tokenizer, self.sample_rate, ctc)
 
     # -- speaking --------------------------------------------------------------------------------
+    @property
+    def speakers(self) -> list[str]:
+        """Names of the voices stored in the bundle (CosyVoice2's spk2info.pt), usable as ``speaker=<name>``."""
+        return list((self.manifest.get("speakers") or {}).get("names", []))
+
+    def speaker(self, name: str) -> dict:
+        """A stored voice: {"embedding": [192] float32} plus, when it has a voice-imitation prompt,
+        "speech_token" [n] int64 and "speech_feat" [2n, 80] float32."""
+        entry = self.manifest.get("speakers") or {}
+        names = list(entry.get("names", []))
+        if name not in names:
+            raise _core.InvalidInputError(f"unknown speaker {name!r}; this bundle has {', '.join(names) if names else 'no stored speakers'}")
+        if self._speaker_table is None:
+            if entry["file"] not in self.manifest["files"]:  # listed files were checked by the runtime at load
+                raise _core.BundleError(f"speakers file {entry['file']!r} is not listed in the manifest's files")
+            from safetensors import SafetensorError
+            from safetensors.numpy import load_file
+
+            try:
+                self._speaker_table = load_file(os.path.join(self.bundle_dir, entry["file"]))
+            except (SafetensorError, OSError) as e:
+                raise _core.BundleError(f"speakers file {entry['file']}: {e}") from None
+        i = names.index(name)
+        return {f: self._speaker_table[f"{i}.{f}"] for f in ("embedding", "speech_token", "speech_feat")
+                if f"{i}.{f}" in self._speaker_table}
+
     def _speech_opts(self, speaker, seed, output, prompt_tokens, prompt_mel, voice_kv_capacity=0) -> dict:
         if output not in ("audio", "tokens"):
             raise _core.InvalidInputError(f"speech_output must be 'audio' or 'tokens', not {output!r}")
+        if isinstance(speaker, str):  # a stored voice, with its prompt unless one is given
+            voice = self.speaker(speaker)
+            speaker = voice["embedding"]
+            if prompt_tokens is None and prompt_mel is None:
+                prompt_tokens, prompt_mel = voice.get("speech_token"), voice.get("speech_feat")
         opts = {"speech_seed": int(seed), "speech_output": output, "voice_kv_capacity": int(voice_kv_capacity)}
         if output == "audio":
             if speaker is None:
-                raise _core.InvalidInputError("a speaker embedding is required to speak (speaker=<192-d float array>)")
+                raise _core.InvalidInputError("a speaker is required to speak (speaker=<192-d float array> or the name "
+                                              "of a stored voice, see Runtime.speakers)")
             spk = np.asarray(speaker, dtype=np.float32).reshape(-1)
             if spk.size == 0 or not np.isfinite(spk).all():
                 raise _core.InvalidInputError("speaker embedding must be a non-empty finite float array")
@@ -124,7 +159,8 @@ class Runtime:
         preset name (see :data:`minmo_rt.tasks.INSTRUCTIONS`), or ``instruction_text`` free text,
         prepended with ``<|endofprompt|>`` as in CosyVoice2's instruct mode. ``text`` (optional): pushed
         at once and ended. ``voice_kv_capacity``: voice LM positions (0: min(model maximum, 4096));
-        longer text raises CacheFullError. Bad input raises InvalidInputError."""
+        longer text raises CacheFullError. ``speaker`` as in :meth:`session`. Bad input raises
+        InvalidInputError."""
         from .tasks import instruction_prompt
 
         if "voice_lm" not in self.modules:
