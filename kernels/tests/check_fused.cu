@@ -168,7 +168,7 @@ void norm_case(Fmt f, int64_t n, int64_t k, int64_t misalign = 0, int64_t group 
   auto x = harness::randn_bf16(size_t(k)), gamma = harness::randn_bf16(size_t(n));
   auto res = harness::randn(size_t(n), 4.f);
   std::vector<float> res_cpu = res;
-  std::vector<uint16_t> out_cpu(size_t(n));
+  std::vector<uint16_t> out_cpu(static_cast<size_t>(n));
   DevBuf<uint16_t> dx(x, size_t(misalign)), dg(gamma), dout = DevBuf<uint16_t>::poisoned(size_t(n));
   DevBuf<float> dr(res);
   DevBuf<uint32_t> dcnt(std::vector<uint32_t>{0u});
