@@ -34,15 +34,16 @@ inline bool attention_ok(int64_t tokens, int64_t heads_q, int64_t heads_kv, int6
 
 inline int64_t decode_splits(int64_t max_seq, int64_t split_size) { return (max_seq + split_size - 1) / split_size; }
 
-// minmo_decode_attention_fused_bf16: shared memory bytes (K tile of 32 rows padded by 16 bytes,
-// V tile, the group's q rows) must fit the 48 KiB a kernel gets without opting in.
+// minmo_decode_attention_fused_bf16: dynamic shared memory bytes (K tile of 32 rows padded by 16
+// bytes, V tile, the group's q rows); with the kernel's 16 static bytes it must fit the 48 KiB a
+// kernel gets without opting in.
 inline int64_t decode_fused_smem(int64_t heads_q, int64_t heads_kv, int64_t head_dim) {
   return 64 * (2 * head_dim + 8) + (heads_q / heads_kv) * head_dim * 2;
 }
 inline bool decode_fused_ok(int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq,
                             int64_t max_splits) {
   return attention_ok(1, heads_q, heads_kv, head_dim, max_seq) && max_splits >= 1 && max_splits <= (1 << 20) &&
-         decode_fused_smem(heads_q, heads_kv, head_dim) <= 48 * 1024;
+         decode_fused_smem(heads_q, heads_kv, head_dim) + 16 <= 48 * 1024;
 }
 
 // Fused products (minmo_kernels/fused.h): batch 1, N and K as for the plain products.

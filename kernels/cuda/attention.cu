@@ -193,7 +193,7 @@ __global__ void decode_combine_kernel(const float* __restrict__ ws, const int32_
 constexpr int kTile = 32;
 
 template <int P>
-__global__ void __launch_bounds__(1024)
+__global__ void __launch_bounds__(1024, 1)
     decode_fused_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
                         const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos,
                         __nv_bfloat16* __restrict__ out, float* ws, unsigned int* counters, int group,

@@ -266,6 +266,7 @@ void decode_fused_case(const Attn& a, std::vector<int32_t> positions, int64_t ma
   DevBuf<float> dws = DevBuf<float>::poisoned(size_t(ws));
   DevBuf<uint32_t> dcnt(std::vector<uint32_t>(size_t(a.hkv), 0u));
   DevBuf<int32_t> dpos(std::vector<int32_t>{positions[0]});
+  harness::sync();  // the uploads above ran on the legacy stream; the graph runs on a non-blocking one
   cudaStream_t s;
   check_status(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   cudaGraph_t g = nullptr;
@@ -277,7 +278,7 @@ void decode_fused_case(const Attn& a, std::vector<int32_t> positions, int64_t ma
   check_status(cudaStreamEndCapture(s, &g));
   check_status(cudaGraphInstantiate(&ge, g, 0));
   for (int32_t pos : positions) {
-    check_status(cudaMemcpy(dpos.data(), &pos, 4, cudaMemcpyHostToDevice));
+    check_status(cudaMemcpyAsync(dpos.data(), &pos, 4, cudaMemcpyHostToDevice, s));
     check_status(cudaGraphLaunch(ge, s));
     check_status(cudaStreamSynchronize(s));
     std::vector<uint16_t> out_cpu(q.size());

@@ -63,8 +63,8 @@ int minmo_decode_attention_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_cac
  * max_splits) elements, 16-byte aligned; counters: DEVICE uint32 [Hkv], zero before the first call
  * and left zero by every call (so a captured CUDA graph replays); calls that may run at the same
  * time need their own workspace and counters. max_splits >= 1; about 2 x SMs / Hkv suits long
- * contexts. Needs 64 (2 D + 8) + 2 G D bytes of shared memory <= 48 KiB (G = Hq / Hkv; every
- * shape but D = 256 with G = 32). The CPU twin computes the exact softmax and ignores workspace,
+ * contexts. Needs 64 (2 D + 8) + 2 G D + 16 bytes of shared memory <= 48 KiB (G = Hq / Hkv: every
+ * shape but D = 256 with G >= 31). The CPU twin computes the exact softmax and ignores workspace,
  * counters and max_splits (workspace and counters may be null there). */
 int64_t minmo_decode_attention_fused_workspace_floats(int64_t heads_q, int64_t head_dim, int64_t max_splits);
 int minmo_decode_attention_fused_bf16(const minmo_bf16* q, const minmo_bf16* k_cache, const minmo_bf16* v_cache,
