@@ -55,7 +55,7 @@ if [ -n "$SAN" ]; then
   stamp "memcheck: rc=$MEMCHECK, $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.txt" | tail -n 1)"
   [ "$MEMCHECK" -ne 0 ] && grep -E "=========|FAIL" "$OUT/memcheck.txt" | head -n 40
   # Shared-memory hazards of the fused kernels (staged K/V tiles, split-K partials, last-block tails).
-  timeout 120 "$SAN" --tool racecheck --error-exitcode 3 "$BUILD/minmo_kernels_cuda_test" --small --filter fused \
+  timeout 150 "$SAN" --tool racecheck --error-exitcode 3 "$BUILD/minmo_kernels_cuda_test" --small --filter fused \
     > "$OUT/racecheck.txt" 2>&1
   RACECHECK=$?
   stamp "racecheck (fused): rc=$RACECHECK, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/racecheck.txt" | tail -n 1)"
