@@ -303,7 +303,8 @@ const Fmt kFormats[] = {Fmt::kBf16, Fmt::kInt8, Fmt::kInt4, Fmt::kInt4Sym, Fmt::
 MINMO_CHECK(fused_norm) {
   const bool sm = harness::small();
   // {N, K}: K % 32 == 0 takes every format's 128-bit path; N % 4 != 0 the scalar norm tail.
-  std::vector<std::pair<int64_t, int64_t>> shapes = {{37, 128}, {64, 256}, {5, 64}};
+  // {12, 4096} and {40, 2048} split K over 4 and 2 warps (bf16).
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{37, 128}, {64, 256}, {5, 64}, {12, 4096}, {40, 2048}};
   if (!sm)
     shapes.insert(shapes.end(), {{896, 896}, {896, 4864}, {3584, 3584}, {3584, 18944}, {1027, 896}, {5000, 512},
                                  {4608, 3584}, {131, 2048}});
@@ -340,6 +341,7 @@ MINMO_CHECK(fused_qkv) {
     qkv_case(f, odd, 128, 11, true);  // beyond the cache: q only
     qkv_case(f, d192, 256, 7, true);
     qkv_case(f, a05, sm ? 128 : 896, 33, true);
+    qkv_case(f, odd, 4096, 5, true);  // long rows, few pairs: K split over 4 warps (2 for int4)
     if (!sm) {
       qkv_case(f, a7b, 3584, 299, true);
       qkv_case(f, wide, 512, 5, true);
