@@ -15,8 +15,11 @@ Measured, in one process on one device:
                      that bandwidth as a fraction of the copy rate; logits checked against the
                      eager reference step on the same weights and cache (rel. error) and, for
                      bf16, against an fp32 reference; device time of each launch of one layer
+  llm_7b.minmo_fused.*   the same step from the fused kernels (FusedStep: 5 launches per layer
+                     instead of 8), same checks and breakdown; run after every other section
   llm_7b.torch_eager / torch_compile / hf_transformers   the same step
-  voice_lm_0p5b      15 decode steps (one CUDA graph for all 15) and the eager / HF equivalents
+  voice_lm_0p5b      15 decode steps (one CUDA graph for all 15), unfused and fused, and the eager /
+                     HF equivalents
 """
 from __future__ import annotations
 
@@ -173,15 +176,29 @@ class Linear:
     def __call__(self, ops, x: torch.Tensor, y: torch.Tensor, batch: int, stream: int, gated: bool = False):
         """Enqueues y = x W^T through `ops` (Kernels.cuda, or CpuOps); gated: y = silu(x Wg^T) * (x Wu^T)
         with W = [Wg; Wu] (the fused gate|up weight), y: [batch, N / 2]."""
-        p = [t.data_ptr() for t in self.t]
         fn = getattr(ops, ("gemv_silu_" if gated else "gemv_") + self.fmt)
         n = self.n // 2 if gated else self.n
-        if self.fmt == "bf16":
-            fn(x.data_ptr(), p[0], y.data_ptr(), batch, n, self.k, stream)
-        elif self.fmt == "int4":
-            fn(x.data_ptr(), p[0], p[1], p[2], y.data_ptr(), batch, n, self.k, self.group, stream)
-        else:
-            fn(x.data_ptr(), p[0], p[1], y.data_ptr(), batch, n, self.k, stream)
+        fn(x.data_ptr(), *self._w(), y.data_ptr(), batch, n, self.k, *self._group(), stream)
+
+    def norm(self, ops, x: torch.Tensor, resid: torch.Tensor, gamma: torch.Tensor, out: torch.Tensor,
+             counter: torch.Tensor, eps: float, stream: int):
+        """Enqueues resid += x W^T; out = RMSNorm(resid) * gamma (minmo_gemv_norm_*, batch 1)."""
+        getattr(ops, "gemv_norm_" + self.fmt)(x.data_ptr(), *self._w(), resid.data_ptr(), gamma.data_ptr(), out.data_ptr(),
+                                              counter.data_ptr(), self.n, self.k, *self._group(), eps, stream)
+
+    def qkv_rope(self, ops, x: torch.Tensor, bias: torch.Tensor, pos: torch.Tensor, q: torch.Tensor, kc: torch.Tensor,
+                 vc: torch.Tensor, c: "Cfg", max_seq: int, stream: int):
+        """Enqueues the q|k|v product + bias + RoPE + KV-cache append at *pos (minmo_gemv_qkv_rope_*)."""
+        getattr(ops, "gemv_qkv_rope_" + self.fmt)(x.data_ptr(), *self._w(), bias.data_ptr(), pos.data_ptr(), q.data_ptr(),
+                                                  kc.data_ptr(), vc.data_ptr(), c.heads_q, c.heads_kv, c.head_dim, max_seq,
+                                                  self.k, *self._group(), c.theta, stream)
+
+    def _w(self) -> list[int]:
+        """Pointers of the format's weight arguments: W [, scale [, zero]]."""
+        return [t.data_ptr() for t in self.t]
+
+    def _group(self) -> list[int]:
+        return [self.group] if self.fmt == "int4" else []
 
 
 class Model:
@@ -231,12 +248,17 @@ class Model:
 class MinmoStep:
     """Batch-1 decode step from minmo kernels on torch buffers; position read from a device int32."""
 
-    def __init__(self, k: mk.Kernels, m: Model, fmt: str, split: int = 32, ops=None):
+    def __init__(self, k: mk.Kernels, m: Model, fmt: str, split: int = 32, ops=None, share: "MinmoStep | None" = None):
+        """share: a step of the same model and format whose (quantized) weights this one reuses."""
         self.k, self.m, self.fmt, self.split = k, m, fmt, split
         self.ops = ops if ops is not None else k.cuda
         c, dev = m.cfg, m.k_cache[0].device
-        self.lin = [{n: Linear(layer[n], fmt) for n in ("w_qkv", "w_o", "w_gu", "w_down")} for layer in m.layers]
-        self.lm_head = Linear(m.lm_head, fmt)
+        if share is not None:
+            assert share.m is m and share.fmt == fmt
+            self.lin, self.lm_head = share.lin, share.lm_head
+        else:
+            self.lin = [{n: Linear(layer[n], fmt) for n in ("w_qkv", "w_o", "w_gu", "w_down")} for layer in m.layers]
+            self.lm_head = Linear(m.lm_head, fmt)
         z = lambda *s, dt=BF16: torch.zeros(*s, dtype=dt, device=dev)  # noqa: E731
         self.pos = z(1, dt=torch.int32)
         self.x_in = z(1, c.hidden, dt=torch.float32)  # input hidden state (embedding), fp32
@@ -312,6 +334,55 @@ class MinmoStep:
 
     def free(self):
         self.lin = self.lm_head = self.graph = None
+
+
+class FusedStep(MinmoStep):
+    """The decode step from the fused kernels: per layer q|k|v product + bias + RoPE + KV append,
+    one-launch decode attention, o-proj + residual + post-attention RMSNorm, gate|up + SiLU,
+    down-proj + residual + the next layer's input RMSNorm (the final norm after the last layer):
+    5 launches per layer instead of 8, plus one norm before layer 0 and the lm_head product."""
+
+    def __init__(self, k: mk.Kernels, m: Model, fmt: str, ops=None, share: MinmoStep | None = None,
+                 max_splits: int | None = None):
+        super().__init__(k, m, fmt, ops=ops, share=share)
+        c, dev = m.cfg, m.k_cache[0].device
+        if max_splits is None:  # about two blocks per SM at long contexts
+            sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 8
+            max_splits = max(1, 2 * sms // c.heads_kv)
+        self.max_splits = max_splits
+        self.ws = torch.zeros(k.decode_fused_workspace_floats(c.heads_q, c.head_dim, max_splits), dtype=torch.float32,
+                              device=dev)
+        # Self-resetting counters of the last-block epilogues (zero between launches).
+        self.norm_counter = torch.zeros(1, dtype=torch.int32, device=dev)
+        self.attn_counters = torch.zeros(c.heads_kv, dtype=torch.int32, device=dev)
+
+    def layer_calls(self, i: int):
+        k, m, c, lin, layer = self.ops, self.m, self.m.cfg, self.lin[i], self.m.layers[i]
+        p = lambda t: t.data_ptr()  # noqa: E731
+        scale = 1.0 / math.sqrt(c.head_dim)
+        gamma_next = m.layers[i + 1]["in_norm"] if i + 1 < len(m.layers) else m.final_norm
+        return [
+            ("gemv_qkv_rope", lambda s: lin["w_qkv"].qkv_rope(k, self.hn, layer["b_qkv"], self.pos, self.q, m.k_cache[i],
+                                                              m.v_cache[i], c, m.max_seq, s)),
+            ("decode_attention_fused", lambda s: k.decode_attention_fused_bf16(
+                p(self.q), p(m.k_cache[i]), p(m.v_cache[i]), p(self.pos), p(self.attn_out), p(self.ws), p(self.attn_counters),
+                c.heads_q, c.heads_kv, c.head_dim, m.max_seq, self.max_splits, scale, s)),
+            ("gemv_o_norm", lambda s: lin["w_o"].norm(k, self.attn_out, self.resid, layer["post_norm"], self.hn,
+                                                      self.norm_counter, c.eps, s)),
+            ("gemv_gate_up_silu", lambda s: lin["w_gu"](k, self.hn, self.act, 1, s, gated=True)),
+            ("gemv_down_norm", lambda s: lin["w_down"].norm(k, self.act, self.resid, gamma_next, self.hn,
+                                                            self.norm_counter, c.eps, s)),
+        ]
+
+    def enqueue(self, stream: int):
+        m, c = self.m, self.m.cfg
+        self.resid.copy_(self.x_in)
+        self.ops.rmsnorm_residual_bf16(None, self.resid.data_ptr(), m.layers[0]["in_norm"].data_ptr(), self.hn.data_ptr(),
+                                       1, c.hidden, c.eps, stream)
+        for i in range(len(m.layers)):
+            for _, fn in self.layer_calls(i):
+                fn(stream)
+        self.lm_head(self.ops, self.hn, self.logits, 1, stream)
 
 
 # ---- reference step (PyTorch) -----------------------------------------------------------------
@@ -443,6 +514,7 @@ class Bench:
             "driver": _driver(), "python": platform.python_version(), "lib": str(args.lib),
             "fp8_supported": self.k.fp8_supported(), "errors": {},
         }
+        self.voice_model = None  # the voice-LM weights, shared by voice() and voice_fused()
         try:
             import transformers
             self.res["transformers"] = transformers.__version__
@@ -508,52 +580,89 @@ class Bench:
 
     # -- Qwen2.5-7B step
     def llm_minmo(self, m: Model, ctxs):
+        """The unfused step (MinmoStep) per format and context."""
         out = self.res.setdefault("llm_7b", {}).setdefault("minmo", {})
         ref = RefStep(m)
         for fmt in self.formats():
             step = MinmoStep(self.k, m, fmt)
-            wbytes = m.weight_bytes(step)
-            ref_q = ref
-            if fmt != "bf16":  # the reference on the dequantized weights: isolates kernel error from quantization error
-                ref_q = RefStep(m, weights=[{n: lin.dequant() for n, lin in d.items()} for d in step.lin])
-                ref_q.lm_head = step.lm_head.dequant()
+            ref_q = self._ref_for(m, ref, step)
             for ctx in ctxs:
-                step.x_in.copy_(m.embed[ctx % 16].float())
-                step.pos.fill_(ctx)
-                try:
-                    run, how = step.capture().replay, "cuda_graph"
-                except Exception as e:  # noqa: BLE001 - still time the step, launched from Python
-                    self.res["errors"][f"llm_7b_minmo_{fmt}_capture"] = f"{type(e).__name__}: {e}"
-                    run, how = (lambda: step.enqueue(torch.cuda.current_stream().cuda_stream)), "python_launches"
-                run()
-                logits = step.logits.clone()
-                ref_logits = ref_q(m.embed[ctx % 16][None], ctx)
-                ms = time_cuda(run, iters=self.args.iters)
-                st = {**stats(ms), "launch": how}
-                kvb = m.kv_bytes(ctx)
-                gbs = (wbytes + kvb) / st["p50_ms"] / 1e6
-                out[f"{fmt}_ctx{ctx}"] = {**st, "weight_bytes": wbytes, "kv_bytes": kvb, "gbs": gbs,
-                                          "frac_of_copy": gbs / self.res["copy_rate"]["gbs_p50"],
-                                          "logits_rel_err_vs_torch_same_weights": rel_err(logits, ref_logits)}
-                if fmt != "bf16":
-                    out[f"{fmt}_ctx{ctx}"]["logits_rel_err_vs_bf16_ref"] = rel_err(logits, ref(m.embed[ctx % 16][None], ctx))
-                else:  # both bf16 pipelines against an fp32 one on the same weights and cache
-                    with torch.no_grad():
-                        ref32 = RefStep(m, ref_layer_fp32)(m.embed[ctx % 16][None], ctx)
-                    out[f"{fmt}_ctx{ctx}"]["logits_rel_err_vs_fp32_ref"] = rel_err(logits, ref32)
-                    out[f"{fmt}_ctx{ctx}"]["torch_bf16_logits_rel_err_vs_fp32_ref"] = rel_err(ref_logits, ref32)
-                print(f"    minmo {fmt} ctx {ctx}: p50 {st['p50_ms']:.3f} ms p99 {st['p99_ms']:.3f} ms, {gbs:.0f} GB/s "
-                      f"({out[f'{fmt}_ctx{ctx}']['frac_of_copy']:.0%} of copy), logits err "
-                      f"{out[f'{fmt}_ctx{ctx}']['logits_rel_err_vs_torch_same_weights']:.1e}", flush=True)
-                if fmt == "bf16" or ctx == ctxs[-1]:
-                    try:
-                        out[f"{fmt}_ctx{ctx}"]["layer_breakdown"] = step.layer_breakdown()
-                    except Exception as e:  # noqa: BLE001
-                        self.res["errors"][f"layer_breakdown_{fmt}_{ctx}"] = f"{type(e).__name__}: {e}"
-                self.save()
+                self._measure_step(step, m, ref, ref_q, ctx, out, "minmo")
             step.free()
             del step, ref_q
             torch.cuda.empty_cache()
+
+    def llm_minmo_fused(self, m: Model, ctxs):
+        """The fused step (FusedStep) per format and context; a failure is recorded per format and
+        context and the others still run."""
+        out = self.res.setdefault("llm_7b", {}).setdefault("minmo_fused", {})
+        ref = RefStep(m)
+        for fmt in self.formats():
+            try:
+                step = FusedStep(self.k, m, fmt)
+                ref_q = self._ref_for(m, ref, step)
+            except Exception as e:  # noqa: BLE001
+                self.res["errors"][f"llm_7b_minmo_fused_{fmt}"] = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+                continue
+            for ctx in ctxs:
+                try:
+                    self._measure_step(step, m, ref, ref_q, ctx, out, "minmo_fused")
+                except Exception as e:  # noqa: BLE001
+                    self.res["errors"][f"llm_7b_minmo_fused_{fmt}_ctx{ctx}"] = f"{type(e).__name__}: {e}"
+                    traceback.print_exc()
+            step.free()
+            del step, ref_q
+            torch.cuda.empty_cache()
+
+    @staticmethod
+    def _ref_for(m: Model, ref: "RefStep", step: MinmoStep) -> "RefStep":
+        """The reference step on the weights the step's format represents (bf16: ref itself): isolates
+        kernel error from quantization error."""
+        if step.fmt == "bf16":
+            return ref
+        ref_q = RefStep(m, weights=[{n: lin.dequant() for n, lin in d.items()} for d in step.lin])
+        ref_q.lm_head = step.lm_head.dequant()
+        return ref_q
+
+    def _measure_step(self, step: MinmoStep, m: Model, ref: "RefStep", ref_q: "RefStep", ctx: int, out: dict, label: str):
+        """Times one decode step at position ctx (CUDA graph), checks its logits against the references,
+        and records out[f"{fmt}_ctx{ctx}"] (with the per-launch breakdown of one layer for bf16 and for
+        the last context)."""
+        fmt, ctxs = step.fmt, [int(c) for c in self.args.ctx.split(",")]
+        wbytes = m.weight_bytes(step)
+        step.x_in.copy_(m.embed[ctx % 16].float())
+        step.pos.fill_(ctx)
+        try:
+            run, how = step.capture().replay, "cuda_graph"
+        except Exception as e:  # noqa: BLE001 - still time the step, launched from Python
+            self.res["errors"][f"llm_7b_{label}_{fmt}_capture"] = f"{type(e).__name__}: {e}"
+            run, how = (lambda: step.enqueue(torch.cuda.current_stream().cuda_stream)), "python_launches"
+        run()
+        logits = step.logits.clone()
+        ref_logits = ref_q(m.embed[ctx % 16][None], ctx)
+        ms = time_cuda(run, iters=self.args.iters)
+        st = {**stats(ms), "launch": how}
+        kvb = m.kv_bytes(ctx)
+        gbs = (wbytes + kvb) / st["p50_ms"] / 1e6
+        r = out[f"{fmt}_ctx{ctx}"] = {**st, "weight_bytes": wbytes, "kv_bytes": kvb, "gbs": gbs,
+                                      "frac_of_copy": gbs / self.res["copy_rate"]["gbs_p50"],
+                                      "logits_rel_err_vs_torch_same_weights": rel_err(logits, ref_logits)}
+        if fmt != "bf16":
+            r["logits_rel_err_vs_bf16_ref"] = rel_err(logits, ref(m.embed[ctx % 16][None], ctx))
+        else:  # both bf16 pipelines against an fp32 one on the same weights and cache
+            with torch.no_grad():
+                ref32 = RefStep(m, ref_layer_fp32)(m.embed[ctx % 16][None], ctx)
+            r["logits_rel_err_vs_fp32_ref"] = rel_err(logits, ref32)
+            r["torch_bf16_logits_rel_err_vs_fp32_ref"] = rel_err(ref_logits, ref32)
+        print(f"    {label} {fmt} ctx {ctx}: p50 {st['p50_ms']:.3f} ms p99 {st['p99_ms']:.3f} ms, {gbs:.0f} GB/s "
+              f"({r['frac_of_copy']:.0%} of copy), logits err {r['logits_rel_err_vs_torch_same_weights']:.1e}", flush=True)
+        if fmt == "bf16" or ctx == ctxs[-1]:
+            try:
+                r["layer_breakdown"] = step.layer_breakdown()
+            except Exception as e:  # noqa: BLE001
+                self.res["errors"][f"layer_breakdown_{label}_{fmt}_{ctx}"] = f"{type(e).__name__}: {e}"
+        self.save()
 
     def llm_eager(self, m: Model, ctxs, key="torch_eager", layer_fn=ref_layer):
         out = self.res.setdefault("llm_7b", {}).setdefault(key, {})
@@ -590,26 +699,14 @@ class Bench:
         torch.cuda.empty_cache()
 
     # -- voice LM (0.5B sizes), 15 tokens
+    VOICE_CTX, VOICE_STEPS = 256, 15
+
     def voice(self):
         out = self.res.setdefault("voice_lm_0p5b", {"config": asdict(VOICE_05B)})
-        ctx, n = 256, 15
-        m = Model(VOICE_05B, 512)
+        ctx, n = self.VOICE_CTX, self.VOICE_STEPS
+        m = self.voice_model = Model(VOICE_05B, 512)
         for fmt in self.formats():
-            step = MinmoStep(self.k, m, fmt)
-            step.x_in.copy_(m.embed[0].float())
-            step.pos.fill_(ctx)
-            g = step.capture(steps=n)
-
-            def run():
-                step.pos.fill_(ctx)
-                g.replay()
-
-            st = stats(time_cuda(run, iters=self.args.iters))
-            wb = m.weight_bytes(step)
-            out[f"minmo_{fmt}_15_steps"] = {**st, "per_step_ms": st["p50_ms"] / n, "weight_bytes": wb,
-                                            "gbs": n * (wb + m.kv_bytes(ctx + n // 2)) / st["p50_ms"] / 1e6}
-            print(f"    voice minmo {fmt}: 15 steps p50 {st['p50_ms']:.3f} ms", flush=True)
-            step.free()
+            self._voice_steps(MinmoStep(self.k, m, fmt), out, "minmo")
         ref = RefStep(m)
         x = m.embed[0][None]
 
@@ -628,6 +725,49 @@ class Bench:
         except Exception as e:  # noqa: BLE001
             self.res["errors"]["voice_hf"] = f"{type(e).__name__}: {e}"
 
+    def voice_fused(self):
+        """15 fused steps per format on the voice-LM weights of voice() (one CUDA graph); the first step's
+        logits are checked against the reference step on the same weights and cache."""
+        out = self.res.setdefault("voice_lm_0p5b", {"config": asdict(VOICE_05B)})
+        m = self.voice_model
+        ref = RefStep(m)
+        for fmt in self.formats():
+            try:
+                step = FusedStep(self.k, m, fmt)
+                step.x_in.copy_(m.embed[0].float())
+                step.pos.fill_(self.VOICE_CTX)
+                step.enqueue(torch.cuda.current_stream().cuda_stream)
+                ref_logits = self._ref_for(m, ref, step)(m.embed[0][None], self.VOICE_CTX)
+                err = rel_err(step.logits, ref_logits)
+                self._voice_steps(step, out, "minmo_fused", {"first_step_logits_rel_err_vs_torch_same_weights": err})
+            except Exception as e:  # noqa: BLE001
+                self.res["errors"][f"voice_lm_fused_{fmt}"] = f"{type(e).__name__}: {e}"
+                traceback.print_exc()
+
+    def _voice_steps(self, step: MinmoStep, out: dict, label: str, extra: dict | None = None):
+        """Times VOICE_STEPS consecutive decode steps of `step` in one CUDA graph, from position VOICE_CTX."""
+        m, ctx, n = step.m, self.VOICE_CTX, self.VOICE_STEPS
+        step.x_in.copy_(m.embed[0].float())
+        step.pos.fill_(ctx)
+        g = step.capture(steps=n)
+
+        def run():
+            step.pos.fill_(ctx)
+            g.replay()
+
+        st = stats(time_cuda(run, iters=self.args.iters))
+        wb = m.weight_bytes(step)
+        out[f"{label}_{step.fmt}_15_steps"] = {**st, "per_step_ms": st["p50_ms"] / n, "weight_bytes": wb,
+                                               "gbs": n * (wb + m.kv_bytes(ctx + n // 2)) / st["p50_ms"] / 1e6,
+                                               **(extra or {})}
+        if label == "minmo_fused" and step.fmt == "bf16":
+            try:
+                out[f"{label}_{step.fmt}_layer_breakdown"] = step.layer_breakdown()
+            except Exception as e:  # noqa: BLE001
+                self.res["errors"][f"voice_layer_breakdown_{label}"] = f"{type(e).__name__}: {e}"
+        print(f"    voice {label} {step.fmt}: 15 steps p50 {st['p50_ms']:.3f} ms", flush=True)
+        step.free()
+
     def run(self):
         a = self.args
         ctxs = [int(c) for c in a.ctx.split(",")]
@@ -642,6 +782,11 @@ class Bench:
             self.section("llm_7b_eager", self.llm_eager, m, ctxs)
             self.section("llm_7b_hf", self.llm_hf, m, ctxs, optional=True)
             self.section("llm_7b_compile", self.llm_compile, m, ctxs, optional=True)
+        # The fused variants run last, so that a device fault in them cannot cost the other sections.
+        if self.voice_model is not None:
+            self.section("voice_lm_fused", self.voice_fused)
+        if m is not None:
+            self.section("llm_7b_minmo_fused", self.llm_minmo_fused, m, ctxs)
         self.summarize()
         self.save()
         print(json.dumps(self.res.get("summary", {}), indent=1))
@@ -650,17 +795,20 @@ class Bench:
         """Per weight format and context: fraction of the copy rate and speed-ups over the baselines."""
         llm = self.res.get("llm_7b", {})
         summ = {}
-        for key, r in llm.get("minmo", {}).items():
-            fmt, ctx = key.rsplit("_ctx", 1)
-            row = {"p50_ms": round(r["p50_ms"], 4), "frac_of_copy": round(r["frac_of_copy"], 3)}
-            for base in ("torch_eager", "torch_compile", "hf_transformers"):
-                b = llm.get(base, {}).get(f"ctx{ctx}")
-                if b:
-                    row[f"speedup_vs_{base}"] = round(b["p50_ms"] / r["p50_ms"], 2)
-            summ[key] = row
+        for variant, prefix in (("minmo", ""), ("minmo_fused", "fused_")):
+            for key, r in llm.get(variant, {}).items():
+                fmt, ctx = key.rsplit("_ctx", 1)
+                row = {"p50_ms": round(r["p50_ms"], 4), "frac_of_copy": round(r["frac_of_copy"], 3)}
+                for base in ("torch_eager", "torch_compile", "hf_transformers"):
+                    b = llm.get(base, {}).get(f"ctx{ctx}")
+                    if b:
+                        row[f"speedup_vs_{base}"] = round(b["p50_ms"] / r["p50_ms"], 2)
+                if variant == "minmo_fused" and key in llm.get("minmo", {}):
+                    row["speedup_vs_unfused"] = round(llm["minmo"][key]["p50_ms"] / r["p50_ms"], 3)
+                summ[prefix + key] = row
         voice = self.res.get("voice_lm_0p5b", {})
         for key, r in voice.items():
-            if key.startswith("minmo_"):
+            if key.startswith("minmo_") and "p50_ms" in r:
                 summ[f"voice_{key}"] = {"p50_ms": round(r["p50_ms"], 4)}
         self.res["summary"] = summ
 

@@ -34,6 +34,35 @@ inline bool attention_ok(int64_t tokens, int64_t heads_q, int64_t heads_kv, int6
 
 inline int64_t decode_splits(int64_t max_seq, int64_t split_size) { return (max_seq + split_size - 1) / split_size; }
 
+// minmo_decode_attention_fused_bf16: dynamic shared memory bytes (K tile of 32 rows padded by 16
+// bytes, V tile, the group's q rows); with the kernel's 16 static bytes it must fit the 48 KiB a
+// kernel gets without opting in.
+inline int64_t decode_fused_smem(int64_t heads_q, int64_t heads_kv, int64_t head_dim) {
+  return 64 * (2 * head_dim + 8) + (heads_q / heads_kv) * head_dim * 2;
+}
+inline bool decode_fused_ok(int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq,
+                            int64_t max_splits) {
+  return attention_ok(1, heads_q, heads_kv, head_dim, max_seq) && max_splits >= 1 && max_splits <= (1 << 20) &&
+         decode_fused_smem(heads_q, heads_kv, head_dim) + 16 <= 48 * 1024;
+}
+
+// Fused products (minmo_kernels/fused.h): batch 1, N and K as for the plain products.
+inline bool gemv1_ok(const void* x, const void* w, int64_t n, int64_t k) {
+  return x && w && n >= 1 && k >= 1 && n < (int64_t{1} << 30) && k < (int64_t{1} << 31);
+}
+inline bool gemv_norm_ok(const void* x, const void* w, const float* residual, const void* gamma, const void* out,
+                         int64_t n, int64_t k) {
+  return gemv1_ok(x, w, n, k) && residual && gamma && out && !overlap(out, n * 2, x, k * 2) &&
+         !overlap(out, n * 2, residual, n * 4) && !overlap(residual, n * 4, x, k * 2);
+}
+inline bool gemv_qkv_ok(const void* x, const void* w, const void* pos, const void* q_out, const void* k_cache,
+                        const void* v_cache, int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq,
+                        int64_t k, float theta) {
+  return attention_ok(1, heads_q, heads_kv, head_dim, max_seq) &&
+         gemv1_ok(x, w, (heads_q + 2 * heads_kv) * head_dim, k) && pos && q_out && k_cache && v_cache && theta > 0 &&
+         !overlap(q_out, heads_q * head_dim * 2, x, k * 2);
+}
+
 }  // namespace minmo_args
 
 #endif  // MINMO_KERNELS_COMMON_ARGS_H_

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "../common/args.h"
-#include "cpu_util.h"
+#include "twins.h"
 #include "minmo_kernels.h"
 
 using minmo_cpu::bf16_to_f32;
@@ -34,6 +34,30 @@ void attend_row(const minmo_bf16* q, const minmo_bf16* k, const minmo_bf16* v, i
 
 }  // namespace
 
+void minmo_cpu::qkv_store_head(const double* v, int64_t h, int64_t p, minmo_bf16* q_row, minmo_bf16* k_cache,
+                               minmo_bf16* v_cache, int64_t heads_q, int64_t heads_kv, int64_t head_dim,
+                               int64_t max_seq, double theta) {
+  const int64_t D = head_dim, half = D / 2;
+  minmo_bf16* dst;
+  if (h < heads_q) {
+    dst = q_row + h * D;
+  } else if (p < 0 || p >= max_seq) {
+    return;
+  } else if (h < heads_q + heads_kv) {
+    dst = k_cache + ((h - heads_q) * max_seq + p) * D;
+  } else {
+    dst = v_cache + ((h - heads_q - heads_kv) * max_seq + p) * D;
+    for (int64_t i = 0; i < D; ++i) dst[i] = f32_to_bf16(static_cast<float>(v[i]));
+    return;
+  }
+  for (int64_t i = 0; i < half; ++i) {
+    const double a = double(p) * std::pow(theta, -2.0 * double(i) / double(D));
+    const double c = std::cos(a), s = std::sin(a);
+    dst[i] = f32_to_bf16(static_cast<float>(v[i] * c - v[i + half] * s));
+    dst[i + half] = f32_to_bf16(static_cast<float>(v[i + half] * c + v[i] * s));
+  }
+}
+
 extern "C" int minmo_qkv_rope_append_bf16_cpu(const minmo_bf16* qkv, const minmo_bf16* bias, const int32_t* pos,
                                               minmo_bf16* q_out, minmo_bf16* k_cache, minmo_bf16* v_cache,
                                               int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim,
@@ -41,34 +65,15 @@ extern "C" int minmo_qkv_rope_append_bf16_cpu(const minmo_bf16* qkv, const minmo
   if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta > 0) ||
       !minmo_args::attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq))
     return MINMO_KERNEL_INVALID_ARGUMENT;
-  const int64_t D = head_dim, half = D / 2, width = (heads_q + 2 * heads_kv) * D;
-  for (int64_t t = 0; t < tokens; ++t) {
-    const int64_t p = int64_t(*pos) + t;
-    const bool in_cache = p >= 0 && p < max_seq;
+  const int64_t D = head_dim, width = (heads_q + 2 * heads_kv) * D;
+  std::vector<double> v(static_cast<size_t>(D));
+  for (int64_t t = 0; t < tokens; ++t)
     for (int64_t h = 0; h < heads_q + 2 * heads_kv; ++h) {
-      std::vector<double> v(static_cast<size_t>(D));
       for (int64_t i = 0; i < D; ++i)
         v[i] = double(bf16_to_f32(qkv[t * width + h * D + i])) + (bias ? bf16_to_f32(bias[h * D + i]) : 0.f);
-      minmo_bf16* dst;
-      if (h < heads_q) {
-        dst = q_out + (t * heads_q + h) * D;
-      } else if (!in_cache) {
-        continue;
-      } else if (h < heads_q + heads_kv) {
-        dst = k_cache + ((h - heads_q) * max_seq + p) * D;
-      } else {
-        dst = v_cache + ((h - heads_q - heads_kv) * max_seq + p) * D;
-        for (int64_t i = 0; i < D; ++i) dst[i] = f32_to_bf16(static_cast<float>(v[i]));
-        continue;
-      }
-      for (int64_t i = 0; i < half; ++i) {
-        const double a = double(p) * std::pow(double(theta), -2.0 * double(i) / double(D));
-        const double c = std::cos(a), s = std::sin(a);
-        dst[i] = f32_to_bf16(static_cast<float>(v[i] * c - v[i + half] * s));
-        dst[i + half] = f32_to_bf16(static_cast<float>(v[i + half] * c + v[i] * s));
-      }
+      minmo_cpu::qkv_store_head(v.data(), h, int64_t(*pos) + t, q_out + t * heads_q * D, k_cache, v_cache, heads_q,
+                                heads_kv, D, max_seq, theta);
     }
-  }
   return MINMO_KERNEL_OK;
 }
 
@@ -111,4 +116,22 @@ extern "C" int minmo_prefill_attention_bf16_cpu(const minmo_bf16* q, const minmo
                  scale, o);
     }
   return MINMO_KERNEL_OK;
+}
+
+extern "C" int64_t minmo_decode_attention_fused_workspace_floats(int64_t heads_q, int64_t head_dim,
+                                                                 int64_t max_splits) {
+  if (heads_q < 1 || heads_q > 65535 || head_dim < 1 || head_dim > 256 || max_splits < 1 || max_splits > (1 << 20))
+    return -1;
+  return heads_q * max_splits * (head_dim + 2);
+}
+
+extern "C" int minmo_decode_attention_fused_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_cache,
+                                                     const minmo_bf16* v_cache, const int32_t* pos, minmo_bf16* out,
+                                                     float* /*workspace*/, uint32_t* /*counters*/, int64_t heads_q,
+                                                     int64_t heads_kv, int64_t head_dim, int64_t max_seq,
+                                                     int64_t max_splits, float scale) {
+  if (!minmo_args::decode_fused_ok(heads_q, heads_kv, head_dim, max_seq, max_splits))
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  return minmo_prefill_attention_bf16_cpu(q, k_cache, v_cache, pos, out, 1, heads_q, heads_kv, head_dim, max_seq,
+                                          scale);
 }

@@ -2,10 +2,9 @@
 #include <cmath>
 
 #include "../common/args.h"
-#include "cpu_util.h"
+#include "twins.h"
 #include "minmo_kernels.h"
 
-using minmo_cpu::bf16_to_f32;
 using minmo_cpu::f32_to_bf16;
 
 namespace {
@@ -27,52 +26,30 @@ int run(minmo_bf16* y, int64_t batch, int64_t n, bool gated, Dot dot) {
 int gemv_bf16(const minmo_bf16* x, const minmo_bf16* w, minmo_bf16* y, int64_t batch, int64_t n, int64_t k,
               bool gated) {
   if (!minmo_args::gemv_ok(x, w, y, batch, n, k)) return MINMO_KERNEL_INVALID_ARGUMENT;
-  return run(y, batch, n, gated, [&](int64_t b, int64_t r) {
-    double acc = 0;
-    for (int64_t i = 0; i < k; ++i) acc += double(bf16_to_f32(x[b * k + i])) * bf16_to_f32(w[r * k + i]);
-    return acc;
-  });
+  const minmo_cpu::Bf16W wv{w, k};
+  return run(y, batch, n, gated, [&](int64_t b, int64_t r) { return wv.dot(x + b * k, r); });
 }
 
 int gemv_int8(const minmo_bf16* x, const int8_t* w, const float* scale, minmo_bf16* y, int64_t batch, int64_t n,
               int64_t k, bool gated) {
   if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale) return MINMO_KERNEL_INVALID_ARGUMENT;
-  return run(y, batch, n, gated, [&](int64_t b, int64_t r) {
-    double acc = 0;
-    for (int64_t i = 0; i < k; ++i) acc += double(bf16_to_f32(x[b * k + i])) * w[r * k + i];
-    return acc * scale[r];
-  });
+  const minmo_cpu::Int8W wv{w, scale, k};
+  return run(y, batch, n, gated, [&](int64_t b, int64_t r) { return wv.dot(x + b * k, r); });
 }
 
 int gemv_int4(const minmo_bf16* x, const uint8_t* w, const minmo_bf16* scale, const uint8_t* zero, minmo_bf16* y,
               int64_t batch, int64_t n, int64_t k, int64_t group_size, bool gated) {
   if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale || !minmo_args::int4_ok(k, group_size))
     return MINMO_KERNEL_INVALID_ARGUMENT;
-  const int64_t groups = k / group_size;
-  return run(y, batch, n, gated, [&](int64_t b, int64_t r) {
-    double acc = 0;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int z = zero ? zero[r * groups + g] : 8;
-      double part = 0;
-      for (int64_t i = g * group_size; i < (g + 1) * group_size; ++i) {
-        const uint8_t byte = w[r * (k / 2) + i / 2];
-        const int q = (i & 1) ? (byte >> 4) : (byte & 15);
-        part += double(bf16_to_f32(x[b * k + i])) * (q - z);
-      }
-      acc += part * bf16_to_f32(scale[r * groups + g]);
-    }
-    return acc;
-  });
+  const minmo_cpu::Int4W wv{w, scale, zero, k, group_size};
+  return run(y, batch, n, gated, [&](int64_t b, int64_t r) { return wv.dot(x + b * k, r); });
 }
 
 int gemv_fp8(const minmo_bf16* x, const uint8_t* w, const float* scale, minmo_bf16* y, int64_t batch, int64_t n,
              int64_t k, bool gated) {
   if (!minmo_args::gemv_ok(x, w, y, batch, n, k) || !scale) return MINMO_KERNEL_INVALID_ARGUMENT;
-  return run(y, batch, n, gated, [&](int64_t b, int64_t r) {
-    double acc = 0;
-    for (int64_t i = 0; i < k; ++i) acc += double(bf16_to_f32(x[b * k + i])) * minmo_cpu::e4m3_to_f32(w[r * k + i]);
-    return acc * scale[r];
-  });
+  const minmo_cpu::Fp8W wv{w, scale, k};
+  return run(y, batch, n, gated, [&](int64_t b, int64_t r) { return wv.dot(x + b * k, r); });
 }
 
 }  // namespace

@@ -1,10 +1,17 @@
 #include <cmath>
 
-#include "cpu_util.h"
+#include "twins.h"
 #include "minmo_kernels.h"
 
 using minmo_cpu::bf16_to_f32;
 using minmo_cpu::f32_to_bf16;
+
+void minmo_cpu::rmsnorm_row_bf16(const float* r, const minmo_bf16* gamma, minmo_bf16* out, int64_t dim, float eps) {
+  double ss = 0.0;
+  for (int64_t d = 0; d < dim; ++d) ss += static_cast<double>(r[d]) * r[d];
+  const double inv = 1.0 / std::sqrt(ss / static_cast<double>(dim) + static_cast<double>(eps));
+  for (int64_t d = 0; d < dim; ++d) out[d] = f32_to_bf16(static_cast<float>(r[d] * inv * bf16_to_f32(gamma[d])));
+}
 
 extern "C" int minmo_rmsnorm_residual_f32_cpu(const float* x, float* residual, const float* gamma, float* out,
                                               int64_t rows, int64_t dim, float eps) {
@@ -36,13 +43,9 @@ extern "C" int minmo_rmsnorm_residual_bf16_cpu(const minmo_bf16* x, float* resid
   for (int64_t m = 0; m < rows; ++m) {
     float* r = residual + m * dim;
     minmo_bf16* o = out + m * dim;
-    double ss = 0.0;
-    for (int64_t d = 0; d < dim; ++d) {
-      if (x) r[d] += bf16_to_f32(x[m * dim + d]);
-      ss += static_cast<double>(r[d]) * r[d];
-    }
-    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(dim) + static_cast<double>(eps));
-    for (int64_t d = 0; d < dim; ++d) o[d] = f32_to_bf16(static_cast<float>(r[d] * inv * bf16_to_f32(gamma[d])));
+    if (x)
+      for (int64_t d = 0; d < dim; ++d) r[d] += bf16_to_f32(x[m * dim + d]);
+    minmo_cpu::rmsnorm_row_bf16(r, gamma, o, dim, eps);
   }
   return MINMO_KERNEL_OK;
 }

@@ -11,7 +11,7 @@
 #include <type_traits>
 
 #include "../common/args.h"
-#include "cuda_util.cuh"
+#include "qkv_rope.cuh"
 
 namespace {
 
@@ -181,6 +181,150 @@ __global__ void decode_combine_kernel(const float* __restrict__ ws, const int32_
   out[static_cast<int64_t>(hq) * head_dim + d] = __float2bfloat16_rn(used ? num / den : 0.f);
 }
 
+// One-launch decode attention. Grid (max_splits, Hkv), block 32 G threads (warp g: query head
+// h G + g). Keys 0..n-1 (n = min(p + 1, max_seq)) are cut into `active` splits of `per` whole
+// 32-key tiles, both computed here from *pos, so blocks past `active` exit at once. A block
+// stages each tile's K rows (padded by 16 bytes: lane j reads row j without bank conflicts) and V
+// rows in shared memory with all its threads, then every warp runs the online softmax of its
+// query head over the tile (lane j scores key j; lane l owns output pairs 2l + 64e). One split:
+// the block writes the output. Several: each block writes its partials (m, l, o) to ws, fences and
+// counts itself on counters[h]; the last block of KV head h combines the partials of the group's
+// query heads (reading them past L1) and resets the counter.
+constexpr int kTile = 32;
+
+template <int P>
+__global__ void __launch_bounds__(1024, 1)
+    decode_fused_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
+                        const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos,
+                        __nv_bfloat16* __restrict__ out, float* ws, unsigned int* counters, int group,
+                        int64_t max_seq, float scale) {
+  constexpr int D = 64 * P, C = D / 8;  // C: 16-byte chunks per row
+  extern __shared__ uint4 smem[];
+  uint4* k_s = smem;                    // kTile rows of C + 1 chunks
+  uint4* v_s = k_s + kTile * (C + 1);   // kTile rows of C chunks
+  __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(v_s + kTile * C);  // group rows of D
+  __shared__ int last;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, h = blockIdx.y, split = blockIdx.x;
+  const int hq = h * group + warp;
+  const int64_t n_keys = min64(static_cast<int64_t>(*pos) + 1, max_seq);
+  __nv_bfloat16* o = out + static_cast<int64_t>(hq) * D;
+  if (n_keys <= 0) {  // no key: zeros, written by split 0
+    if (split == 0)
+      for (int i = lane; i < D; i += 32) o[i] = __float2bfloat16_rn(0.f);
+    return;
+  }
+  const int64_t tiles = (n_keys + kTile - 1) / kTile;
+  const int64_t per = (tiles + gridDim.x - 1) / gridDim.x;
+  const int active = static_cast<int>((tiles + per - 1) / per);
+  if (split >= active) return;
+  const int64_t k_begin = split * per * kTile, k_end = min64(k_begin + per * kTile, n_keys);
+  __nv_bfloat16* q_w = q_s + warp * D;
+  load_q_row<D>(q + static_cast<int64_t>(hq) * D, q_w);
+  const uint4* kg = reinterpret_cast<const uint4*>(kc + h * max_seq * D);
+  const uint4* vg = reinterpret_cast<const uint4*>(vc + h * max_seq * D);
+  const uint4* q4 = reinterpret_cast<const uint4*>(q_w);
+  RowState st;
+  st.m = -INFINITY;
+  st.l = 0.f;
+#pragma unroll
+  for (int i = 0; i < 2 * P; ++i) st.o[i] = 0.f;
+  for (int64_t t0 = k_begin; t0 < k_end; t0 += kTile) {
+    const int rows = static_cast<int>(min64(kTile, k_end - t0));
+    const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll 4
+    for (int i = threadIdx.x; i < kTile * C; i += blockDim.x) {
+      const int j = i / C, c = i % C;
+      const bool in = j < rows;
+      k_s[j * (C + 1) + c] = in ? __ldg(kg + t0 * C + i) : zero;
+      v_s[i] = in ? __ldg(vg + t0 * C + i) : zero;
+    }
+    __syncthreads();
+    float s = -INFINITY;
+    if (lane < rows) {
+      const uint4* kr = k_s + lane * (C + 1);
+      float dot = 0.f;
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        const uint4 kv = kr[c], qv = q4[c];
+        const uint32_t ka[4] = {kv.x, kv.y, kv.z, kv.w}, qa[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          dot = fmaf(bf16_lo(qa[e]), bf16_lo(ka[e]), dot);
+          dot = fmaf(bf16_hi(qa[e]), bf16_hi(ka[e]), dot);
+        }
+      }
+      s = dot * scale;
+    }
+    const float m_new = fmaxf(st.m, warp_max(s));  // finite: the tile has at least one key
+    const float p = lane < rows ? __expf(s - m_new) : 0.f;
+    const float corr = __expf(st.m - m_new);  // 0 on the first tile (m = -inf)
+    st.l = st.l * corr + warp_sum(p);
+    st.m = m_new;
+#pragma unroll
+    for (int i = 0; i < 2 * P; ++i) st.o[i] *= corr;
+    const uint32_t* vt = reinterpret_cast<const uint32_t*>(v_s);
+#pragma unroll 8
+    for (int j = 0; j < kTile; ++j) {  // rows past `rows` are zero with p = 0
+      const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+      for (int e = 0; e < P; ++e) {
+        const uint32_t vv = vt[j * (D / 2) + lane + 32 * e];
+        st.o[2 * e] = fmaf(pj, bf16_lo(vv), st.o[2 * e]);
+        st.o[2 * e + 1] = fmaf(pj, bf16_hi(vv), st.o[2 * e + 1]);
+      }
+    }
+    __syncthreads();  // the next tile overwrites k_s / v_s
+  }
+  if (active == 1) {
+    store_row<P>(st, 1.f / st.l, o);
+    return;
+  }
+  const int stride = D + 2;
+  float* base = ws + static_cast<int64_t>(hq) * gridDim.x * stride;
+  float* dst = base + static_cast<int64_t>(split) * stride;
+  if (lane == 0) {
+    dst[0] = st.m;
+    dst[1] = st.l;
+  }
+#pragma unroll
+  for (int e = 0; e < P; ++e)
+    reinterpret_cast<float2*>(dst + 2)[lane + 32 * e] = make_float2(st.o[2 * e], st.o[2 * e + 1]);
+  __threadfence();  // partials visible device-wide before this block is counted
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counters + h, 1u) == static_cast<unsigned int>(active - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  float m = -INFINITY;
+  for (int sp = lane; sp < active; sp += 32) m = fmaxf(m, __ldcg(base + static_cast<int64_t>(sp) * stride));
+  m = warp_max(m);
+  float den = 0.f;
+  for (int sp = lane; sp < active; sp += 32) {
+    const float* b = base + static_cast<int64_t>(sp) * stride;
+    den += __expf(__ldcg(b) - m) * __ldcg(b + 1);
+  }
+  den = warp_sum(den);
+  float num[2 * P];
+#pragma unroll
+  for (int i = 0; i < 2 * P; ++i) num[i] = 0.f;
+#pragma unroll 4
+  for (int sp = 0; sp < active; ++sp) {
+    const float* b = base + static_cast<int64_t>(sp) * stride;
+    const float w = __expf(__ldcg(b) - m);
+#pragma unroll
+    for (int e = 0; e < P; ++e) {
+      const float2 ov = __ldcg(reinterpret_cast<const float2*>(b + 2) + lane + 32 * e);
+      num[2 * e] = fmaf(w, ov.x, num[2 * e]);
+      num[2 * e + 1] = fmaf(w, ov.y, num[2 * e + 1]);
+    }
+  }
+  const float inv = 1.f / den;
+#pragma unroll
+  for (int e = 0; e < P; ++e)
+    reinterpret_cast<__nv_bfloat162*>(o)[lane + 32 * e] = __floats2bfloat162_rn(num[2 * e] * inv, num[2 * e + 1] * inv);
+  if (threadIdx.x == 0) counters[h] = 0u;  // every active block has counted: ready for the next launch
+}
+
 // Grid (T, Hq + 2 Hkv), block D / 2 threads: thread i rotates the pair (i, i + D/2).
 __global__ void qkv_rope_append_kernel(const __nv_bfloat16* __restrict__ qkv, const __nv_bfloat16* __restrict__ bias,
                                        const int32_t* __restrict__ pos, __nv_bfloat16* q_out, __nv_bfloat16* kc,
@@ -194,25 +338,8 @@ __global__ void qkv_rope_append_kernel(const __nv_bfloat16* __restrict__ qkv, co
     a += __bfloat162float(bias[h * head_dim + i]);
     b += __bfloat162float(bias[h * head_dim + i + half]);
   }
-  const bool in_cache = p >= 0 && p < max_seq;
-  __nv_bfloat16* dst;
-  if (h < heads_q) {
-    dst = q_out + (static_cast<int64_t>(t) * heads_q + h) * head_dim;
-  } else if (!in_cache) {
-    return;
-  } else if (h < heads_q + heads_kv) {
-    dst = kc + ((h - heads_q) * max_seq + p) * head_dim;
-  } else {
-    dst = vc + ((h - heads_q - heads_kv) * max_seq + p) * head_dim;
-    dst[i] = __float2bfloat16_rn(a);
-    dst[i + half] = __float2bfloat16_rn(b);
-    return;
-  }
-  const float inv_freq = exp2f(-2.f * static_cast<float>(i) / static_cast<float>(head_dim) * log2_theta);
-  float sn, cs;
-  sincosf(static_cast<float>(p) * inv_freq, &sn, &cs);
-  dst[i] = __float2bfloat16_rn(a * cs - b * sn);
-  dst[i + half] = __float2bfloat16_rn(b * cs + a * sn);
+  qkv_store_pair(a, b, h, i, p, q_out + static_cast<int64_t>(t) * heads_q * head_dim, kc, vc, heads_q, heads_kv,
+                 head_dim, max_seq, log2_theta);
 }
 
 template <typename Fn>
@@ -294,5 +421,27 @@ extern "C" int minmo_prefill_attention_bf16(const minmo_bf16* q, const minmo_bf1
     prefill_kernel<decltype(p)::value><<<grid, kWarps * 32, 0, stream>>>(
         qb, kb, vb, pos, reinterpret_cast<__nv_bfloat16*>(out), static_cast<int>(tokens), static_cast<int>(heads_q),
         group, max_seq, scale);
+  });
+}
+
+extern "C" int minmo_decode_attention_fused_bf16(const minmo_bf16* q, const minmo_bf16* k_cache,
+                                                 const minmo_bf16* v_cache, const int32_t* pos, minmo_bf16* out,
+                                                 float* workspace, uint32_t* counters, int64_t heads_q,
+                                                 int64_t heads_kv, int64_t head_dim, int64_t max_seq,
+                                                 int64_t max_splits, float scale, cudaStream_t stream) {
+  if (!q || !k_cache || !v_cache || !pos || !out || !workspace || !counters ||
+      !minmo_args::decode_fused_ok(heads_q, heads_kv, head_dim, max_seq, max_splits) ||
+      minmo_args::overlap(q, heads_q * head_dim * 2, out, heads_q * head_dim * 2) ||
+      !aligned(q, k_cache, v_cache, out) || !aligned16(workspace))
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  const int group = static_cast<int>(heads_q / heads_kv);
+  const dim3 grid(static_cast<unsigned>(max_splits), static_cast<unsigned>(heads_kv));
+  const size_t smem = static_cast<size_t>(minmo_args::decode_fused_smem(heads_q, heads_kv, head_dim));
+  const auto* qb = reinterpret_cast<const __nv_bfloat16*>(q);
+  const auto* kb = reinterpret_cast<const __nv_bfloat16*>(k_cache);
+  const auto* vb = reinterpret_cast<const __nv_bfloat16*>(v_cache);
+  return by_head_dim(head_dim, [&](auto p) {
+    decode_fused_kernel<decltype(p)::value><<<grid, static_cast<unsigned>(32 * group), smem, stream>>>(
+        qb, kb, vb, pos, reinterpret_cast<__nv_bfloat16*>(out), workspace, counters, group, max_seq, scale);
   });
 }

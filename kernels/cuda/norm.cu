@@ -7,29 +7,12 @@
 
 namespace {
 
-using minmo_cuda::warp_sum;
+using minmo_cuda::block_sum;
 
 __device__ __forceinline__ float load_f(const float* p) { return *p; }
 __device__ __forceinline__ float load_f(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 __device__ __forceinline__ void store_f(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_f(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-
-// Sum of v over the block (blockDim.x a multiple of 32, <= 1024), returned to every thread.
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float partial[32];
-  __shared__ float total;
-  v = warp_sum(v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float w = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : 0.f;
-    w = warp_sum(w);
-    if (lane == 0) total = w;
-  }
-  __syncthreads();
-  return total;
-}
 
 template <int kPer, typename TX, typename TG, typename TO>
 __global__ void __launch_bounds__(1024) rmsnorm_reg_kernel(const TX* x, float* __restrict__ residual,

@@ -48,6 +48,7 @@ const char* minmo_kernel_status_string(int status);
 #include "minmo_kernels/gemv.h"
 #include "minmo_kernels/attention.h"
 #include "minmo_kernels/mlp.h"
+#include "minmo_kernels/fused.h"
 #include "minmo_kernels/fsmn.h"
 #include "minmo_kernels/sampling.h"
 #include "minmo_kernels/flow.h"

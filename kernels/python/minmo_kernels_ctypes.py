@@ -32,6 +32,16 @@ _SIGNATURES = {
     "qkv_rope_append_bf16": "ppppppqqqqqf",
     "decode_attention_bf16": "ppppppqqqqqf",
     "prefill_attention_bf16": "pppppqqqqqf",
+    "decode_attention_fused_bf16": "pppppppqqqqqf",
+    # fused decode-step products (minmo_kernels/fused.h)
+    "gemv_norm_bf16": "ppppppqqf",
+    "gemv_norm_int8": "pppppppqqf",
+    "gemv_norm_int4": "ppppppppqqqf",
+    "gemv_norm_fp8": "pppppppqqf",
+    "gemv_qkv_rope_bf16": "pppppppqqqqqf",
+    "gemv_qkv_rope_int8": "ppppppppqqqqqf",
+    "gemv_qkv_rope_int4": "pppppppppqqqqqqf",
+    "gemv_qkv_rope_fp8": "ppppppppqqqqqf",
 }
 _CTYPES = {"p": ctypes.c_void_p, "q": ctypes.c_int64, "f": ctypes.c_float, "s": ctypes.c_void_p}
 
@@ -55,6 +65,8 @@ class Kernels:
         self.lib.minmo_kernel_status_string.argtypes = [ctypes.c_int]
         self.lib.minmo_decode_attention_workspace_floats.restype = ctypes.c_int64
         self.lib.minmo_decode_attention_workspace_floats.argtypes = [ctypes.c_int64] * 4
+        self.lib.minmo_decode_attention_fused_workspace_floats.restype = ctypes.c_int64
+        self.lib.minmo_decode_attention_fused_workspace_floats.argtypes = [ctypes.c_int64] * 3
         self.has_cuda = hasattr(self.lib, "minmo_gemv_bf16")
         self.cpu = _Namespace(self, "_cpu", with_stream=False)
         self.cuda = _Namespace(self, "", with_stream=True) if self.has_cuda else None
@@ -69,6 +81,12 @@ class Kernels:
         n = self.lib.minmo_decode_attention_workspace_floats(heads_q, head_dim, max_seq, split_size)
         if n < 0:
             raise ValueError(f"invalid decode attention workspace shape {(heads_q, head_dim, max_seq, split_size)}")
+        return n
+
+    def decode_fused_workspace_floats(self, heads_q: int, head_dim: int, max_splits: int) -> int:
+        n = self.lib.minmo_decode_attention_fused_workspace_floats(heads_q, head_dim, max_splits)
+        if n < 0:
+            raise ValueError(f"invalid fused decode attention workspace shape {(heads_q, head_dim, max_splits)}")
         return n
 
     def fp8_supported(self) -> bool:

@@ -3,11 +3,12 @@
 # compiler with OpenMP, python3 with torch; transformers optional):
 #   1. configure + build kernels/ standalone for CUDA_ARCH (default 90: H100/H200)
 #   2. run the GPU-vs-CPU-twin harness (all shapes)
-#   3. run the harness under compute-sanitizer memcheck (small shapes)
+#   3. run the harness under compute-sanitizer memcheck (small shapes), and racecheck on the
+#      fused kernels' small cases
 #   4. run bench/gpu/decode_bench.py
-# Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, decode_bench.json,
-# bench.txt, build.txt, summary.txt. Exit status: non-zero when the build, the harness or memcheck
-# failed (the bench's own errors are recorded in its JSON).
+# Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt, decode_bench.json,
+# bench.txt, build.txt, summary.txt. Exit status: non-zero when the build, the harness, memcheck or
+# racecheck failed (the bench's own errors are recorded in its JSON).
 # Usage: bash kernels/tests/gpu_check.sh       (from the repository root or anywhere)
 set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -53,8 +54,15 @@ if [ -n "$SAN" ]; then
   MEMCHECK=$?
   stamp "memcheck: rc=$MEMCHECK, $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.txt" | tail -n 1)"
   [ "$MEMCHECK" -ne 0 ] && grep -E "=========|FAIL" "$OUT/memcheck.txt" | head -n 40
+  # Shared-memory hazards of the fused kernels (staged K/V tiles, split-K partials, last-block tails).
+  timeout 150 "$SAN" --tool racecheck --error-exitcode 3 "$BUILD/minmo_kernels_cuda_test" --small --filter fused \
+    > "$OUT/racecheck.txt" 2>&1
+  RACECHECK=$?
+  stamp "racecheck (fused): rc=$RACECHECK, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/racecheck.txt" | tail -n 1)"
+  [ "$RACECHECK" -ne 0 ] && grep -E "=========|FAIL" "$OUT/racecheck.txt" | head -n 40
 else
   MEMCHECK=0
+  RACECHECK=0
   stamp "memcheck: compute-sanitizer not found, skipped"
 fi
 
@@ -65,5 +73,5 @@ stamp "bench: rc=$BENCH"
 grep -E "^\[|    " "$OUT/bench.txt" | grep -v "^    \"" | head -n 80
 grep -E "Error|error" "$OUT/bench.txt" | head -n 20
 
-stamp "done: harness=$HARNESS memcheck=$MEMCHECK bench=$BENCH"
-[ "$HARNESS" -eq 0 ] && [ "$MEMCHECK" -eq 0 ]
+stamp "done: harness=$HARNESS memcheck=$MEMCHECK racecheck=$RACECHECK bench=$BENCH"
+[ "$HARNESS" -eq 0 ] && [ "$MEMCHECK" -eq 0 ] && [ "$RACECHECK" -eq 0 ]

@@ -54,6 +54,28 @@ int minmo_decode_attention_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_cac
                                     int64_t heads_kv, int64_t head_dim, int64_t max_seq, int64_t split_size,
                                     float scale);
 
+/* The same decode attention in ONE launch: grid (max_splits, Hkv), one block per (split, KV head)
+ * with one warp per query head of the group. The keys 0..p are cut into at most max_splits splits
+ * of whole 32-key tiles, chosen on the device from *pos (a short context uses few blocks; a
+ * context of at most 32 keys uses one block and no workspace); each block stages its tiles of K
+ * and V in shared memory, and the last block of each KV head to finish combines the partials of
+ * its query heads. workspace: fp32, at least minmo_decode_attention_fused_workspace_floats(Hq, D,
+ * max_splits) elements, 16-byte aligned; counters: DEVICE uint32 [Hkv], zero before the first call
+ * and left zero by every call (so a captured CUDA graph replays); calls that may run at the same
+ * time need their own workspace and counters. max_splits >= 1; about 2 x SMs / Hkv suits long
+ * contexts. Needs 64 (2 D + 8) + 2 G D + 16 bytes of shared memory <= 48 KiB (G = Hq / Hkv: every
+ * shape but D = 256 with G >= 31). The CPU twin computes the exact softmax and ignores workspace,
+ * counters and max_splits (workspace and counters may be null there). */
+int64_t minmo_decode_attention_fused_workspace_floats(int64_t heads_q, int64_t head_dim, int64_t max_splits);
+int minmo_decode_attention_fused_bf16(const minmo_bf16* q, const minmo_bf16* k_cache, const minmo_bf16* v_cache,
+                                      const int32_t* pos, minmo_bf16* out, float* workspace, uint32_t* counters,
+                                      int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq,
+                                      int64_t max_splits, float scale, cudaStream_t stream);
+int minmo_decode_attention_fused_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_cache, const minmo_bf16* v_cache,
+                                          const int32_t* pos, minmo_bf16* out, float* workspace, uint32_t* counters,
+                                          int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq,
+                                          int64_t max_splits, float scale);
+
 /* Chunked-prefill attention: T query tokens at positions p0 + t (p0 = *pos), whose keys and
  * values are already in the cache (minmo_qkv_rope_append_bf16); query t attends causally to cache
  * positions 0..p0 + t (earlier chunks and the causal part of this one):
