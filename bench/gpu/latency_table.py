@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -244,6 +245,23 @@ def reference_qwen(m: db.Model, embed: torch.Tensor | None):
     if ref.lm_head is not None:
         ref.lm_head.weight = P(m.lm_head)
     return ref.eval()
+
+
+def reference_fp32_logits(ref, embeds: torch.Tensor, cache) -> torch.Tensor:
+    """Logits of the last row from the reference Qwen2Decoder in fp32 (each layer converted on the fly,
+    so only one fp32 layer exists at a time): the yardstick for both bf16 pipelines."""
+    cfg, past = ref.cfg, cache.length
+    cos, sin = R.layers.rope_cos_sin(torch.arange(past, past + embeds.shape[0]), cfg.head_dim, cfg.rope_theta)
+    x = embeds.float()
+    for layer, (k, v) in zip(ref.model.layers, cache.layers):
+        with torch.device("meta"):
+            l32 = R.layers.Qwen2Layer(cfg)
+        l32.load_state_dict({n: t.float() for n, t in layer.state_dict().items()}, assign=True)
+        x, _ = l32(x, cos, sin, (k.float(), v.float()))
+        del l32
+    x = x[-1:]
+    h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.rms_norm_eps) * ref.model.norm.weight.float()
+    return F.linear(h, ref.lm_head.weight.float())
 
 
 def ref_cache(m: db.Model, ctx: int):
@@ -508,11 +526,14 @@ class LatencyTable:
             self.ops = self.k.cuda
         else:
             self.ops = db.CpuOps(self.k)
-        self.sz = sizes(args.dry_run_cpu)
+        self.sz = sizes(args.dry_run_cpu and not args.full_sizes)
+        if args.llm_layers:
+            self.sz["llm"] = dataclasses.replace(self.sz["llm"], layers=args.llm_layers)
         self.autocast = lambda: torch.autocast(self.dev.type, dtype=BF16)  # noqa: E731
         self.res = {"device": self.device_info(), "settings": vars(args).copy(), "stages": {}, "checks": {},
                     "errors": {}, "skipped": {}, "timing": "wall clock per run, synchronised after each run; "
-                    "p50 / p99 over --iters runs (minmo, after warm-up) or --ref-iters runs (baselines)"}
+                    "p50 / p99 over --iters runs (minmo) or --ref-iters runs (baselines), after 2 warm-up runs; "
+                    "p99 of so few runs is close to the maximum"}
         self.stages = self.res["stages"]
 
     # -- bookkeeping
@@ -539,12 +560,18 @@ class LatencyTable:
         self.res["wall_s"] = round(self.elapsed(), 1)
         Path(self.args.out).write_text(json.dumps(self.res, indent=2, default=str))
 
-    def section(self, name, fn, *a, optional=False):
-        if optional and self.elapsed() > self.args.budget_s:
-            self.res["skipped"][name] = f"time budget ({self.args.budget_s} s) spent at {self.elapsed():.0f} s"
+    def section(self, name, fn, *a, needs_s: float | None = None):
+        """Runs one section, recording its exception; an optional one (needs_s: its expected seconds) is
+        skipped when it would end past --budget-s. "running" names the section in progress (the JSON on
+        disk shows it if the process is killed)."""
+        if needs_s is not None and self.elapsed() + needs_s > self.args.budget_s:
+            self.res["skipped"][name] = (f"time budget: {self.elapsed():.0f} s spent + ~{needs_s:.0f} s needed > "
+                                         f"--budget-s {self.args.budget_s:.0f}")
             print(f"[{self.elapsed():6.1f}s] {name}: skipped (budget)", flush=True)
             return None
         print(f"[{self.elapsed():6.1f}s] {name} ...", flush=True)
+        self.res["running"] = name
+        self.save()
         try:
             with torch.no_grad():
                 return fn(*a)
@@ -555,6 +582,7 @@ class LatencyTable:
         finally:
             with contextlib.suppress(Exception):
                 sync(self.dev)
+            self.res.pop("running", None)
             self.save()
 
     def record(self, stage: str, impl: str, ms: list[float], **extra):
@@ -710,8 +738,18 @@ class LatencyTable:
         ch["encoder_last_chunk_minmo_rel_err_vs_offline_reference"] = rel(enc_m[-1], enc_off[-self.chunk.chunk_frames:])
         ch["projector_chunks_minmo_rel_err_vs_offline_reference"] = rel(torch.cat(prj_m), prj_off)
         ch["projector_chunks_torch_stream_rel_err_vs_offline_reference"] = rel(torch.cat(prj_t), prj_off)
+        enc32, proj32 = copy.deepcopy(self.enc).float(), copy.deepcopy(self.proj).float()
+        enc_off32 = enc32(mel.float())
+        prj_off32 = proj32(enc_off32)
+        del enc32, proj32
+        ch["encoder_chunks_minmo_rel_err_vs_offline_fp32"] = rel(torch.cat(enc_m), enc_off32)
+        ch["encoder_offline_torch_bf16_rel_err_vs_offline_fp32"] = rel(enc_off, enc_off32)
+        ch["projector_chunks_minmo_rel_err_vs_offline_fp32"] = rel(torch.cat(prj_m), prj_off32)
+        ch["projector_offline_torch_bf16_rel_err_vs_offline_fp32"] = rel(prj_off, prj_off32)
         print(f"    checks: encoder {ch['encoder_chunks_minmo_rel_err_vs_offline_reference']:.2e}, projector "
-              f"{ch['projector_chunks_minmo_rel_err_vs_offline_reference']:.2e}", flush=True)
+              f"{ch['projector_chunks_minmo_rel_err_vs_offline_reference']:.2e} (vs fp32: minmo "
+              f"{ch['encoder_chunks_minmo_rel_err_vs_offline_fp32']:.2e}, torch bf16 "
+              f"{ch['encoder_offline_torch_bf16_rel_err_vs_offline_fp32']:.2e})", flush=True)
 
         n_audio = self.chunk.chunk_frames // 2
         t_in = n_audio + len(PROMPT_IDS)
@@ -759,10 +797,17 @@ class LatencyTable:
                                               ref_cache(m, ctx))[0][-1:]
                 ch["llm_prefill_logits_rel_err_vs_reference"] = rel(first_logits, ref_logits)
                 ch["llm_prefill_argmax_equal"] = bool(int(first_logits.argmax()) == int(ref_logits.argmax()))
-                print(f"    checks: LLM prefill logits {ch['llm_prefill_logits_rel_err_vs_reference']:.2e}", flush=True)
+                x32 = torch.cat([mc.out, torch.index_select(m.embed, 0, prompt)])
+                ref32 = reference_fp32_logits(self.llm_ref, x32, ref_cache(m, ctx))
+                ch["llm_prefill_logits_minmo_rel_err_vs_fp32"] = rel(first_logits, ref32)
+                ch["llm_prefill_logits_torch_bf16_rel_err_vs_fp32"] = rel(ref_logits, ref32)
+                print(f"    checks: LLM prefill logits {ch['llm_prefill_logits_rel_err_vs_reference']:.2e} (vs fp32: minmo "
+                      f"{ch['llm_prefill_logits_minmo_rel_err_vs_fp32']:.2e}, torch bf16 "
+                      f"{ch['llm_prefill_logits_torch_bf16_rel_err_vs_fp32']:.2e})", flush=True)
             wb = enc_bytes + enc_kv + n_tokens * m.weight_bytes() + sum(m.kv_bytes(ctx + t_in + j) for j in range(n_tokens))
             self.record(stage, "minmo", self.timed(run, a.iters), launch=how, path=path, bytes_read=wb, kv_ctx=ctx,
-                        prefill_rows=t_in, decode_steps=n_tokens - 1)
+                        prefill_rows=t_in, decode_steps=n_tokens - 1,
+                    kv_ctx_meaning="LLM KV positions already cached before the last chunk (system prompt + earlier speech)")
         # eager baseline: the torch chunk path + the reference Qwen2Decoder with a KVCache
         self.stt_parts = (tc, mel, c_last, prompt, ctx)
         for n_tokens, stage in ((1, "stt_first_token"), (5, "stt_5_tokens")):
@@ -1018,7 +1063,30 @@ class LatencyTable:
         summ["first_audio_packet"] = ({"minmo_p50_ms": fap["p50_ms"], "target_ms": 50.0,
                                        "target": "met" if fap["p50_ms"] <= 50 else "missed"} if fap else "not measured")
         summ["stt_first_token_fp8"] = "not measured: the 9-row prefill takes cuBLAS bf16; fp8 GEMV covers <= 8 rows"
+        if self.args.dry_run_cpu:
+            summ["note"] = "host dry run at tiny sizes through the CPU twins: the numbers only exercise the bench"
         self.res["summary"] = summ
+
+    def print_table(self):
+        """The latency table with the Orin projection, as text."""
+        cr = self.res.get("copy_rate", {}).get("gbs_p50", 0)
+        print(f"\nlatency p50 / p99 ms on {self.res['device']['name']} (copy rate {cr:.0f} GB/s); Orin floor = bytes / {ORIN_GBS} GB/s")
+        print(f"{'stage':24s} {'minmo':>16s} {'eager':>9s} {'compile':>9s} {'transformers':>12s} {'MB read':>9s} "
+              f"{'of copy':>8s} {'Orin floor':>10s}")
+        for name, paths in self.stages.items():
+            if name == "first_audio_packet":
+                continue
+            mm = paths.get("minmo", {})
+            cell = lambda k: f"{paths[k]['p50_ms']:9.2f}" if k in paths else f"{'-':>9s}"  # noqa: E731
+            print(f"{name:24s} {mm.get('p50_ms', float('nan')):7.2f} / {mm.get('p99_ms', float('nan')):6.2f} "
+                  f"{cell('torch_eager')} {cell('torch_compile')} {cell('hf_transformers'):>12s} "
+                  f"{mm.get('bytes_read', 0) / 1e6:9.1f} {mm.get('frac_of_copy_rate', float('nan')):8.1%} "
+                  f"{mm.get('orin_floor_ms', float('nan')):8.2f} ms")
+        fap = self.stages.get("first_audio_packet", {})
+        if "minmo" in fap:
+            print(f"first audio packet = {fap['composition']}: minmo {fap['minmo']['p50_ms']:.2f} ms, Orin floor "
+                  f"{fap.get('orin_floor_ms', float('nan')):.2f} ms"
+                  + "".join(f", {k} {fap[k]['p50_ms']:.1f} ms" for k in ("torch_eager", "torch_compile") if k in fap))
 
     def run(self):
         a = self.args
@@ -1032,25 +1100,30 @@ class LatencyTable:
         self.summarize()
         self.save()
         # baselines that may be cut by the budget, cheapest first; each needs its stage's eager section
-        plan = [("duplex_compile", self.duplex_compile, "dup_eager", a.no_compile),
-                ("voice_hf", self.voice_hf, "voice_eager", a.no_hf), ("stt_hf", self.stt_hf, "stt_parts", a.no_hf),
-                ("token2wav_compile", self.token2wav_compile, "t2w", a.no_compile),
-                ("voice_compile", self.voice_compile, "voice_eager", a.no_compile),
-                ("stt_compile", self.stt_compile, "stt_parts", a.no_compile)]
-        for name, fn, need, off in plan:
+        # (name, fn, attribute its stage's eager section sets, disabled, rough seconds on an H100)
+        plan = [("duplex_compile", self.duplex_compile, "dup_eager", a.no_compile, 10),
+                ("voice_hf", self.voice_hf, "voice_eager", a.no_hf, 10),
+                ("stt_hf", self.stt_hf, "stt_parts", a.no_hf, 25),
+                ("token2wav_compile", self.token2wav_compile, "t2w", a.no_compile, 30),
+                ("voice_compile", self.voice_compile, "voice_eager", a.no_compile, 20),
+                ("stt_compile", self.stt_compile, "stt_parts", a.no_compile, 45)]
+        for name, fn, need, off, needs_s in plan:
             if off:
                 self.res["skipped"][name] = "disabled by option"
             elif not hasattr(self, need):
-                self.res["skipped"][name] = f"its stage failed (see errors)"
+                self.res["skipped"][name] = "its stage failed (see errors)"
             else:
-                self.section(name, fn, optional=True)
+                self.section(name, fn, needs_s=0 if a.dry_run_cpu else needs_s)
                 self.summarize()
+                self.save()
         return self.finish()
 
     def finish(self):
         if "build_weights" not in self.res["errors"]:
             self.summarize()
         self.save()
+        with contextlib.suppress(Exception):
+            self.print_table()
         print(json.dumps(self.res.get("summary", {}), indent=1))
         return self.res
 
@@ -1077,6 +1150,8 @@ def main(argv=None):
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--dry-run-cpu", action="store_true", help="tiny sizes on the host through the CPU twins (no GPU)")
+    ap.add_argument("--full-sizes", action="store_true", help="with --dry-run-cpu: MinMo sizes (slow; see --llm-layers)")
+    ap.add_argument("--llm-layers", type=int, default=0, help="override the LLM's layer count (host runs at full width)")
     args = ap.parse_args(argv)
     if args.dry_run_cpu:
         if args.compile_backend == "inductor":
