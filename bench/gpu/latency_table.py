@@ -7,7 +7,8 @@ Stages (p50/p99 of wall time per run, synchronised after each run):
                       attention, 8 frames, 4 cached left chunks; FSMN over cached frames), the input
                       projector on its 4 audio tokens (cached left context), LLM prefill of those 4 tokens
                       + 5 assistant-turn prompt tokens over a KV cache of --stt-ctx earlier positions, the
-                      logits of the last row and the greedy first token
+                      logits of the last row and the greedy first token (the log-mel frontend of the
+                      chunk's 320 ms is not included)
   stt_5_tokens        the same + 4 decode steps
   voice_lm_15_tokens  output projector on 5 text tokens (embedding ; LLM hidden) -> voice LM prefill of
                       [sos, 5 semantic vectors] -> 15 sampled speech tokens (repetition-aware sampling)
@@ -37,14 +38,12 @@ import dataclasses
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 import traceback
 import types
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,7 +72,7 @@ def import_reference():
 
 
 R = import_reference()
-from minmo_rt.export.reference.layers import attention as ref_attention  # noqa: E402
+ref_attention = R.layers.attention
 
 
 # ---- sizes -------------------------------------------------------------------------------------
@@ -545,7 +544,8 @@ class LatencyTable:
                         sm=f"{pr.major}.{pr.minor}", memory_gib=round(pr.total_memory / 2**30, 1),
                         fp8_supported=self.k.fp8_supported())
         else:
-            info.update(name=f"cpu dry run ({platform.machine()}), tiny sizes", nvidia_smi=None, cuda_torch=None)
+            what = "MinMo sizes" if self.args.full_sizes else "tiny sizes"
+            info.update(name=f"cpu dry run ({platform.machine()}), {what}", nvidia_smi=None, cuda_torch=None)
         try:
             import transformers
             info["transformers"] = transformers.__version__
@@ -1064,7 +1064,7 @@ class LatencyTable:
                                        "target": "met" if fap["p50_ms"] <= 50 else "missed"} if fap else "not measured")
         summ["stt_first_token_fp8"] = "not measured: the 9-row prefill takes cuBLAS bf16; fp8 GEMV covers <= 8 rows"
         if self.args.dry_run_cpu:
-            summ["note"] = "host dry run at tiny sizes through the CPU twins: the numbers only exercise the bench"
+            summ["note"] = "host dry run through the CPU twins: the numbers only exercise the bench"
         self.res["summary"] = summ
 
     def print_table(self):
