@@ -590,6 +590,27 @@ class LatencyTable:
         self.stages.setdefault(stage, {})[impl] = {**{k: round(v, 4) if isinstance(v, float) else v for k, v in st.items()}, **extra}
         print(f"    {stage:24s} {impl:16s} p50 {st['p50_ms']:9.3f} ms  p99 {st['p99_ms']:9.3f} ms", flush=True)
 
+    @contextlib.contextmanager
+    def guard(self, name: str):
+        """Records an exception of one part (a check, a baseline) under errors[name] and goes on."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001
+            self.res["errors"][name] = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+
+    def graph(self, stage: str, enqueue):
+        """graphed(enqueue), or, when the capture fails (recorded under errors), launches from Python."""
+        try:
+            return graphed(enqueue, self.dev)
+        except Exception as e:  # noqa: BLE001
+            self.res["errors"][f"{stage}_cuda_graph_capture"] = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+            with contextlib.suppress(Exception):
+                sync(self.dev)
+            cur = (lambda: torch.cuda.current_stream().cuda_stream) if self.dev.type == "cuda" else (lambda: 0)
+            return (lambda: enqueue(cur())), "python_launches (graph capture failed)"
+
     def timed(self, fn, iters):
         return time_wall(fn, self.dev, iters, warmup=2)
 
@@ -682,24 +703,27 @@ class LatencyTable:
             lg = run_.logits.float().view(2, 2)
             probs.copy_(torch.softmax(lg, -1)[:, 1])
 
-        run, how = graphed(enqueue, self.dev)
+        run, how = self.graph("duplex_predictor", enqueue)
         run()
-        past = tuple(t[:, :ctx].transpose(0, 1) for t in (m.k_cache[0], m.v_cache[0]))
-        with self.autocast():
-            pt, pb, _ = self.dup_ref(hidden, past)
-        self.res["checks"]["duplex_probs_rel_err_vs_reference"] = rel(probs, torch.stack([pt[0], pb[0]]))
         wb = m.weight_bytes() + nbytes(self.dup_proj, self.dup_bias)
         self.record("duplex_predictor", "minmo", self.timed(run, self.args.iters), launch=how,
                     path="minmo GEMV (proj, q|k|v, o, gate|up+SiLU, down, heads), fused norm, QKV+RoPE+append, "
                          "decode attention; torch: residual add, bias, softmax",
                     bytes_read=wb + m.kv_bytes(ctx), kv_ctx=ctx)
+        past = tuple(t[:, :ctx].transpose(0, 1) for t in (m.k_cache[0], m.v_cache[0]))
+        with self.guard("duplex_check"):
+            run()
+            with self.autocast():
+                pt, pb, _ = self.dup_ref(hidden, past)
+            self.res["checks"]["duplex_probs_rel_err_vs_reference"] = rel(probs, torch.stack([pt[0], pb[0]]))
 
         def eager():
             with self.autocast():
                 return self.dup_ref(hidden, past)
 
-        self.dup_eager = eager
-        self.record("duplex_predictor", "torch_eager", self.timed(eager, self.args.ref_iters))
+        with self.guard("duplex_predictor_torch_eager"):
+            self.record("duplex_predictor", "torch_eager", self.timed(eager, self.args.ref_iters))
+            self.dup_eager = eager
 
     def duplex_compile(self):
         comp = self.compiled(self.dup_eager, dynamic=False)
@@ -715,41 +739,20 @@ class LatencyTable:
         ctx, c_last = a.stt_ctx, self.chunk.left_chunks
         n_mel = 4 * self.chunk.chunk_frames * (c_last + 1)
         mel = torch.randn(n_mel, self.sz["encoder"].n_mels, dtype=BF16)
-        self.mel = mel
-        # streaming checks: chunks 0..c_last through both chunk paths vs the offline chunked reference
         mc = MinmoChunk(self.ops, self.k, self.enc, self.proj, self.chunk, dev)
         tc = TorchChunk(self.enc, self.proj, self.chunk)
         enc_m, enc_t, prj_m, prj_t = [], [], [], []
-        for c in range(c_last + 1):
+        for c in range(c_last + 1):  # fills the caches the timed last chunk reads
             mc.enqueue(0 if dev.type != "cuda" else torch.cuda.current_stream().cuda_stream, mel, c)
-            with self.autocast():
-                et = tc.encoder(mel, c)
-                pt = tc.projector(et, c)
             enc_m.append(mc.enc_out.clone())
             prj_m.append(mc.out.clone())
-            enc_t.append(et)
-            prj_t.append(pt)
-        with self.autocast():
-            enc_off = self.enc(mel)
-            prj_off = self.proj(enc_off)
-        ch = self.res["checks"]
-        ch["encoder_chunks_minmo_rel_err_vs_offline_reference"] = rel(torch.cat(enc_m), enc_off)
-        ch["encoder_chunks_torch_stream_rel_err_vs_offline_reference"] = rel(torch.cat(enc_t), enc_off)
-        ch["encoder_last_chunk_minmo_rel_err_vs_offline_reference"] = rel(enc_m[-1], enc_off[-self.chunk.chunk_frames:])
-        ch["projector_chunks_minmo_rel_err_vs_offline_reference"] = rel(torch.cat(prj_m), prj_off)
-        ch["projector_chunks_torch_stream_rel_err_vs_offline_reference"] = rel(torch.cat(prj_t), prj_off)
-        enc32, proj32 = copy.deepcopy(self.enc).float(), copy.deepcopy(self.proj).float()
-        enc_off32 = enc32(mel.float())
-        prj_off32 = proj32(enc_off32)
-        del enc32, proj32
-        ch["encoder_chunks_minmo_rel_err_vs_offline_fp32"] = rel(torch.cat(enc_m), enc_off32)
-        ch["encoder_offline_torch_bf16_rel_err_vs_offline_fp32"] = rel(enc_off, enc_off32)
-        ch["projector_chunks_minmo_rel_err_vs_offline_fp32"] = rel(torch.cat(prj_m), prj_off32)
-        ch["projector_offline_torch_bf16_rel_err_vs_offline_fp32"] = rel(prj_off, prj_off32)
-        print(f"    checks: encoder {ch['encoder_chunks_minmo_rel_err_vs_offline_reference']:.2e}, projector "
-              f"{ch['projector_chunks_minmo_rel_err_vs_offline_reference']:.2e} (vs fp32: minmo "
-              f"{ch['encoder_chunks_minmo_rel_err_vs_offline_fp32']:.2e}, torch bf16 "
-              f"{ch['encoder_offline_torch_bf16_rel_err_vs_offline_fp32']:.2e})", flush=True)
+        with self.guard("stt_torch_chunk_stream"):
+            for c in range(c_last + 1):
+                with self.autocast():
+                    enc_t.append(tc.encoder(mel, c))
+                    prj_t.append(tc.projector(enc_t[-1], c))
+        with self.guard("stt_encoder_checks"):
+            self.encoder_checks(mel, enc_m, prj_m, enc_t, prj_t)
 
         n_audio = self.chunk.chunk_frames // 2
         t_in = n_audio + len(PROMPT_IDS)
@@ -789,29 +792,64 @@ class LatencyTable:
                 "products, minmo fused norm, QKV+RoPE+append, prefill attention, GEMV head; decode steps all minmo; "
                 "torch: argmax, embedding gather")
         for n_tokens, stage in ((1, "stt_first_token"), (5, "stt_5_tokens")):
-            run, how = graphed(make(n_tokens), dev)
+            run, how = self.graph(stage, make(n_tokens))
             run()
-            if n_tokens == 1:
-                with self.autocast():
-                    ref_logits = self.llm_ref(torch.cat([mc.out, torch.index_select(m.embed, 0, prompt)]),
-                                              ref_cache(m, ctx))[0][-1:]
-                ch["llm_prefill_logits_rel_err_vs_reference"] = rel(first_logits, ref_logits)
-                ch["llm_prefill_argmax_equal"] = bool(int(first_logits.argmax()) == int(ref_logits.argmax()))
-                x32 = torch.cat([mc.out, torch.index_select(m.embed, 0, prompt)])
-                ref32 = reference_fp32_logits(self.llm_ref, x32, ref_cache(m, ctx))
-                ch["llm_prefill_logits_minmo_rel_err_vs_fp32"] = rel(first_logits, ref32)
-                ch["llm_prefill_logits_torch_bf16_rel_err_vs_fp32"] = rel(ref_logits, ref32)
-                print(f"    checks: LLM prefill logits {ch['llm_prefill_logits_rel_err_vs_reference']:.2e} (vs fp32: minmo "
-                      f"{ch['llm_prefill_logits_minmo_rel_err_vs_fp32']:.2e}, torch bf16 "
-                      f"{ch['llm_prefill_logits_torch_bf16_rel_err_vs_fp32']:.2e})", flush=True)
             wb = enc_bytes + enc_kv + n_tokens * m.weight_bytes() + sum(m.kv_bytes(ctx + t_in + j) for j in range(n_tokens))
             self.record(stage, "minmo", self.timed(run, a.iters), launch=how, path=path, bytes_read=wb, kv_ctx=ctx,
                         prefill_rows=t_in, decode_steps=n_tokens - 1,
-                    kv_ctx_meaning="LLM KV positions already cached before the last chunk (system prompt + earlier speech)")
+                        kv_ctx_meaning="LLM KV positions cached before the last chunk (system prompt + earlier speech)")
+            if n_tokens == 1:
+                with self.guard("stt_llm_check"):
+                    run()
+                    self.llm_checks(first_logits, torch.cat([mc.out, torch.index_select(m.embed, 0, prompt)]), ctx)
+        if "stt_torch_chunk_stream" in self.res["errors"]:
+            return
         # eager baseline: the torch chunk path + the reference Qwen2Decoder with a KVCache
         self.stt_parts = (tc, mel, c_last, prompt, ctx)
         for n_tokens, stage in ((1, "stt_first_token"), (5, "stt_5_tokens")):
-            self.record(stage, "torch_eager", self.timed(lambda: self.stt_torch(n_tokens, tc.__call__, self.llm_ref), a.ref_iters))
+            with self.guard(f"{stage}_torch_eager"):
+                self.record(stage, "torch_eager", self.timed(lambda: self.stt_torch(n_tokens, tc.__call__, self.llm_ref),
+                                                             a.ref_iters))
+
+    def encoder_checks(self, mel, enc_m, prj_m, enc_t, prj_t):
+        """The streamed chunks (minmo; torch) against the offline chunked reference (bf16 autocast and fp32)."""
+        ch = self.res["checks"]
+        with self.autocast():
+            enc_off = self.enc(mel)
+            prj_off = self.proj(enc_off)
+        ch["encoder_chunks_minmo_rel_err_vs_offline_reference"] = rel(torch.cat(enc_m), enc_off)
+        ch["encoder_last_chunk_minmo_rel_err_vs_offline_reference"] = rel(enc_m[-1], enc_off[-self.chunk.chunk_frames:])
+        ch["projector_chunks_minmo_rel_err_vs_offline_reference"] = rel(torch.cat(prj_m), prj_off)
+        if enc_t and prj_t:
+            ch["encoder_chunks_torch_stream_rel_err_vs_offline_reference"] = rel(torch.cat(enc_t), enc_off)
+            ch["projector_chunks_torch_stream_rel_err_vs_offline_reference"] = rel(torch.cat(prj_t), prj_off)
+        enc32, proj32 = copy.deepcopy(self.enc).float(), copy.deepcopy(self.proj).float()
+        enc_off32 = enc32(mel.float())
+        prj_off32 = proj32(enc_off32)
+        del enc32, proj32
+        ch["encoder_chunks_minmo_rel_err_vs_offline_fp32"] = rel(torch.cat(enc_m), enc_off32)
+        ch["encoder_offline_torch_bf16_rel_err_vs_offline_fp32"] = rel(enc_off, enc_off32)
+        ch["projector_chunks_minmo_rel_err_vs_offline_fp32"] = rel(torch.cat(prj_m), prj_off32)
+        ch["projector_offline_torch_bf16_rel_err_vs_offline_fp32"] = rel(prj_off, prj_off32)
+        print(f"    checks: encoder {ch['encoder_chunks_minmo_rel_err_vs_offline_reference']:.2e}, projector "
+              f"{ch['projector_chunks_minmo_rel_err_vs_offline_reference']:.2e} (vs fp32: minmo "
+              f"{ch['encoder_chunks_minmo_rel_err_vs_offline_fp32']:.2e}, torch bf16 "
+              f"{ch['encoder_offline_torch_bf16_rel_err_vs_offline_fp32']:.2e})", flush=True)
+
+    def llm_checks(self, logits, x, ctx):
+        """minmo's prefill logits (last row) against the reference Qwen2Decoder (bf16 autocast, and fp32)
+        on the same inputs x [T, H] and cache."""
+        ch, m = self.res["checks"], self.llm
+        with self.autocast():
+            ref = self.llm_ref(x, ref_cache(m, ctx))[0][-1:]
+        ref32 = reference_fp32_logits(self.llm_ref, x, ref_cache(m, ctx))
+        ch["llm_prefill_logits_rel_err_vs_reference"] = rel(logits, ref)
+        ch["llm_prefill_argmax_equal"] = bool(int(logits.argmax()) == int(ref.argmax()))
+        ch["llm_prefill_logits_minmo_rel_err_vs_fp32"] = rel(logits, ref32)
+        ch["llm_prefill_logits_torch_bf16_rel_err_vs_fp32"] = rel(ref, ref32)
+        print(f"    checks: LLM prefill logits {ch['llm_prefill_logits_rel_err_vs_reference']:.2e} (vs fp32: minmo "
+              f"{ch['llm_prefill_logits_minmo_rel_err_vs_fp32']:.2e}, torch bf16 "
+              f"{ch['llm_prefill_logits_torch_bf16_rel_err_vs_fp32']:.2e})", flush=True)
 
     def stt_torch(self, n_tokens, chunk_fn, llm_fn):
         tc, mel, c, prompt, ctx = self.stt_parts
@@ -913,27 +951,28 @@ class LatencyTable:
                 run_.pos.fill_(n_sem + 1 + j)
                 run_.enqueue(s, 1)
 
-        self.sem_first_logits = None
-        run, how = graphed(enqueue, dev)
+        run, how = self.graph("voice_lm_15_tokens", enqueue)
         run()
-        toks = tokens.cpu().tolist()
-        # check: the prefill logits against the reference VoiceLM on the same semantic vectors
-        run_.x_in[:1].copy_(sos.float())
-        run_.x_in[1:n_sem + 1].copy_(sem.float())
-        run_.pos.fill_(0)
-        run_.enqueue(0 if dev.type != "cuda" else torch.cuda.current_stream().cuda_stream, n_sem + 1)
-        with self.autocast():
-            sem_ref = self.out_proj(self.text_embed, self.text_hidden)
-            ref_logits, _ = self.voice_ref.step_logits(torch.cat([sos, sem.to(BF16)]))
-        ch = self.res["checks"]
-        ch["output_projector_rel_err_vs_reference"] = rel(sem, sem_ref)
-        ch["voice_lm_prefill_logits_rel_err_vs_reference"] = rel(run_.logits, ref_logits[-1:])
-        ch["voice_lm_tokens_in_range"] = all(0 <= t < vc.speech_token_size for t in toks)
         wb = nbytes(self.out_proj) + n_speech * m.weight_bytes() + sum(m.kv_bytes(n_sem + 1 + j) for j in range(n_speech))
         self.record("voice_lm_15_tokens", "minmo", self.timed(run, self.args.iters), launch=how, bytes_read=wb,
                     path="minmo GEMV (output projector, 6-row prefill and decode products, head), fused norm, "
                          "QKV+RoPE+append, prefill / decode attention, on-device RAS sampling; torch: bias adds, "
                          "embedding gather, history shift", kv_ctx="0 (first speech chunk: sos + 5 semantic vectors)")
+        with self.guard("voice_lm_check"):  # the prefill logits against the reference VoiceLM, same semantic vectors
+            run()
+            toks = tokens.cpu().tolist()
+            run_.x_in[:1].copy_(sos.float())
+            run_.x_in[1:n_sem + 1].copy_(sem.float())
+            run_.pos.fill_(0)
+            run_.enqueue(0 if dev.type != "cuda" else torch.cuda.current_stream().cuda_stream, n_sem + 1)
+            with self.autocast():
+                sem_ref = self.out_proj(self.text_embed, self.text_hidden)
+                ref_logits, _ = self.voice_ref.step_logits(torch.cat([sos, sem.to(BF16)]))
+            ch = self.res["checks"]
+            ch["output_projector_rel_err_vs_reference"] = rel(sem, sem_ref)
+            ch["voice_lm_prefill_logits_rel_err_vs_reference"] = rel(run_.logits, ref_logits[-1:])
+            ch["voice_lm_tokens_in_range"] = all(0 <= t < vc.speech_token_size for t in toks)
+            ch["voice_lm_tokens"] = toks
 
         def eager(step_fn=None):
             step_fn = step_fn or self.voice_ref.step_logits
@@ -949,9 +988,10 @@ class LatencyTable:
                     x = self.voice_ref.speech_embedding.weight[t:t + 1]
             return out
 
-        self.voice_eager = eager
-        self.record("voice_lm_15_tokens", "torch_eager", self.timed(eager, self.args.ref_iters),
-                    what="reference OutputProjector + VoiceLM.step_logits (KVCache), reference ras_sample on the host")
+        with self.guard("voice_lm_15_tokens_torch_eager"):
+            self.record("voice_lm_15_tokens", "torch_eager", self.timed(eager, self.args.ref_iters),
+                        what="reference OutputProjector + VoiceLM.step_logits (KVCache), reference ras_sample on the host")
+            self.voice_eager = eager
 
     def voice_compile(self):
         comp = self.compiled(self.voice_ref.step_logits, dynamic=True)
@@ -986,28 +1026,32 @@ class LatencyTable:
         toks = torch.randint(0, fc.vocab_size, (15 + fc.pre_lookahead,), generator=gen, device="cpu").to(dev)
         spk = torch.randn(fc.spk_dim, generator=gen, device="cpu").to(dev)
         t2w = Token2WavChunk(self.flow, self.hift, toks[:15], toks[15:], spk, self.ops)
-        self.t2w = t2w
-        run, how = graphed(lambda s: t2w.run(True, s), dev)
+        run, how = self.graph("token2wav_first_chunk", lambda s: t2w.run(True, s))
         run()
-        mel_m, audio_m = t2w.x.clone(), t2w.audio.clone()
-        mel_r, audio_r = t2w.run(False)
-        ch = self.res["checks"]
-        ch["token2wav_mel_rel_err_vs_reference"] = rel(mel_m, mel_r)
-        ch["token2wav_audio_rel_err_vs_reference"] = rel(audio_m, audio_r)
-        # the torch NSF source against the numpy reference (host)
-        f0 = self.hift.f0(mel_r)
-        l_cpu = copy.deepcopy(self.hift.m_source.l_linear).cpu()
-        with torch.device("cpu"):
-            src_np = R.hift.source_from_f0(f0.cpu(), l_cpu, self.hift.cfg, 0)
-        ch["hift_source_torch_rel_err_vs_numpy_reference"] = rel(source_torch(f0, self.hift.m_source.l_linear, self.hift.cfg, t2w.src_noise).cpu(), src_np)
+        n_mel, n_audio = t2w.x.shape[0], t2w.audio.numel()
         self.record("token2wav_first_chunk", "minmo", self.timed(run, self.args.iters), launch=how,
-                    bytes_read=t2w.weight_bytes(), mel_frames=mel_m.shape[0], samples=audio_m.numel(),
+                    bytes_read=t2w.weight_bytes(), mel_frames=n_mel, samples=n_audio,
                     path="minmo: Euler step + CFG combine (flow_euler_cfg_f32), iSTFT + clamp (hift_istft_f32); torch "
                          "(no minmo CUDA path yet): flow encoder (conformer, rel-pos attention), the whole estimator "
                          "U-Net (convs, attention, MLPs), HiFT f0 predictor, NSF source (torch port), filter network; "
                          "one CUDA graph", speaker_prompt="none (speaker embedding only)")
-        self.record("token2wav_first_chunk", "torch_eager", self.timed(lambda: t2w.run(False), self.args.ref_iters),
-                    what="reference Flow encoder, estimator and Euler loop, HiFT with the torch NSF source")
+        with self.guard("token2wav_check"):
+            run()
+            mel_m, audio_m = t2w.x.clone(), t2w.audio.clone()
+            mel_r, audio_r = t2w.run(False)
+            ch = self.res["checks"]
+            ch["token2wav_mel_rel_err_vs_reference"] = rel(mel_m, mel_r)
+            ch["token2wav_audio_rel_err_vs_reference"] = rel(audio_m, audio_r)
+            f0 = self.hift.f0(mel_r)  # the torch NSF source against the numpy reference (host)
+            l_cpu = copy.deepcopy(self.hift.m_source.l_linear).cpu()
+            with torch.device("cpu"):
+                src_np = R.hift.source_from_f0(f0.cpu(), l_cpu, self.hift.cfg, 0)
+            src = source_torch(f0, self.hift.m_source.l_linear, self.hift.cfg, t2w.src_noise)
+            ch["hift_source_torch_rel_err_vs_numpy_reference"] = rel(src.cpu(), src_np)
+        with self.guard("token2wav_first_chunk_torch_eager"):
+            self.record("token2wav_first_chunk", "torch_eager", self.timed(lambda: t2w.run(False), self.args.ref_iters),
+                        what="reference Flow encoder, ConditionalCFM.solve, HiFT.decode; NSF source: torch port")
+            self.t2w = t2w
 
     def token2wav_compile(self):
         est_c = self.compiled(self.flow.decoder.estimator, dynamic=False)
