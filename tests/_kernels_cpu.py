@@ -12,19 +12,12 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "kernels")
-
-
-
-class SamplingParams(ctypes.Structure):
-    """minmo_sampling_params (kernels/include/minmo_kernels/sampling.h)."""
-    _fields_ = [("top_k", ctypes.c_int32), ("top_p", ctypes.c_float), ("temperature", ctypes.c_float),
-                ("ras_window", ctypes.c_int32), ("ras_tau", ctypes.c_float), ("force_id", ctypes.c_int32),
-                ("seed", ctypes.c_uint64), ("counter", ctypes.c_uint64)]
+sys.path.insert(0, os.path.join(KERNELS, "python"))
+from minmo_kernels_ctypes import SamplingParams  # noqa: E402  (re-exported for the tests)
 
 
 def load_cpu_kernels() -> ctypes.CDLL:
     """Builds (once; incremental afterwards) and loads libminmo_kernels.so, CPU twins only."""
-    sys.path.insert(0, os.path.join(KERNELS, "python"))
     import minmo_kernels_ctypes as mk
 
     L = ctypes.CDLL(str(mk.build(os.path.join(ROOT, "build", "kernels-py"))))

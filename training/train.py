@@ -156,9 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="model init and batch order")
     p.add_argument("--data-seed", type=int, default=1, help="seed of the training utterances")
     p.add_argument("--val-seed", type=int, default=2, help="seed of the validation utterances")
-    p.add_argument("--train-size", type=int, default=5000)
-    p.add_argument("--val-size", type=int, default=120)
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--train-size", type=int, default=20000, help="training utterances (fresh data beats epochs: 5000 overfit)")
+    p.add_argument("--val-size", type=int, default=60)
+    p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--warmup", type=int, default=200)
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=1000)
     args = p.parse_args(argv)
 
     if not D.espeak_available():

@@ -215,8 +215,9 @@ class HiFT(nn.Module):
         """mel [T, 80] -> f0 [T] (zero padding at both ends of ``mel``)."""
         return self.f0_predictor(mel.T)
 
-    def decode(self, mel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """mel [T, 80], source [S*T] -> audio [S*T] (the filter network and iSTFT)."""
+    def spectrum(self, mel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """The filter network: mel [T, 80], source [S*T] -> conv_post output [n_fft + 2, S*T/hop + 1]
+        (log-magnitude rows, then phase rows; what ``decode`` turns into audio)."""
         cfg = self.cfg
         spec = stft(source, cfg.n_fft, cfg.hop_len)[None]
         x = self.conv_pre(mel.T[None])
@@ -228,7 +229,12 @@ class HiFT(nn.Module):
                 x = F.pad(x, (1, 0), mode="reflect")
             x = x + self.source_resblocks[i](self.source_downs[i](spec))
             x = sum(self.resblocks[i * nk + j](x) for j in range(nk)) / nk
-        x = self.conv_post(F.leaky_relu(x, 0.01))[0]
+        return self.conv_post(F.leaky_relu(x, 0.01))[0]
+
+    def decode(self, mel: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """mel [T, 80], source [S*T] -> audio [S*T] (the filter network and iSTFT)."""
+        cfg = self.cfg
+        x = self.spectrum(mel, source)
         nb = cfg.n_fft // 2 + 1
         mag = torch.clamp(torch.exp(x[:nb]), max=1e2)
         phase = torch.sin(x[nb:])

@@ -15,7 +15,6 @@ from pathlib import Path
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent
 
-# Argument codes: p = pointer, q = int64, f = float, s = cudaStream_t (CUDA functions only).
 _SIGNATURES = {
     "rmsnorm_residual_f32": "ppppqqf",
     "rmsnorm_residual_bf16": "ppppqqf",
@@ -42,8 +41,25 @@ _SIGNATURES = {
     "gemv_qkv_rope_int8": "ppppppppqqqqqf",
     "gemv_qkv_rope_int4": "pppppppppqqqqqqf",
     "gemv_qkv_rope_fp8": "ppppppppqqqqqf",
+    # speech kernels
+    "fsmn_attn_f32": "ppppqqqqq",
+    "flow_euler_cfg_f32": "pppqff",
+    "hift_istft_f32": "ppqiif",
+    "hamming_crossfade_f32": "ppq",
+    "sample_ras_f32": "pqpqpqSp",
 }
-_CTYPES = {"p": ctypes.c_void_p, "q": ctypes.c_int64, "f": ctypes.c_float, "s": ctypes.c_void_p}
+
+
+class SamplingParams(ctypes.Structure):
+    """minmo_sampling_params (kernels/include/minmo_kernels/sampling.h), passed by value."""
+    _fields_ = [("top_k", ctypes.c_int32), ("top_p", ctypes.c_float), ("temperature", ctypes.c_float),
+                ("ras_window", ctypes.c_int32), ("ras_tau", ctypes.c_float), ("force_id", ctypes.c_int32),
+                ("seed", ctypes.c_uint64), ("counter", ctypes.c_uint64)]
+
+
+# Argument codes: p = pointer, q = int64, i = int32, f = float, S = SamplingParams, s = cudaStream_t.
+_CTYPES = {"p": ctypes.c_void_p, "q": ctypes.c_int64, "i": ctypes.c_int32, "f": ctypes.c_float, "S": SamplingParams,
+           "s": ctypes.c_void_p}
 
 
 class KernelError(RuntimeError):

@@ -6,9 +6,11 @@
 #   3. run the harness under compute-sanitizer memcheck (small shapes), and racecheck on the
 #      fused kernels' small cases
 #   4. run bench/gpu/decode_bench.py
-# Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt, decode_bench.json,
-# bench.txt, build.txt, summary.txt. Exit status: non-zero when the build, the harness, memcheck or
-# racecheck failed (the bench's own errors are recorded in its JSON).
+#   5. run bench/gpu/latency_table.py (the paper's latency table at full MinMo sizes)
+# Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
+# decode_bench.json, bench.txt, latency_table.json, latency.txt, build.txt, summary.txt. Exit status:
+# non-zero when the build, the harness, memcheck or racecheck failed (the benches' own errors are
+# recorded in their JSON).
 # Usage: bash kernels/tests/gpu_check.sh       (from the repository root or anywhere)
 set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -73,5 +75,12 @@ stamp "bench: rc=$BENCH"
 grep -E "^\[|    " "$OUT/bench.txt" | grep -v "^    \"" | head -n 80
 grep -E "Error|error" "$OUT/bench.txt" | head -n 20
 
-stamp "done: harness=$HARNESS memcheck=$MEMCHECK racecheck=$RACECHECK bench=$BENCH"
+timeout 200 "$PY" "$ROOT/bench/gpu/latency_table.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/latency_table.json" \
+  ${LATENCY_ARGS:---budget-s 150} > "$OUT/latency.txt" 2>&1
+LATENCY=$?
+stamp "latency table: rc=$LATENCY"
+grep -E "^\[|^    [a-z]|^latency|^stage|^[a-z0-9_]+ +[0-9.]+ /|^first audio" "$OUT/latency.txt" | head -n 60
+grep -E "Error|error" "$OUT/latency.txt" | head -n 20
+
+stamp "done: harness=$HARNESS memcheck=$MEMCHECK racecheck=$RACECHECK bench=$BENCH latency=$LATENCY"
 [ "$HARNESS" -eq 0 ] && [ "$MEMCHECK" -eq 0 ] && [ "$RACECHECK" -eq 0 ]
