@@ -1104,8 +1104,9 @@ class LatencyTable:
                 b = p50(s, base)
                 if b is not None:
                     row[f"speedup_vs_{base}"] = round(b / v, 2)
-            faster = [row[k] > 1 for k in ("speedup_vs_torch_compile", "speedup_vs_hf_transformers") if k in row]
-            row["faster_than_compile_and_transformers"] = ("met" if all(faster) else "missed") if faster else "not measured"
+            for base in ("torch_compile", "hf_transformers"):  # the "faster than" targets, one verdict each
+                k = f"speedup_vs_{base}"
+                row[f"faster_than_{base}"] = ("met" if row[k] > 1 else "missed") if k in row else "not measured"
             summ[s] = row
         fap = st["first_audio_packet"].get("minmo")
         summ["first_audio_packet"] = ({"minmo_p50_ms": fap["p50_ms"], "target_ms": 50.0,
