@@ -91,18 +91,11 @@ def test_speech_bench_per_chunk_series():
     import numpy as np
     import pytest
 
-    import minmo_rt
-    from _bundles import cosyvoice2_bundle
+    from _bundles import cosyvoice2_runtime
     from minmo_rt.bench.speech import tts_chunks, voice_lm_growth_model
     from minmo_rt.export.reference import VoiceLMConfig
 
-    bundle, _ = cosyvoice2_bundle()
-    try:
-        rt = minmo_rt.Runtime(bundle)
-    except minmo_rt.BundleError as e:
-        if "cosyvoice2_flow" in str(e):
-            pytest.skip("this runtime build has no token2wav (flow / hift) modules")
-        raise
+    rt, _ = cosyvoice2_runtime()
     per = tts_chunks(rt, chunks=21, speaker=np.ones(192, np.float32))
     assert per["chunks"] == 21 and per["speech_tokens"] >= 21 * 15
     assert len(per["token2wav_per_chunk_ms"]) >= 20  # the last chunk waits for its lookahead

@@ -226,18 +226,12 @@ def test_speech_to_speech_audio_streams_and_equals_offline(rt, refs):
 
 
 def test_tts_cosyvoice2_bundle_speaks_end_to_end():
-    from _bundles import cosyvoice2_bundle
+    from _bundles import cosyvoice2_runtime
     from minmo_rt.export.checkpoints import load_speakers
     from minmo_rt.session import collect_audio
 
-    bundle, ckpt = cosyvoice2_bundle()
-    try:
-        rt = minmo_rt.Runtime(bundle)
-    except minmo_rt.BundleError as e:
-        if "cosyvoice2_flow" in str(e):
-            pytest.skip("this runtime build has no token2wav (flow / hift) modules")
-        raise
-    refs = build_reference_modules(bundle)
+    rt, ckpt = cosyvoice2_runtime()
+    refs = build_reference_modules(rt.bundle_dir)
     spk = load_speakers(ckpt)["spk0"]
     for instruction, prompt in ((None, False), ("happy", True)):
         kw = dict(speaker=spk["embedding"], seed=4, instruction=instruction)
@@ -268,11 +262,10 @@ def test_tts_cosyvoice2_bundle_speaks_end_to_end():
 def test_tts_stored_speaker_by_name():
     """spk2info.pt voices travel in the bundle: speaker="spk0" speaks exactly as the arrays do, and
     unknown names are refused with the list of stored ones."""
-    from _bundles import cosyvoice2_bundle
+    from _bundles import cosyvoice2_runtime
     from minmo_rt.export.checkpoints import load_speakers
 
-    bundle, ckpt = cosyvoice2_bundle()
-    rt = minmo_rt.Runtime(bundle)
+    rt, ckpt = cosyvoice2_runtime()
     assert rt.speakers == ["spk0"]
     spk = load_speakers(ckpt)["spk0"]
     stored = rt.speaker("spk0")

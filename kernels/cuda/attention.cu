@@ -31,6 +31,31 @@ struct RowState {
   float o[2 * kMaxPairs];
 };
 
+// acc + dot(q, k) over the 8 bf16 values packed in each 16-byte chunk.
+__device__ __forceinline__ float dot8_bf16(const uint4& qv, const uint4& kv, float acc) {
+  const uint32_t qa[4] = {qv.x, qv.y, qv.z, qv.w}, ka[4] = {kv.x, kv.y, kv.z, kv.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    acc = fmaf(bf16_lo(qa[i]), bf16_lo(ka[i]), acc);
+    acc = fmaf(bf16_hi(qa[i]), bf16_hi(ka[i]), acc);
+  }
+  return acc;
+}
+
+// Online-softmax update for one tile of 32 keys (lane j scored key j as s; `valid` false for lanes
+// past the range): rescales the running sum and output, returns this lane's weight p.
+template <int P>
+__device__ __forceinline__ float softmax_tile(RowState& st, float s, bool valid) {
+  const float m_new = fmaxf(st.m, warp_max(s));  // finite: the tile has at least one key
+  const float p = valid ? __expf(s - m_new) : 0.f;
+  const float corr = __expf(st.m - m_new);  // 0 on the first tile (m = -inf)
+  st.l = st.l * corr + warp_sum(p);
+  st.m = m_new;
+#pragma unroll
+  for (int i = 0; i < 2 * P; ++i) st.o[i] *= corr;
+  return p;
+}
+
 // Attends one query row (q_s: bf16 row in shared memory, D values) to keys [k_begin, k_end) of
 // one KV head (k, v: [max_seq, D]). Requires k_begin < k_end.
 template <int P>
@@ -51,24 +76,10 @@ __device__ RowState attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* 
       const uint4* kr = reinterpret_cast<const uint4*>(k + key * D);
       float dot = 0.f;
 #pragma unroll 8
-      for (int c = 0; c < D / 8; ++c) {
-        const uint4 kv = __ldg(kr + c), qv = q4[c];
-        const uint32_t ka[4] = {kv.x, kv.y, kv.z, kv.w}, qa[4] = {qv.x, qv.y, qv.z, qv.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          dot = fmaf(bf16_lo(qa[i]), bf16_lo(ka[i]), dot);
-          dot = fmaf(bf16_hi(qa[i]), bf16_hi(ka[i]), dot);
-        }
-      }
+      for (int c = 0; c < D / 8; ++c) dot = dot8_bf16(q4[c], __ldg(kr + c), dot);
       s = dot * scale;
     }
-    const float m_new = fmaxf(st.m, warp_max(s));  // finite: the tile has at least one key
-    const float p = key < k_end ? __expf(s - m_new) : 0.f;
-    const float corr = __expf(st.m - m_new);  // 0 on the first tile (m = -inf)
-    st.l = st.l * corr + warp_sum(p);
-    st.m = m_new;
-#pragma unroll
-    for (int i = 0; i < 2 * P; ++i) st.o[i] *= corr;
+    const float p = softmax_tile<P>(st, s, key < k_end);
     const uint32_t* vt = reinterpret_cast<const uint32_t*>(v + t0 * D);
     auto add_v = [&](int j) {
       const float pj = __shfl_sync(0xffffffffu, p, j);
@@ -244,24 +255,10 @@ __global__ void __launch_bounds__(1024, 1)
       const uint4* kr = k_s + lane * (C + 1);
       float dot = 0.f;
 #pragma unroll
-      for (int c = 0; c < C; ++c) {
-        const uint4 kv = kr[c], qv = q4[c];
-        const uint32_t ka[4] = {kv.x, kv.y, kv.z, kv.w}, qa[4] = {qv.x, qv.y, qv.z, qv.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          dot = fmaf(bf16_lo(qa[e]), bf16_lo(ka[e]), dot);
-          dot = fmaf(bf16_hi(qa[e]), bf16_hi(ka[e]), dot);
-        }
-      }
+      for (int c = 0; c < C; ++c) dot = dot8_bf16(q4[c], kr[c], dot);
       s = dot * scale;
     }
-    const float m_new = fmaxf(st.m, warp_max(s));  // finite: the tile has at least one key
-    const float p = lane < rows ? __expf(s - m_new) : 0.f;
-    const float corr = __expf(st.m - m_new);  // 0 on the first tile (m = -inf)
-    st.l = st.l * corr + warp_sum(p);
-    st.m = m_new;
-#pragma unroll
-    for (int i = 0; i < 2 * P; ++i) st.o[i] *= corr;
+    const float p = softmax_tile<P>(st, s, lane < rows);
     const uint32_t* vt = reinterpret_cast<const uint32_t*>(v_s);
 #pragma unroll 8
     for (int j = 0; j < kTile; ++j) {  // rows past `rows` are zero with p = 0
