@@ -168,9 +168,9 @@ def _speech_section(rt, audio, rate, log, chunks: int = 50) -> dict:
         f = per.get(key)
         if f:
             log(f"{key.split('_flatness')[0]} cost vs chunk index: slope {f['slope_ms_per_chunk']:+.3f} ms/chunk, "
-                f"mean of the last 10 chunks / first 10 = {f['last10_over_first10']:.2f}")
+                f"median of the last 10 chunks / chunks 2-11 = {f['last10_over_first10']:.2f}")
     g = per["voice_lm_growth_model"]
-    log(f"voice LM growth its full-context attention implies (last 10 / first 10, nothing recomputed): this bundle "
+    log(f"voice LM growth its full-context attention implies (last 10 / chunks 2-11, nothing recomputed): this bundle "
         f"{g['this_bundle']['macs_last10_over_first10']:.2f} in MACs; CosyVoice2-0.5B size "
         f"{g['cosyvoice2_0p5b']['macs_last10_over_first10']:.2f} in MACs, {g['cosyvoice2_0p5b']['bytes_last10_over_first10']:.3f} in bytes read")
     if per["rtf"] is not None:

@@ -20,14 +20,17 @@ def _per_chunk(ms: list, per: int) -> list:
 
 
 def flatness(costs: list) -> Optional[dict]:
-    """Slope of cost vs chunk index (least squares, ms per chunk) and last-10 / first-10 mean ratio."""
-    if len(costs) < 20:
+    """Cost versus chunk index, chunk 1 left out (it has no left context and token2wav's first
+    segment is shorter): least-squares slope (ms per chunk) over chunks 2..n, mean and median of
+    chunks 2-11 and of the last 10, and the ratio of those medians (robust to a busy machine)."""
+    if len(costs) < 21:
         return None
-    x = np.arange(1, len(costs) + 1, dtype=np.float64)
-    slope = float(np.polyfit(x, np.asarray(costs, np.float64), 1)[0])
-    first, last = float(np.mean(costs[:10])), float(np.mean(costs[-10:]))
-    return {"slope_ms_per_chunk": slope, "first10_mean_ms": first, "last10_mean_ms": last,
-            "last10_over_first10": last / first if first > 0 else None}
+    c = np.asarray(costs[1:], np.float64)
+    slope = float(np.polyfit(np.arange(2, len(c) + 2, dtype=np.float64), c, 1)[0])
+    first, last = c[:10], c[-10:]
+    return {"slope_ms_per_chunk": slope, "first10_mean_ms": float(first.mean()), "last10_mean_ms": float(last.mean()),
+            "first10_median_ms": float(np.median(first)), "last10_median_ms": float(np.median(last)),
+            "last10_over_first10": float(np.median(last) / np.median(first)) if np.median(first) > 0 else None}
 
 
 def voice_lm_growth_model(cfg: dict, chunks: int = 50) -> dict:
@@ -35,7 +38,7 @@ def voice_lm_growth_model(cfg: dict, chunks: int = 50) -> dict:
     CosyVoice2's voice LM (and MinMo's) attends over its whole sequence, so the weight products of a
     step cost the same at every chunk while attention grows with the cached positions. For the 15
     decode steps of chunk k, text_ratio + speech_ratio positions per chunk, this returns the ratio of
-    the mean over the last 10 chunks to the first 10 of (a) multiply-accumulates (compute-bound CPU)
+    the median over the last 10 chunks to chunks 2-11 of (a) multiply-accumulates (compute-bound CPU)
     and (b) bytes read at 2 bytes per weight and per cached K/V value (bandwidth-bound GPU)."""
     layers, hidden = int(cfg["num_hidden_layers"]), int(cfg["hidden_size"])
     hq, hkv, hd = int(cfg["num_attention_heads"]), int(cfg["num_key_value_heads"]), int(cfg["head_dim"])
@@ -49,7 +52,7 @@ def voice_lm_growth_model(cfg: dict, chunks: int = 50) -> dict:
 
     def ratio(per_position: float, base: float) -> float:
         cost = [per_chunk(k, per_position, base) for k in range(chunks)]
-        return float(np.mean(cost[-10:]) / np.mean(cost[:10]))
+        return float(np.median(cost[-10:]) / np.median(cost[1:11]))  # as flatness(): chunks 2-11 vs the last 10
 
     return {"macs_last10_over_first10": ratio(layers * 2 * hq * hd, weights),
             "bytes_last10_over_first10": ratio(layers * 2 * hkv * hd * 2, 2 * weights)}

@@ -5,9 +5,9 @@
 
 Random-weight flow + HiFT (``small``: reduced widths, same structure; ``full``: CosyVoice2 sizes),
 one utterance pushed 15 tokens at a time; the stream times each segment's flow (encoder + 10-step
-CFM with guidance) and HiFT push. Writes per-chunk times and a summary (mean and median of chunks
-2-11 vs the last 10, least-squares slope in ms per chunk). A measurement, not a test; on a shared
-machine use the medians.
+CFM with guidance) and HiFT push. Writes per-chunk times and their flatness (``bench.speech.flatness``:
+mean and median of chunks 2-11 vs the last 10, least-squares slope in ms per chunk). A measurement,
+not a test; on a shared machine read the medians.
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def build(sizes: str, directory: str):
 def measure(chunks: int, chunk_tokens: int, left_chunks: int, sizes: str) -> dict:
     from minmo_rt import _core
 
+    from .speech import flatness
+
     with tempfile.TemporaryDirectory() as d:
         fw, fc, hw, hc, cfg = build(sizes, d)
         rng = np.random.default_rng(0)
@@ -55,16 +57,8 @@ def measure(chunks: int, chunk_tokens: int, left_chunks: int, sizes: str) -> dic
     flow_ms = [t[0] for t in times]
     hift_ms = [t[1] for t in times]
 
-    def summary(v):
-        v = np.asarray(v)
-        idx = np.arange(len(v))
-        return {"first10_mean_ms": float(v[1:11].mean()), "last10_mean_ms": float(v[-10:].mean()),
-                "first10_median_ms": float(np.median(v[1:11])), "last10_median_ms": float(np.median(v[-10:])),
-                "ratio_last_first_median": float(np.median(v[-10:]) / np.median(v[1:11])),
-                "slope_ms_per_chunk": float(np.polyfit(idx[1:], v[1:], 1)[0])}
-
     return {"sizes": sizes, "chunk_tokens": chunk_tokens, "left_chunks": left_chunks, "chunks": len(times),
-            "flow_ms": flow_ms, "hift_ms": hift_ms, "flow": summary(flow_ms), "hift": summary(hift_ms)}
+            "flow_ms": flow_ms, "hift_ms": hift_ms, "flow": flatness(flow_ms), "hift": flatness(hift_ms)}
 
 
 def main(argv=None):
@@ -77,7 +71,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     res = measure(a.chunks, a.chunk_tokens, a.left_chunks, a.sizes)
     for k in ("flow", "hift"):
-        print(f"{k}: " + ", ".join(f"{n} {v:.3f}" for n, v in res[k].items()))
+        f = res[k]
+        print(f"{k}: " + (", ".join(f"{n} {v:.3f}" for n, v in f.items()) if f else "fewer than 21 chunks: no flatness fit"))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)
