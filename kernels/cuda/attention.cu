@@ -56,6 +56,19 @@ __device__ __forceinline__ float softmax_tile(RowState& st, float s, bool valid)
   return p;
 }
 
+// Writes a row's partial (max, sum, output[D]) to the split-K workspace row dst (D + 2 floats).
+template <int P>
+__device__ __forceinline__ void store_partial(const RowState& st, float* dst) {
+  const int lane = threadIdx.x & 31;
+  if (lane == 0) {
+    dst[0] = st.m;
+    dst[1] = st.l;
+  }
+#pragma unroll
+  for (int e = 0; e < P; ++e)
+    reinterpret_cast<float2*>(dst + 2)[lane + 32 * e] = make_float2(st.o[2 * e], st.o[2 * e + 1]);
+}
+
 // Attends one query row (q_s: bf16 row in shared memory, D values) to keys [k_begin, k_end) of
 // one KV head (k, v: [max_seq, D]). Requires k_begin < k_end.
 template <int P>
@@ -151,7 +164,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                         int64_t max_seq, int64_t split_size, float scale) {
   constexpr int D = 64 * P;
   __shared__ __align__(16) __nv_bfloat16 q_s[kWarps][D];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int warp = threadIdx.x / 32;
   const int g = blockIdx.z * kWarps + warp, h = blockIdx.y, split = blockIdx.x;
   const int64_t n_keys = min64(static_cast<int64_t>(*pos) + 1, max_seq);
   const int64_t k_begin = split * split_size, k_end = min64(k_begin + split_size, n_keys);
@@ -159,14 +172,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int hq = h * group + g;
   load_q_row<D>(q + static_cast<int64_t>(hq) * D, q_s[warp]);
   const RowState st = attend_range<P>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
-  float* dst = ws + (static_cast<int64_t>(hq) * gridDim.x + split) * (D + 2);
-  if (lane == 0) {
-    dst[0] = st.m;
-    dst[1] = st.l;
-  }
-#pragma unroll
-  for (int e = 0; e < P; ++e)
-    reinterpret_cast<float2*>(dst + 2)[lane + 32 * e] = make_float2(st.o[2 * e], st.o[2 * e + 1]);
+  store_partial<P>(st, ws + (static_cast<int64_t>(hq) * gridDim.x + split) * (D + 2));
 }
 
 // Grid Hq, block D threads: out[hq, d] = sum_s e^(m_s - M) o_s[d] / sum_s e^(m_s - M) l_s over the
@@ -278,14 +284,7 @@ __global__ void __launch_bounds__(1024, 1)
   }
   const int stride = D + 2;
   float* base = ws + static_cast<int64_t>(hq) * gridDim.x * stride;
-  float* dst = base + static_cast<int64_t>(split) * stride;
-  if (lane == 0) {
-    dst[0] = st.m;
-    dst[1] = st.l;
-  }
-#pragma unroll
-  for (int e = 0; e < P; ++e)
-    reinterpret_cast<float2*>(dst + 2)[lane + 32 * e] = make_float2(st.o[2 * e], st.o[2 * e + 1]);
+  store_partial<P>(st, base + static_cast<int64_t>(split) * stride);
   __threadfence();  // partials visible device-wide before this block is counted
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(counters + h, 1u) == static_cast<unsigned int>(active - 1);
