@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backends/cpu/fastmath.h"
 #include "backends/cpu/ops_llm.h"
 
 namespace minmo {
@@ -84,12 +85,6 @@ void dequantize_row(const QuantWeight& w, int64_t n, int64_t K, float* out) {
 
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MINMO_QUANT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define MINMO_QUANT_SIMD_CLONES
-#endif
-
 // e4m3fn byte -> fp32 by moving its sign, exponent and mantissa into fp32 position
 // (vectorisable: no table, no branch): exponent field e gives 2^(e - 127) (1 + m/8), and e = 0
 // an fp32 subnormal m/8 * 2^-126, so multiplying by 2^120 yields the e4m3 value in both cases.
@@ -108,7 +103,7 @@ inline float code_value(uint8_t q) { return e4m3_value(q); }
 // y[m, n] for rows n in [n0, n1) and all m < M, each quantized row read once per x row (in L1
 // after the first); four output rows per pass give four independent accumulator chains.
 template <typename Code>
-MINMO_QUANT_SIMD_CLONES void rows_scaled(const float* x, const Code* codes, const float* scale, const float* bias,
+MINMO_SIMD_CLONES void rows_scaled(const float* x, const Code* codes, const float* scale, const float* bias,
                                          float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
   int64_t n = n0;
   for (; n + 4 <= n1; n += 4) {
@@ -145,7 +140,7 @@ MINMO_QUANT_SIMD_CLONES void rows_scaled(const float* x, const Code* codes, cons
 
 // xe / xo: the even / odd columns of x [M, K / 2]; xg: per-group sums of x [M, K / group].
 //   y = sum_g scale_g * (sum_{k in g} x_k q_k - zero_g * xg_g)
-MINMO_QUANT_SIMD_CLONES void rows_int4(const float* xe, const float* xo, const float* xg, const QuantWeight& w,
+MINMO_SIMD_CLONES void rows_int4(const float* xe, const float* xo, const float* xg, const QuantWeight& w,
                                        const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
                                        int64_t n1) {
   const int64_t half = K / 2, groups = K / w.group, gh = w.group / 2;
