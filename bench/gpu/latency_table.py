@@ -250,7 +250,8 @@ def reference_fp32_logits(ref, embeds: torch.Tensor, cache) -> torch.Tensor:
     """Logits of the last row from the reference Qwen2Decoder in fp32 (each layer converted on the fly,
     so only one fp32 layer exists at a time): the yardstick for both bf16 pipelines."""
     cfg, past = ref.cfg, cache.length
-    cos, sin = R.layers.rope_cos_sin(torch.arange(past, past + embeds.shape[0]), cfg.head_dim, cfg.rope_theta)
+    cos, sin = R.layers.rope_cos_sin(torch.arange(past, past + embeds.shape[0], device=embeds.device), cfg.head_dim,
+                                     cfg.rope_theta)
     x = embeds.float()
     for layer, (k, v) in zip(ref.model.layers, cache.layers):
         with torch.device("meta"):
@@ -311,7 +312,8 @@ class TorchChunk(Streams):
             ctx = ref_attention(q, self.kc[i][:b], self.vc[i][:b].view(b, h, dh), None)
             v0 = max(0, a - kpad)
             vwin = self.vc[i][v0:b]
-            mem = R.layers.fsmn_memory(vwin, at.fsmn.weight, kpad, torch.full((b - v0,), b - v0, dtype=torch.long))[-f:]
+            limits = torch.full((b - v0,), b - v0, dtype=torch.long, device=vwin.device)
+            mem = R.layers.fsmn_memory(vwin, at.fsmn.weight, kpad, limits)[-f:]
             x = x + at.out(ctx.reshape(f, cfg.d_model)) + mem
             x = x + blk.mlp(blk.mlp_ln(x))
         return enc.ln_post(x)

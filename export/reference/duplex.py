@@ -24,7 +24,7 @@ class DuplexPredictor(nn.Module):
         """hidden [T, llm_hidden] (LLM final-norm hidden states of audio tokens, in order) ->
         (p_turn [T], p_barge [T], kv). Probabilities are softmax(head)[..., 1]."""
         past = 0 if past_kv is None else past_kv[0].shape[0]
-        cos, sin = rope_cos_sin(torch.arange(past, past + hidden.shape[0]), self.cfg.head_dim, self.cfg.rope_theta)
+        cos, sin = rope_cos_sin(torch.arange(past, past + hidden.shape[0], device=hidden.device), self.cfg.head_dim, self.cfg.rope_theta)
         x, kv = self.layer(self.proj(hidden), cos, sin, past_kv)
         p_turn = torch.softmax(self.turn_head(x), dim=-1)[:, 1]
         p_barge = torch.softmax(self.barge_head(x), dim=-1)[:, 1]

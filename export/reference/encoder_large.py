@@ -75,9 +75,9 @@ class SenseVoiceLargeEncoder(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         x = self.subsample(mel)
         n = x.shape[0]
-        cos, sin = rope_cos_sin(torch.arange(n), self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_theta)
-        mask = chunk_attention_mask(n, self.chunk)
-        limits = chunk_limits(n, self.chunk)
+        cos, sin = rope_cos_sin(torch.arange(n, device=x.device), self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_theta)
+        mask = chunk_attention_mask(n, self.chunk, device=x.device)
+        limits = chunk_limits(n, self.chunk, device=x.device)
         for block in self.blocks:
             x = block(x, cos, sin, mask, limits)
         return self.ln_post(x)

@@ -23,7 +23,7 @@ def sinusoidal_encoding(positions: torch.Tensor, depth: int) -> torch.Tensor:
     """FunASR SinusoidalPositionEncoder: [sin | cos] halves, timescale step log(1e4) / (depth/2 - 1)."""
     half = depth // 2
     step = math.log(10000.0) / (half - 1)
-    inv = torch.exp(torch.arange(half, dtype=torch.float64) * -step)
+    inv = torch.exp(torch.arange(half, dtype=torch.float64, device=positions.device) * -step)
     scaled = positions.to(torch.float64)[:, None] * inv[None, :]
     return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1).to(torch.float32)
 
@@ -106,9 +106,9 @@ class SenseVoiceSmallEncoder(nn.Module):
     def forward(self, features: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([self.embed(query_ids.long()), features], dim=0)
         n = x.shape[0]
-        x = x * math.sqrt(self.cfg.d_model) + sinusoidal_encoding(torch.arange(1, n + 1), self.cfg.input_dim)
-        mask = chunk_attention_mask(n, self.chunk)
-        limits = chunk_limits(n, self.chunk)
+        x = x * math.sqrt(self.cfg.d_model) + sinusoidal_encoding(torch.arange(1, n + 1, device=x.device), self.cfg.input_dim)
+        mask = chunk_attention_mask(n, self.chunk, device=x.device)
+        limits = chunk_limits(n, self.chunk, device=x.device)
         enc = self.encoder
         for block in list(enc.encoders0) + list(enc.encoders):
             x = block(x, mask, limits)

@@ -26,9 +26,9 @@ from .configs import FlowConfig
 def rel_position_encoding(rel: torch.Tensor, d: int) -> torch.Tensor:
     """ESPnet relative position encoding of relative distances ``rel`` (query pos - key pos):
     [len(rel), d] with sin at even and cos at odd columns. Computed in float64."""
-    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float64) * -(math.log(10000.0) / d))
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float64, device=rel.device) * -(math.log(10000.0) / d))
     ang = rel.to(torch.float64)[:, None] * div[None, :]
-    pe = torch.empty(rel.shape[0], d, dtype=torch.float64)
+    pe = torch.empty(rel.shape[0], d, dtype=torch.float64, device=rel.device)
     pe[:, 0::2] = torch.sin(ang)
     pe[:, 1::2] = torch.cos(ang)
     return pe.to(torch.float32)
@@ -55,11 +55,12 @@ class RelPositionAttention(nn.Module):
         q = self.linear_q(x).view(t, self.h, self.dk)
         k = self.linear_k(x).view(t, self.h, self.dk)
         v = self.linear_v(x).view(t, self.h, self.dk)
-        rel = torch.arange(t - 1, -t, -1)  # pos index r <-> distance t-1-r
+        rel = torch.arange(t - 1, -t, -1, device=x.device)  # pos index r <-> distance t-1-r
         p = self.linear_pos(rel_position_encoding(rel, d)).view(-1, self.h, self.dk)
         ac = torch.einsum("ihd,jhd->hij", q + self.pos_bias_u, k)
         bd_all = torch.einsum("ihd,rhd->hir", q + self.pos_bias_v, p)  # [h, t, 2t-1]
-        idx = (t - 1) - (torch.arange(t)[:, None] - torch.arange(t)[None, :])  # index of distance i-j
+        pos = torch.arange(t, device=x.device)
+        idx = (t - 1) - (pos[:, None] - pos[None, :])  # index of distance i-j
         bd = torch.gather(bd_all, 2, idx[None].expand(self.h, t, t))
         scores = (ac + bd) / math.sqrt(self.dk)
         if mask is not None:
@@ -263,7 +264,7 @@ class TransformerBlock(nn.Module):
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
     """Matcha SinusoidalPosEmb: [sin | cos](scale * t * 10000^(-i/(half-1))); computed in float64."""
     half = dim // 2
-    freq = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000.0) / (half - 1)))
+    freq = torch.exp(torch.arange(half, dtype=torch.float64, device=t.device) * -(math.log(10000.0) / (half - 1)))
     ang = scale * t.to(torch.float64)[:, None] * freq[None, :]
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1).to(torch.float32)
 
@@ -340,7 +341,7 @@ class ConditionalCFM(nn.Module):
     def solve(self, noise, mu, spk, cond, mask):
         """Euler ODE solve with classifier-free guidance (batch of 2: conditioned / all-zero conditions).
         noise, mu, cond: [T, 80]; spk: [80]. Returns x(1) [T, 80]."""
-        ts = cosine_t_span(self.cfg.n_timesteps)
+        ts = cosine_t_span(self.cfg.n_timesteps).to(noise.device)
         x = noise
         zeros_mu, zeros_spk = torch.zeros_like(mu), torch.zeros_like(spk)
         mu2 = torch.stack([mu, zeros_mu])

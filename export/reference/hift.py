@@ -118,29 +118,30 @@ def source_from_f0(f0: torch.Tensor, l_linear: nn.Linear, cfg: HiftConfig, seed:
     return torch.tanh(l_linear(waves))[:, 0]
 
 
-def stft_basis(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stft_basis(n_fft: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Periodic Hann window [n_fft] and the real DFT basis [2*(n_fft/2+1), n_fft] (cos rows then -sin rows)."""
-    n = torch.arange(n_fft, dtype=torch.float64)
+    n = torch.arange(n_fft, dtype=torch.float64, device=device)
     window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / n_fft)
-    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64, device=device)
     ang = 2 * math.pi * k[:, None] * n[None, :] / n_fft
     return window.float(), torch.cat([torch.cos(ang), -torch.sin(ang)], 0).float()
 
 
 def stft(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     """torch.stft(center=True, reflect, periodic Hann) as [real | imag] rows: x [N] -> [n_fft+2, N/hop+1]."""
-    window, basis = stft_basis(n_fft)
+    window, basis = stft_basis(n_fft, x.device)
     xp = F.pad(x[None, None], (n_fft // 2, n_fft // 2), mode="reflect")[0]
     return F.conv1d(xp[None], (basis * window[None, :])[:, None, :], stride=hop)[0]
 
 
 def istft(real: torch.Tensor, imag: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     """torch.istft(center=True, periodic Hann) of a one-sided spectrum [n_fft/2+1, F] -> [(F-1)*hop]."""
-    window, _ = stft_basis(n_fft)
+    dev = real.device
+    window, _ = stft_basis(n_fft, dev)
     nb = n_fft // 2 + 1
-    n = torch.arange(n_fft, dtype=torch.float64)
-    k = torch.arange(nb, dtype=torch.float64)
-    c = torch.full((nb,), 2.0, dtype=torch.float64)
+    n = torch.arange(n_fft, dtype=torch.float64, device=dev)
+    k = torch.arange(nb, dtype=torch.float64, device=dev)
+    c = torch.full((nb,), 2.0, dtype=torch.float64, device=dev)
     c[0] = 1.0
     c[-1] = 1.0
     ang = 2 * math.pi * k[:, None] * n[None, :] / n_fft
@@ -150,7 +151,7 @@ def istft(real: torch.Tensor, imag: torch.Tensor, n_fft: int, hop: int) -> torch
     kernel = (inv.float() * window[None, :])[:, None, :]  # [2nb, 1, n_fft] -> conv_transpose
     frames = real.shape[1]
     y = F.conv_transpose1d(torch.cat([real, imag], 0)[None], kernel, stride=hop)[0, 0]
-    env = F.conv_transpose1d(torch.ones(1, 1, frames), (window ** 2)[None, None], stride=hop)[0, 0]
+    env = F.conv_transpose1d(torch.ones(1, 1, frames, device=dev), (window ** 2)[None, None], stride=hop)[0, 0]
     half = n_fft // 2
     length = (frames - 1) * hop
     return y[half:half + length] / env[half:half + length]

@@ -11,25 +11,26 @@ from torch import nn
 from .configs import ChunkSpec, Qwen2Config
 
 
-def chunk_attention_mask(n: int, chunk: Optional[ChunkSpec], chunk_frames: Optional[int] = None) -> Optional[torch.Tensor]:
+def chunk_attention_mask(n: int, chunk: Optional[ChunkSpec], chunk_frames: Optional[int] = None,
+                         device=None) -> Optional[torch.Tensor]:
     """Bool [n, n], True where query i may attend key j; None for full attention.
 
     Frame i belongs to chunk i // C and sees chunks (c - left_chunks) .. c."""
     if chunk is None or not chunk.chunked:
         return None
     c = chunk_frames or chunk.chunk_frames
-    idx = torch.arange(n) // c
+    idx = torch.arange(n, device=device) // c
     diff = idx[:, None] - idx[None, :]
     return (diff >= 0) & (diff <= chunk.left_chunks)
 
 
-def chunk_limits(n: int, chunk: Optional[ChunkSpec], chunk_frames: Optional[int] = None) -> torch.Tensor:
+def chunk_limits(n: int, chunk: Optional[ChunkSpec], chunk_frames: Optional[int] = None, device=None) -> torch.Tensor:
     """For each frame, one past the last frame its convolution memory may read: the end of its chunk
     in chunked mode, else n."""
     if chunk is None or not chunk.chunked:
-        return torch.full((n,), n, dtype=torch.long)
+        return torch.full((n,), n, dtype=torch.long, device=device)
     c = chunk_frames or chunk.chunk_frames
-    return torch.clamp((torch.arange(n) // c + 1) * c, max=n)
+    return torch.clamp((torch.arange(n, device=device) // c + 1) * c, max=n)
 
 
 def fsmn_memory(v: torch.Tensor, weight: torch.Tensor, left_pad: int, limits: torch.Tensor) -> torch.Tensor:
@@ -41,15 +42,15 @@ def fsmn_memory(v: torch.Tensor, weight: torch.Tensor, left_pad: int, limits: to
     k = weight.shape[-1]
     padded = F.pad(v.T, (left_pad, k - 1 - left_pad))  # [D, T + K - 1]
     windows = padded.unfold(1, k, 1)  # [D, T, K]
-    src = torch.arange(t_len)[:, None] - left_pad + torch.arange(k)[None, :]  # [T, K]
-    valid = (src >= 0) & (src < limits[:, None])
+    src = torch.arange(t_len, device=v.device)[:, None] - left_pad + torch.arange(k, device=v.device)[None, :]  # [T, K]
+    valid = (src >= 0) & (src < limits.to(v.device)[:, None])
     conv = torch.einsum("dtk,dk->td", windows * valid.to(v.dtype)[None], weight[:, 0, :])
     return conv + v
 
 
 def rope_cos_sin(positions: torch.Tensor, dim: int, theta: float, dtype=torch.float32):
     """cos, sin [T, dim] for the rotate-half (GPT-NeoX / Hugging Face Qwen2) convention."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim))
     freqs = positions.to(torch.float64)[:, None] * inv_freq[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -77,10 +78,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[
     return torch.einsum("hqk,khd->qhd", probs, v)
 
 
-def causal_mask(tq: int, tk: int) -> torch.Tensor:
+def causal_mask(tq: int, tk: int, device=None) -> torch.Tensor:
     """Query i sits at absolute position tk - tq + i and sees keys up to it."""
     offset = tk - tq
-    return torch.arange(tk)[None, :] <= (torch.arange(tq)[:, None] + offset)
+    return torch.arange(tk, device=device)[None, :] <= (torch.arange(tq, device=device)[:, None] + offset)
 
 
 class RMSNorm(nn.Module):
@@ -114,7 +115,7 @@ class Qwen2Attention(nn.Module):
         if past_kv is not None:
             k = torch.cat([past_kv[0], k], dim=0)
             v = torch.cat([past_kv[1], v], dim=0)
-        out = attention(q, k, v, causal_mask(t, k.shape[0]))
+        out = attention(q, k, v, causal_mask(t, k.shape[0], x.device))
         return self.o_proj(out.reshape(t, -1)), (k, v)
 
 

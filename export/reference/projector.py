@@ -63,7 +63,7 @@ class InputProjector(nn.Module):
         x = frames.reshape(-1, 2 * d)
         x = self.linear2(torch.relu(self.linear1(x)))
         # A projector token covers two encoder frames, so its chunk is half as long.
-        mask = chunk_attention_mask(x.shape[0], self.chunk, self.chunk.chunk_frames // 2 if self.chunk else None)
+        mask = chunk_attention_mask(x.shape[0], self.chunk, self.chunk.chunk_frames // 2 if self.chunk else None, device=x.device)
         for block in self.blocks:
             x = block(x, mask)
         return x

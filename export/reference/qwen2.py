@@ -53,7 +53,7 @@ class Qwen2Decoder(nn.Module):
         """Like ``forward`` without the head: (final-norm hidden [T, hidden], the extended cache)."""
         cfg = self.cfg
         past = cache.length if cache is not None else 0
-        cos, sin = rope_cos_sin(torch.arange(past, past + embeds.shape[0]), cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_cos_sin(torch.arange(past, past + embeds.shape[0], device=embeds.device), cfg.head_dim, cfg.rope_theta)
         x = embeds
         new_layers = []
         for i, layer in enumerate(self.model.layers):
