@@ -33,7 +33,7 @@ install: $(INSTALL_STAMP)
 demo: install
 	$(VENV)/bin/minmo demo
 
-# minmo-tiny (training/README.md): train from scratch (espeak-ng needed, <= 30 min on 2 CPU cores),
+# minmo-tiny (training/README.md): train from scratch (espeak-ng needed, about 21 min on 2 idle CPU cores),
 # install a run as the packaged model, and the accuracy gate on held-out synthetic speech.
 TINY_RUN ?= out/minmo_tiny
 train-tiny: install
