@@ -167,7 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunked-fraction", type=float, default=0.5, help="share of batches in chunked encoder mode")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this minmo-tiny checkpoint instead of random weights (continued training)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads; use 1 when other work shares the CPU (spinning threads stall, see README)")
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--eval-every", type=int, default=1000)
