@@ -10,11 +10,10 @@ using harness::DevBuf;
 namespace {
 
 const double kTol = 8e-3;
-const uint16_t kNaN = 0x7fc0;
+using harness::kNaN;
 
-struct Attn {
-  int64_t hq, hkv, d, max_seq;
-};
+using harness::Attn;
+using harness::cache_with_tail_poison;
 
 std::string attn_shape(const Attn& a, int64_t pos, int64_t tokens, int64_t split = 0) {
   std::string s = harness::shape_str({{"Hq", a.hq}, {"Hkv", a.hkv}, {"D", a.d}, {"S", a.max_seq}, {"pos", pos},
@@ -23,14 +22,6 @@ std::string attn_shape(const Attn& a, int64_t pos, int64_t tokens, int64_t split
   return s;
 }
 
-// Random cache whose positions >= valid are NaN (no kernel may read them).
-std::vector<uint16_t> cache_with_tail_poison(const Attn& a, int64_t valid) {
-  auto c = harness::randn_bf16(size_t(a.hkv * a.max_seq * a.d));
-  for (int64_t h = 0; h < a.hkv; ++h)
-    for (int64_t p = std::max<int64_t>(valid, 0); p < a.max_seq; ++p)
-      for (int64_t i = 0; i < a.d; ++i) c[size_t((h * a.max_seq + p) * a.d + i)] = kNaN;
-  return c;
-}
 
 void qkv_case(const Attn& a, int64_t tokens, int32_t pos, bool bias) {
   const int64_t width = (a.hq + 2 * a.hkv) * a.d;

@@ -11,7 +11,7 @@ using harness::DevBuf;
 namespace {
 
 const float kEps = 1e-6f;
-const uint16_t kNaN = 0x7fc0;
+using harness::kNaN;
 
 enum class Fmt { kBf16, kInt8, kInt4, kInt4Sym, kFp8 };
 const char* fmt_name(Fmt f) {
@@ -240,18 +240,9 @@ void qkv_case(Fmt f, const Qkv& a, int64_t k, int32_t pos, bool bias, int64_t mi
   harness::record(std::string("gemv_qkv_rope_") + fmt_name(f), shape, err, 8e-3, rc, expected);
 }
 
-struct Attn {
-  int64_t hq, hkv, d, max_seq;
-};
+using harness::Attn;
+using harness::cache_with_tail_poison;
 
-// Random cache whose positions >= valid are NaN (no kernel may read them).
-std::vector<uint16_t> cache_with_tail_poison(const Attn& a, int64_t valid) {
-  auto c = harness::randn_bf16(size_t(a.hkv * a.max_seq * a.d));
-  for (int64_t h = 0; h < a.hkv; ++h)
-    for (int64_t p = std::max<int64_t>(valid, 0); p < a.max_seq; ++p)
-      for (int64_t i = 0; i < a.d; ++i) c[size_t((h * a.max_seq + p) * a.d + i)] = kNaN;
-  return c;
-}
 
 // Captures one launch in a graph and replays it at each position of `positions` (the cache holds
 // keys up to the largest; the NaN tail beyond it must not be read), workspace NaN-poisoned.

@@ -116,6 +116,23 @@ void sync();
 
 std::string shape_str(std::initializer_list<std::pair<const char*, long long>> dims);
 
+// bf16 quiet NaN: poison for cache slots and outputs that no kernel may read.
+constexpr uint16_t kNaN = 0x7fc0;
+
+// Attention problem size: query heads, KV heads, head dim, cache slots per KV head.
+struct Attn {
+  int64_t hq, hkv, d, max_seq;
+};
+
+// Random bf16 KV cache [hkv, max_seq, d] whose positions >= valid are NaN (no kernel may read them).
+inline std::vector<uint16_t> cache_with_tail_poison(const Attn& a, int64_t valid) {
+  auto c = randn_bf16(size_t(a.hkv * a.max_seq * a.d));
+  for (int64_t h = 0; h < a.hkv; ++h)
+    for (int64_t p = valid > 0 ? valid : 0; p < a.max_seq; ++p)
+      for (int64_t i = 0; i < a.d; ++i) c[size_t((h * a.max_seq + p) * a.d + i)] = kNaN;
+  return c;
+}
+
 }  // namespace harness
 
 #define MINMO_CHECK(name)                                                  \

@@ -188,6 +188,20 @@ const float* load_tensor(const WeightStore& w, const std::string& name, const st
   return w.get(name, shape).ptr();
 }
 
+ConvW load_conv(const WeightStore& w, const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride,
+                int64_t pad, int64_t dil) {
+  ConvW c;
+  c.w = load_tensor(w, name + ".weight", {cout, cin, k});
+  c.b = load_tensor(w, name + ".bias", {cout});
+  c.cin = cin;
+  c.cout = cout;
+  c.k = k;
+  c.stride = stride;
+  c.pad = pad;
+  c.dil = dil;
+  return c;
+}
+
 // A quantized weight is recognised by its `<name>.weight_scale` tensor; the dtype of
 // `<name>.weight` gives the format (I8: int8, F8_E4M3: fp8, U8 + `<name>.weight_zero`: int4).
 static cpu::QuantWeight load_quant_weight(const WeightStore& w, const std::string& name, int64_t in, int64_t out) {

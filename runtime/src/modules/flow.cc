@@ -104,15 +104,7 @@ FlowModel::FlowModel(const FlowConfig& config, const WeightStore& weights) : cfg
   const int64_t d = cfg_.d_model, mel = cfg_.mel_dim, ch = cfg_.est_channels, tdim = 4 * ch;
   const int64_t cin = 4 * mel, inner = cfg_.est_heads * cfg_.est_head_dim;
   const WeightStore& w = weights_;
-  auto conv = [&](const std::string& name, int64_t ci, int64_t co, int64_t k) {
-    ConvW c;
-    c.w = load_tensor(w, name + ".weight", {co, ci, k});
-    c.b = load_tensor(w, name + ".bias", {co});
-    c.cin = ci;
-    c.cout = co;
-    c.k = k;
-    return c;
-  };
+  auto conv = [&](const std::string& name, int64_t ci, int64_t co, int64_t k) { return load_conv(w, name, ci, co, k); };
   embedding_ = load_tensor(w, "input_embedding.weight", {cfg_.vocab_size, d});
   spk_affine_ = load_linear(w, "spk_embed_affine_layer", cfg_.spk_dim, mel);
   embed_lin_ = load_linear(w, "encoder.embed.out.0", d, d);

@@ -102,11 +102,6 @@ class FlowModel {
                         int64_t n_look) const;
 
  private:
-  struct ConvW {
-    const float* w = nullptr;
-    const float* b = nullptr;
-    int64_t cin = 0, cout = 0, k = 0;
-  };
   struct RelAttn {
     LinearW q, k, v, out, pos;
     const float* u = nullptr;   // pos_bias_u [h, dk]

@@ -79,16 +79,7 @@ HiftConfig HiftConfig::from_json(const nlohmann::json& config) {
 HiftModel::HiftModel(const HiftConfig& config, const WeightStore& weights) : cfg_(config), weights_(weights) {
   const WeightStore& w = weights_;
   auto conv = [&](const std::string& name, int64_t ci, int64_t co, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
-    ConvW c;
-    c.w = load_tensor(w, name + ".weight", {co, ci, k});
-    c.b = load_tensor(w, name + ".bias", {co});
-    c.cin = ci;
-    c.cout = co;
-    c.k = k;
-    c.stride = stride;
-    c.pad = pad;
-    c.dil = dil;
-    return c;
+    return load_conv(w, name, ci, co, k, stride, pad, dil);
   };
   auto resblock = [&](const std::string& p, int64_t ch, int64_t k, const std::vector<int64_t>& dils) {
     ResBlock r;

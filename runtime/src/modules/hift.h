@@ -64,11 +64,6 @@ class HiftModel {
   std::vector<float> synthesize(const float* mel, int64_t T, uint64_t seed) const;
 
  private:
-  struct ConvW {
-    const float* w = nullptr;
-    const float* b = nullptr;
-    int64_t cin = 0, cout = 0, k = 0, stride = 1, pad = 0, dil = 1;
-  };
   struct ResBlock {
     std::vector<ConvW> c1, c2;
     std::vector<const float*> a1, a2;  // Snake alphas
