@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/backend.h"
 #include "core/safetensors.h"
 #include "minmo/status.h"
 #include "modules/duplex.h"
@@ -73,14 +74,16 @@ minmo::Tensor concat_rows(const std::vector<minmo::Tensor>& parts, int64_t dim) 
   return out;
 }
 
-// A Qwen2 model with one state, for tests.
+// A Qwen2 decoder on a device with one state, for tests.
 class Qwen2Runner {
  public:
-  Qwen2Runner(const std::string& weights_path, const std::string& config, int capacity) {
+  Qwen2Runner(const std::string& weights_path, const std::string& config, int capacity, const std::string& device) {
     py::gil_scoped_release release;
-    model_ = minmo::Qwen2Model::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
+    model_ = minmo::load_qwen2_decoder(minmo::WeightStore::open(weights_path), parse_json(config, "config"),
+                                       minmo::open_device(device));
     state_ = model_->new_state(capacity);
   }
+  std::string device() const { return model_->device(); }
   py::array_t<float> embed(IdArray ids) {
     MINMO_CHECK(ids.ndim() == 1, ErrorCode::InvalidArgument, "ids must be 1-D");
     minmo::Tensor out;
@@ -131,8 +134,8 @@ class Qwen2Runner {
   void reset() { state_->reset(); }
 
  private:
-  std::shared_ptr<const minmo::Qwen2Model> model_;
-  std::unique_ptr<minmo::Qwen2State> state_;
+  std::shared_ptr<const minmo::Qwen2Decoder> model_;
+  std::unique_ptr<minmo::DecoderState> state_;
 };
 
 }  // namespace
@@ -191,9 +194,12 @@ MINMO_PY_BINDING(bind_testing_llm) {
       "Returns (tokens, tokens out per push + [tokens out of finish]).");
 
   // ---- Qwen2 decoder
-  py::class_<Qwen2Runner>(t, "Qwen2Runner", "A Qwen2Model with one Qwen2State (KV cache of `capacity` positions).")
-      .def(py::init<const std::string&, const std::string&, int>(), py::arg("weights_path"), py::arg("config"),
-           py::arg("capacity"))
+  py::class_<Qwen2Runner>(t, "Qwen2Runner",
+                          "A Qwen2 decoder on `device` ('cpu', 'cuda', 'cuda-sim') with one state (KV cache of "
+                          "`capacity` positions).")
+      .def(py::init<const std::string&, const std::string&, int, const std::string&>(), py::arg("weights_path"),
+           py::arg("config"), py::arg("capacity"), py::arg("device") = "cpu")
+      .def_property_readonly("device", &Qwen2Runner::device)
       .def("embed", &Qwen2Runner::embed, py::arg("ids"), "Token embeddings [n, hidden].")
       .def("forward", &Qwen2Runner::forward, py::arg("embeds"), py::arg("last_only") = false,
            "Appends embeds [T, hidden]; returns (logits [T or 1, vocab], final-norm hidden [T, hidden]).")

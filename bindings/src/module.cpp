@@ -24,6 +24,7 @@ struct ErrorClasses {
   PyObject* invalid_input = nullptr;
   PyObject* cache_full = nullptr;
   PyObject* closed = nullptr;
+  PyObject* device = nullptr;
 };
 ErrorClasses g_errors;  // owned by the module (never freed: the module is never unloaded)
 
@@ -42,6 +43,7 @@ PyObject* error_class(minmo::ErrorCode code) {
     case minmo::ErrorCode::UnsupportedVersion: return g_errors.unsupported_version;
     case minmo::ErrorCode::CacheFull: return g_errors.cache_full;
     case minmo::ErrorCode::Closed: return g_errors.closed;
+    case minmo::ErrorCode::DeviceError: return g_errors.device;
     case minmo::ErrorCode::NotFound:
     case minmo::ErrorCode::Internal: return g_errors.minmo;
   }
@@ -66,6 +68,8 @@ PYBIND11_MODULE(_core, m) {
   }
   g_errors.cache_full = new_error(m, "CacheFullError", g_errors.minmo, "A KV/state cache cannot hold the input.");
   g_errors.closed = new_error(m, "SessionClosedError", g_errors.minmo, "The session was closed.");
+  g_errors.device = new_error(m, "DeviceError", g_errors.minmo,
+                              "The requested device is missing, out of memory, or reported a failure.");
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {

@@ -143,6 +143,7 @@ MINMO_PY_BINDING(bind_runtime) {
            py::arg("bundle_dir"), py::arg("device") = "cpu", py::arg("verify_files") = true)
       .def("manifest_json", &minmo::Runtime::manifest_json)
       .def("module_names", &minmo::Runtime::module_names)
+      .def("module_devices", &minmo::Runtime::module_devices)
       .def("run_module",
            [](const minmo::Runtime& rt, const std::string& name, const py::dict& inputs) {
              minmo::TensorMap in;

@@ -10,6 +10,7 @@
 from ._core import (
     BundleError,
     CacheFullError,
+    DeviceError,
     InvalidInputError,
     MinmoError,
     SessionClosedError,
@@ -25,5 +26,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Runtime", "Session", "Event", "read_wav", "write_wav", "set_num_threads",
     "MinmoError", "BundleError", "UnsupportedVersionError", "InvalidInputError", "CacheFullError",
-    "SessionClosedError", "__version__",
+    "SessionClosedError", "DeviceError", "__version__",
 ]

@@ -17,19 +17,25 @@ from .text import Tokenizer
 class Runtime:
     """Load a bundle made by ``minmo-export build``.
 
-    device: ``"cpu"`` (``"cuda"`` is not built yet). ``verify_files`` checks every file's size and
-    SHA-256 against the manifest before anything is loaded (a tampered or truncated bundle raises
-    BundleError). ``num_threads``: compute threads (default: all cores)."""
+    device: ``"cpu"``; ``"cuda"`` runs the LLM on the first GPU through the CUDA backend (the
+    other modules stay on the CPU: see ``module_devices``), ``"cuda-sim"`` runs the same backend
+    code with the kernels' CPU twins (slow; for testing without a GPU). A build without CUDA, or
+    a machine without a usable GPU, raises DeviceError for ``"cuda"``. ``verify_files`` checks
+    every file's size and SHA-256 against the manifest before anything is loaded (a tampered or
+    truncated bundle raises BundleError). ``num_threads``: compute threads (default: all cores)."""
+
+    DEVICES = ("cpu", "cuda", "cuda-sim")
 
     def __init__(self, bundle_dir: str, device: str = "cpu", num_threads: Optional[int] = None, verify_files: bool = True):
-        if device != "cpu":
-            raise ValueError(f"device {device!r} is not available in this build (only 'cpu'; CUDA is planned)")
+        if device not in self.DEVICES:
+            raise _core.InvalidInputError(f"unknown device {device!r}: expected one of {', '.join(self.DEVICES)}")
         if not os.path.isdir(bundle_dir):
             raise _core.BundleError(f"bundle directory not found: {bundle_dir}")
         if num_threads:
             _core.set_num_threads(int(num_threads))
         self.bundle_dir = os.path.abspath(bundle_dir)
         self._core = _core.Runtime(self.bundle_dir, device, verify_files)
+        self.device = device
         self.manifest = json.loads(self._core.manifest_json())
         tok_spec = self.manifest.get("tokenizer")
         self.tokenizer = Tokenizer(self.bundle_dir, tok_spec) if tok_spec else None
@@ -40,6 +46,11 @@ class Runtime:
     @property
     def modules(self) -> list[str]:
         return list(self.manifest["modules"])
+
+    @property
+    def module_devices(self) -> dict:
+        """Where each module runs: ``{"llm": "cuda", "encoder": "cpu", ...}``."""
+        return dict(self._core.module_devices())
 
     def run_module(self, name: str, inputs: dict) -> dict:
         """Run one module offline, as the verification tools do: numpy in, numpy out (float32;

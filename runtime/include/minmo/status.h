@@ -16,6 +16,7 @@ enum class ErrorCode {
   CacheFull,           // a KV / state cache cannot hold the requested positions
   Closed,              // the object was closed
   NotFound,            // a named item (module, weight, file) does not exist
+  DeviceError,         // the requested device is missing, out of memory, or reported a failure
   Internal,            // a broken invariant inside the runtime (a bug)
 };
 
@@ -28,6 +29,7 @@ inline const char* error_code_name(ErrorCode code) {
     case ErrorCode::CacheFull: return "CacheFull";
     case ErrorCode::Closed: return "Closed";
     case ErrorCode::NotFound: return "NotFound";
+    case ErrorCode::DeviceError: return "DeviceError";
     case ErrorCode::Internal: return "Internal";
   }
   return "Unknown";

@@ -9,11 +9,22 @@
 
 namespace minmo {
 
-namespace {
 void ensure_shape(Tensor* t, std::vector<int64_t> shape) {
   if (t->shape != shape) *t = Tensor(std::move(shape));
 }
-}  // namespace
+
+Tensor Qwen2Decoder::embed(const int64_t* ids, size_t n) const {
+  Tensor out({static_cast<int64_t>(n), hidden_size()});
+  embed_into(ids, n, out.ptr());
+  return out;
+}
+
+void Qwen2Decoder::forward(DecoderState& state, const Tensor& embeds, Tensor* hidden_out, Tensor* logits_out,
+                           bool last_only) const {
+  MINMO_CHECK(embeds.ndim() == 2 && embeds.dim(1) == hidden_size(), ErrorCode::InvalidArgument,
+              "qwen2 decoder: embeddings must be [T, " << hidden_size() << "], got " << embeds.shape_str());
+  forward(state, embeds.ptr(), embeds.dim(0), hidden_out, logits_out, last_only);
+}
 
 Qwen2Config Qwen2Config::from_json(const nlohmann::json& config) {
   ConfigReader r(config, "qwen2 decoder");
@@ -76,7 +87,7 @@ std::shared_ptr<const Qwen2Model> Qwen2Model::load(const WeightStore& weights, c
   return std::make_shared<const Qwen2Model>(Qwen2Config::from_json(config), weights);
 }
 
-std::unique_ptr<Qwen2State> Qwen2Model::new_state(int capacity_tokens) const {
+std::unique_ptr<DecoderState> Qwen2Model::new_state(int capacity_tokens) const {
   MINMO_CHECK(capacity_tokens >= 1, ErrorCode::InvalidArgument,
               "qwen2 decoder: state capacity must be >= 1 position, got " << capacity_tokens);
   return std::unique_ptr<Qwen2State>(new Qwen2State(this, cfg_, capacity_tokens));
@@ -87,25 +98,12 @@ void Qwen2Model::embed_into(const int64_t* ids, size_t n, float* out) const {
   cpu::embedding(embed_tokens_, ids, out, static_cast<int64_t>(n), cfg_.vocab_size, cfg_.hidden_size);
 }
 
-Tensor Qwen2Model::embed(const int64_t* ids, size_t n) const {
-  Tensor out({static_cast<int64_t>(n), cfg_.hidden_size});
-  embed_into(ids, n, out.ptr());
-  return out;
-}
-
-void Qwen2Model::forward(Qwen2State& state, const Tensor& embeds, Tensor* hidden_out, Tensor* logits_out,
+void Qwen2Model::forward(DecoderState& base, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
                          bool last_only) const {
-  MINMO_CHECK(embeds.ndim() == 2, ErrorCode::InvalidArgument,
-              "qwen2 decoder: embeddings must be [T, " << cfg_.hidden_size << "], got " << embeds.shape_str());
-  MINMO_CHECK(embeds.dim(1) == cfg_.hidden_size, ErrorCode::InvalidArgument,
-              "qwen2 decoder: embeddings must be [T, " << cfg_.hidden_size << "], got " << embeds.shape_str());
-  forward(state, embeds.ptr(), embeds.dim(0), hidden_out, logits_out, last_only);
-}
-
-void Qwen2Model::forward(Qwen2State& state, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
-                         bool last_only) const {
-  MINMO_CHECK(state.owner_ == this, ErrorCode::InvalidArgument,
+  auto* own = dynamic_cast<Qwen2State*>(&base);
+  MINMO_CHECK(own != nullptr && own->owner_ == this, ErrorCode::InvalidArgument,
               "qwen2 decoder: the state was created by another model");
+  Qwen2State& state = *own;
   MINMO_CHECK(T >= 0, ErrorCode::InvalidArgument, "qwen2 decoder: negative number of positions " << T);
   const int64_t H = cfg_.hidden_size, V = cfg_.vocab_size;
   state.cache_.check_room(T, "qwen2 decoder");

@@ -166,7 +166,7 @@ const float* VoiceLM::speech_embedding(int64_t id) const {
   return speech_embedding_ + id * hidden_size();
 }
 
-void VoiceLM::forward(Qwen2State& state, const float* embeds, int64_t T, Tensor& logits, bool last_only) const {
+void VoiceLM::forward(DecoderState& state, const float* embeds, int64_t T, Tensor& logits, bool last_only) const {
   Tensor hidden;
   body_.forward(state, embeds, T, &hidden, nullptr, false);
   const int64_t rows = last_only ? std::min<int64_t>(T, 1) : T;

@@ -99,7 +99,7 @@ class VoiceLM {
   Tensor text_embed(const int64_t* ids, size_t n) const { return body_.embed(ids, n); }
   // Appends embeds [T, H] to state; writes the speech logits [rows, S + 3] of the last row
   // (last_only) or of every row.
-  void forward(Qwen2State& state, const float* embeds, int64_t T, Tensor& logits, bool last_only) const;
+  void forward(DecoderState& state, const float* embeds, int64_t T, Tensor& logits, bool last_only) const;
 
  private:
   VoiceLMConfig cfg_;
@@ -136,7 +136,7 @@ class VoiceTokenStream {
   std::shared_ptr<const VoiceLM> lm_;
   const VoiceLMConfig& cfg_;
   SplitMix64 rng_;
-  std::unique_ptr<Qwen2State> state_;
+  std::unique_ptr<DecoderState> state_;
   std::vector<float> pending_;  // rows to feed before the next sample
   std::vector<float> text_;     // text vectors not fed yet
   int64_t n_text_ = 0;

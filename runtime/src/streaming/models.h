@@ -30,7 +30,7 @@ struct LoadedModels {
   std::shared_ptr<const SenseVoiceSmallEncoder> small;
   std::shared_ptr<const SenseVoiceLargeEncoder> large;
   std::shared_ptr<const InputProjector> projector;
-  std::shared_ptr<const Qwen2Model> llm;
+  std::shared_ptr<const Qwen2Decoder> llm;  // on the runtime's device (cpu, cuda)
   std::shared_ptr<const DuplexPredictor> duplex;
   std::shared_ptr<const OutputProjector> output_projector;
   std::shared_ptr<const VoiceLM> voice_lm;
@@ -43,6 +43,8 @@ struct LoadedModels {
   int max_positions() const { return llm ? static_cast<int>(llm->config().max_position_embeddings) : 0; }
 };
 
-std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files);
+// device: "cpu", or "cuda" / "cuda-sim" for the LLM on the CUDA backend (every other module on the CPU).
+std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files,
+                                                const std::string& device = "cpu");
 
 }  // namespace minmo

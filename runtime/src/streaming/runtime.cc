@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/backend.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
 #include "minmo/runtime.h"
@@ -37,7 +38,10 @@ Tensor as_vector(const std::vector<float>& v) { return Tensor({static_cast<int64
 
 }  // namespace
 
-std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files) {
+std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files,
+                                                const std::string& device) {
+  // The device is opened first: a missing GPU fails before anything is read.
+  const std::shared_ptr<cuda::Device> gpu = open_device(device);
   auto m = std::make_shared<LoadedModels>();
   m->manifest = load_manifest(bundle_dir, verify_files);
   m->chunk = ChunkSpec::from_json(m->manifest.streaming);
@@ -53,7 +57,7 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "sensevoice_small") m->small = SenseVoiceSmallEncoder::load(weights_of(e), e.config, m->manifest.streaming);
     else if (a == "sensevoice_large") m->large = SenseVoiceLargeEncoder::load(weights_of(e), e.config, m->manifest.streaming);
     else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
-    else if (a == "qwen2") m->llm = Qwen2Model::load(weights_of(e), e.config);
+    else if (a == "qwen2") m->llm = load_qwen2_decoder(weights_of(e), e.config, gpu);
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
     else if (a == "output_projector") m->output_projector = OutputProjector::load(weights_of(e), e.config);
     else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config);
@@ -72,14 +76,19 @@ Runtime::Runtime(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() = default;
 
 std::shared_ptr<Runtime> Runtime::open(const std::string& bundle_dir, const std::string& device, bool verify_files) {
-  MINMO_CHECK(device == "cpu", ErrorCode::InvalidArgument,
-              "device '" << device << "' is not available in this build (only 'cpu')");
   auto impl = std::make_shared<Impl>();
-  impl->models = load_models(bundle_dir, verify_files);
+  impl->models = load_models(bundle_dir, verify_files, device);
   return std::shared_ptr<Runtime>(new Runtime(impl));
 }
 
 std::string Runtime::manifest_json() const { return impl_->models->manifest.raw.dump(); }
+
+std::map<std::string, std::string> Runtime::module_devices() const {
+  const LoadedModels& m = *impl_->models;
+  std::map<std::string, std::string> out;
+  for (const auto& [name, e] : m.manifest.modules) out[name] = e.arch == "qwen2" && m.llm ? m.llm->device() : "cpu";
+  return out;
+}
 
 std::vector<std::string> Runtime::module_names() const {
   std::vector<std::string> out;

@@ -45,7 +45,7 @@ struct Session::Impl {
   std::unique_ptr<FeatureStream> features;
   std::unique_ptr<FrameStream> frames;
   std::unique_ptr<TokenStream> tokens;
-  std::unique_ptr<Qwen2State> llm_state;
+  std::unique_ptr<DecoderState> llm_state;
   std::unique_ptr<DuplexState> duplex_state;
   std::unique_ptr<SpeechPath> speech;  // speak mode: the response's speaking state
   std::vector<int64_t> speech_tokens;  // speak mode: the last response's speech tokens once it ended

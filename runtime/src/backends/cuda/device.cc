@@ -1,0 +1,279 @@
+#include "backends/cuda/device.h"
+
+#if MINMO_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <sstream>
+
+namespace minmo {
+namespace cuda {
+
+namespace {
+
+#if MINMO_WITH_CUDA
+// Throws DeviceError "<what>: <CUDA error name>: <description>" when rc is not cudaSuccess.
+void check_cuda(cudaError_t rc, const char* what) {
+  if (rc == cudaSuccess) return;
+  MINMO_THROW(ErrorCode::DeviceError, "cuda: " << what << ": " << cudaGetErrorName(rc) << ": " << cudaGetErrorString(rc));
+}
+#endif
+
+void* host_alloc(size_t bytes) {
+  void* p = std::aligned_alloc(Arena::kAlign, (bytes + Arena::kAlign - 1) / Arena::kAlign * Arena::kAlign);
+  MINMO_CHECK(p != nullptr, ErrorCode::DeviceError, "cuda-sim: cannot allocate " << bytes << " bytes of host memory");
+  return p;
+}
+
+}  // namespace
+
+bool cuda_built() { return MINMO_WITH_CUDA != 0; }
+
+// ---- Device ------------------------------------------------------------------------------------
+
+Device::Device(DeviceKind kind) : kind_(kind) {}
+
+std::shared_ptr<Device> Device::open(const std::string& name) {
+  if (name == "cuda-sim") {
+    std::shared_ptr<Device> d(new Device(DeviceKind::Sim));
+    d->description_ = "CPU twins of the CUDA kernels (cuda-sim)";
+    return d;
+  }
+  MINMO_CHECK(name == "cuda", ErrorCode::InvalidArgument,
+              "unknown device '" << name << "' (expected 'cpu', 'cuda' or 'cuda-sim')");
+#if MINMO_WITH_CUDA
+  int count = 0;
+  const cudaError_t rc = cudaGetDeviceCount(&count);
+  MINMO_CHECK(rc == cudaSuccess && count > 0, ErrorCode::DeviceError,
+              "device 'cuda': no usable CUDA device ("
+                  << (rc == cudaSuccess ? "none visible" : cudaGetErrorString(rc))
+                  << "); use device='cpu', or 'cuda-sim' to test the CUDA backend on the CPU");
+  std::shared_ptr<Device> d(new Device(DeviceKind::Cuda));
+  check_cuda(cudaGetDevice(&d->ordinal_), "cudaGetDevice");
+  cudaDeviceProp prop{};
+  check_cuda(cudaGetDeviceProperties(&prop, d->ordinal_), "cudaGetDeviceProperties");
+  d->cc_ = prop.major * 10 + prop.minor;
+  MINMO_CHECK(d->cc_ >= 80, ErrorCode::DeviceError,
+              "device 'cuda': " << prop.name << " is sm_" << d->cc_ << "; the kernels need bf16 (sm_80 or newer)");
+  std::ostringstream desc;
+  desc << prop.name << ", sm_" << d->cc_ << ", " << (static_cast<double>(prop.totalGlobalMem) / (1 << 30)) << " GiB";
+  d->description_ = desc.str();
+  cudaStream_t s = nullptr;
+  check_cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  d->stream_ = s;
+  return d;
+#else
+  MINMO_THROW(ErrorCode::DeviceError,
+              "device 'cuda' is not available: this build of minmo-rt has no CUDA backend (build with the CUDA "
+              "toolkit, MINMO_CUDA=ON); use device='cpu', or 'cuda-sim' to test the CUDA backend on the CPU");
+#endif
+}
+
+Device::~Device() {
+#if MINMO_WITH_CUDA
+  if (stream_) cudaStreamDestroy(stream_);
+#endif
+}
+
+bool Device::fp8_supported() const {
+#if MINMO_WITH_CUDA
+  if (!simulated()) return minmo_fp8_supported() != 0;
+#endif
+  return true;
+}
+
+void* Device::allocate(size_t bytes, MemoryKind kind) const {
+  const bool pinned = kind == MemoryKind::PinnedHost;
+  if (bytes == 0) bytes = 1;
+  if (simulated()) return host_alloc(bytes);
+#if MINMO_WITH_CUDA
+  void* p = nullptr;
+  const cudaError_t rc = pinned ? cudaMallocHost(&p, bytes) : cudaMalloc(&p, bytes);
+  if (rc != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free allocation error
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    MINMO_THROW(ErrorCode::DeviceError, "cuda: cannot allocate " << (static_cast<double>(bytes) / (1 << 20)) << " MiB of "
+                                                                 << (pinned ? "pinned host" : "device") << " memory ("
+                                                                 << (static_cast<double>(free_b) / (1 << 20))
+                                                                 << " MiB free): " << cudaGetErrorString(rc));
+  }
+  return p;
+#else
+  (void)pinned;
+  return nullptr;
+#endif
+}
+
+void Device::free(void* ptr, MemoryKind kind) const noexcept {
+  const bool pinned = kind == MemoryKind::PinnedHost;
+  if (!ptr) return;
+  if (simulated()) {
+    std::free(ptr);
+    return;
+  }
+#if MINMO_WITH_CUDA
+  if (pinned) cudaFreeHost(ptr);
+  else cudaFree(ptr);
+#else
+  (void)pinned;
+#endif
+}
+
+void Device::upload(void* dst, const void* src, size_t bytes) const {
+  if (bytes == 0) return;
+  if (simulated()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#if MINMO_WITH_CUDA
+  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "copy to device");
+#endif
+}
+
+void Device::download(void* dst, const void* src, size_t bytes) const {
+  if (bytes == 0) return;
+  if (simulated()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#if MINMO_WITH_CUDA
+  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to host");
+#endif
+}
+
+void Device::copy_device(void* dst, const void* src, size_t bytes) const {
+  if (bytes == 0) return;
+  if (simulated()) {
+    std::memmove(dst, src, bytes);
+    return;
+  }
+#if MINMO_WITH_CUDA
+  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "device copy");
+#endif
+}
+
+void Device::memset(void* dst, int value, size_t bytes) const {
+  if (bytes == 0) return;
+  if (simulated()) {
+    std::memset(dst, value, bytes);
+    return;
+  }
+#if MINMO_WITH_CUDA
+  check_cuda(cudaMemsetAsync(dst, value, bytes, stream_), "memset");
+#endif
+}
+
+void Device::sync() const {
+#if MINMO_WITH_CUDA
+  if (!simulated()) check_cuda(cudaStreamSynchronize(stream_), "stream synchronize");
+#endif
+}
+
+Graph Device::capture(const std::function<void()>& enqueue) const {
+  Graph g;
+  if (simulated()) {
+    g.replay_ = enqueue;
+    return g;
+  }
+#if MINMO_WITH_CUDA
+  check_cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin graph capture");
+  try {
+    enqueue();
+  } catch (...) {
+    cudaGraph_t broken = nullptr;
+    cudaStreamEndCapture(stream_, &broken);
+    if (broken) cudaGraphDestroy(broken);
+    cudaGetLastError();
+    throw;
+  }
+  cudaGraph_t graph = nullptr;
+  check_cuda(cudaStreamEndCapture(stream_, &graph), "end graph capture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t rc = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  check_cuda(rc, "instantiate graph");
+  g.exec_ = exec;
+#endif
+  return g;
+}
+
+void Device::launch(const Graph& graph) const {
+  MINMO_CHECK(!graph.empty(), ErrorCode::Internal, "cuda backend: launch of an empty graph");
+  if (simulated()) {
+    graph.replay_();
+    return;
+  }
+#if MINMO_WITH_CUDA
+  check_cuda(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph.exec_), stream_), "graph launch");
+#endif
+}
+
+void Device::check_kernel(const char* kernel, int status) const {
+  if (status == MINMO_KERNEL_OK) return;
+  MINMO_THROW(ErrorCode::DeviceError, name() << ": kernel minmo_" << kernel << " failed: "
+                                             << minmo_kernel_status_string(status));
+}
+
+// ---- Graph -------------------------------------------------------------------------------------
+
+Graph::~Graph() { release(); }
+Graph::Graph(Graph&& o) noexcept : exec_(o.exec_), replay_(std::move(o.replay_)) { o.exec_ = nullptr; }
+Graph& Graph::operator=(Graph&& o) noexcept {
+  if (this != &o) {
+    release();
+    exec_ = o.exec_;
+    replay_ = std::move(o.replay_);
+    o.exec_ = nullptr;
+  }
+  return *this;
+}
+void Graph::release() {
+#if MINMO_WITH_CUDA
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+#endif
+  exec_ = nullptr;
+  replay_ = nullptr;
+}
+
+// ---- memory ------------------------------------------------------------------------------------
+
+Allocation::Allocation(std::shared_ptr<Device> device, size_t bytes, MemoryKind kind)
+    : device_(std::move(device)), ptr_(device_->allocate(bytes, kind)), bytes_(bytes), kind_(kind) {}
+Allocation::~Allocation() { release(); }
+Allocation::Allocation(Allocation&& o) noexcept
+    : device_(std::move(o.device_)), ptr_(o.ptr_), bytes_(o.bytes_), kind_(o.kind_) {
+  o.ptr_ = nullptr;
+  o.bytes_ = 0;
+}
+Allocation& Allocation::operator=(Allocation&& o) noexcept {
+  if (this != &o) {
+    release();
+    device_ = std::move(o.device_);
+    ptr_ = o.ptr_;
+    bytes_ = o.bytes_;
+    kind_ = o.kind_;
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+void Allocation::release() noexcept {
+  if (device_ && ptr_) device_->free(ptr_, kind_);
+  ptr_ = nullptr;
+}
+
+size_t Arena::add(size_t bytes) {
+  MINMO_CHECK(memory_.data() == nullptr, ErrorCode::Internal, "cuda backend: Arena::add after commit");
+  const size_t offset = size_;
+  size_ += (bytes + kAlign - 1) / kAlign * kAlign;
+  return offset;
+}
+
+void Arena::commit(const std::shared_ptr<Device>& device) { memory_ = Allocation(device, size_, MemoryKind::Device); }
+
+}  // namespace cuda
+}  // namespace minmo

@@ -1,0 +1,159 @@
+// The device the CUDA backend runs on, and its memory.
+//
+// Two kinds behind one class, so that the backend's code (buffer layouts, weight formats, launch
+// sequences, graph capture) is the same on both:
+//   - "cuda": the CUDA runtime (statically linked): device memory, pinned host buffers, one
+//     stream per Device object, CUDA graphs. Needs a build with CUDA (MINMO_WITH_CUDA) and a GPU.
+//   - "cuda-sim": host memory and every kernel replaced by its CPU twin (kernels/cpu), run at
+//     once; a captured graph records the enqueue function and replays it. For testing the
+//     backend on a machine without a GPU: slow, and it says nothing about the CUDA kernels
+//     themselves (kernels/tests checks those on a GPU).
+// Kernels are called through MINMO_DEVICE_CALL(device, name, args...), which picks minmo_<name>
+// (on the device's stream) or minmo_<name>_cpu and throws on a non-zero status.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "minmo/status.h"
+#include "minmo_kernels.h"
+
+namespace minmo {
+namespace cuda {
+
+enum class DeviceKind { Cuda, Sim };
+
+class Device;
+
+enum class MemoryKind {
+  Device,      // cudaMalloc (host memory for the sim)
+  PinnedHost,  // cudaMallocHost: page-locked staging buffers, so that host <-> device copies run
+               // asynchronously and can be captured in a graph (plain host memory for the sim)
+};
+
+// One allocation, freed with the object (which keeps its Device alive).
+class Allocation {
+ public:
+  Allocation() = default;
+  // Throws DeviceError when out of memory.
+  Allocation(std::shared_ptr<Device> device, size_t bytes, MemoryKind kind);
+  ~Allocation();
+  Allocation(Allocation&& o) noexcept;
+  Allocation& operator=(Allocation&& o) noexcept;
+  Allocation(const Allocation&) = delete;
+  Allocation& operator=(const Allocation&) = delete;
+  void* data() const { return ptr_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void release() noexcept;
+  std::shared_ptr<Device> device_;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+  MemoryKind kind_ = MemoryKind::Device;
+};
+
+// Sub-buffers of one device Allocation: add() every buffer first (offsets aligned to 256 bytes), then
+// commit() allocates once; pointers are valid from then on. No allocation after commit().
+class Arena {
+ public:
+  static constexpr size_t kAlign = 256;
+  // Reserves `bytes` and returns the buffer's offset. Throws Internal after commit().
+  size_t add(size_t bytes);
+  template <typename T>
+  size_t add_array(int64_t n) { return add(sizeof(T) * static_cast<size_t>(n)); }
+  void commit(const std::shared_ptr<Device>& device);
+  template <typename T>
+  T* at(size_t offset) const { return reinterpret_cast<T*>(static_cast<char*>(memory_.data()) + offset); }
+  size_t bytes() const { return size_; }
+
+ private:
+  size_t size_ = 0;
+  Allocation memory_;
+};
+
+// A recorded sequence of device work (a CUDA graph, or the sim's enqueue function), replayed by
+// Device::launch.
+class Graph {
+ public:
+  Graph() = default;
+  ~Graph();
+  Graph(Graph&& o) noexcept;
+  Graph& operator=(Graph&& o) noexcept;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  bool empty() const { return exec_ == nullptr && !replay_; }
+
+ private:
+  friend class Device;
+  void release();
+  void* exec_ = nullptr;          // cudaGraphExec_t
+  std::function<void()> replay_;  // sim
+};
+
+class Device : public std::enable_shared_from_this<Device> {
+ public:
+  // "cuda" (first visible GPU) or "cuda-sim". Throws DeviceError when CUDA is not built in or
+  // no device is usable, InvalidArgument on another name.
+  static std::shared_ptr<Device> open(const std::string& name);
+  ~Device();
+
+  DeviceKind kind() const { return kind_; }
+  bool simulated() const { return kind_ == DeviceKind::Sim; }
+  // "cuda" or "cuda-sim".
+  std::string name() const { return simulated() ? "cuda-sim" : "cuda"; }
+  // e.g. "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" or "CPU twins of the CUDA kernels".
+  const std::string& description() const { return description_; }
+  // 10 * major + minor (87 Orin, 90 H100); 0 for the sim.
+  int compute_capability() const { return cc_; }
+  // Whether the fp8 products run (sm_89+ device and library; always in the sim).
+  bool fp8_supported() const;
+  cudaStream_t stream() const { return stream_; }
+
+  // Copies on the stream (async for pinned host memory; in order with the kernels).
+  void upload(void* dst, const void* src, size_t bytes) const;
+  void download(void* dst, const void* src, size_t bytes) const;
+  void copy_device(void* dst, const void* src, size_t bytes) const;
+  void memset(void* dst, int value, size_t bytes) const;
+  // Waits for the stream; throws DeviceError on a failure reported by earlier asynchronous work.
+  void sync() const;
+
+  // Records what `enqueue` puts on the stream (cudaStreamBeginCapture .. EndCapture, then
+  // instantiate); in the sim, keeps `enqueue` to run at each launch. Nothing runs now.
+  Graph capture(const std::function<void()>& enqueue) const;
+  void launch(const Graph& graph) const;
+
+  // Throws DeviceError naming the kernel when status != 0 (used by MINMO_DEVICE_CALL).
+  void check_kernel(const char* kernel, int status) const;
+
+ private:
+  explicit Device(DeviceKind kind);
+  friend class Allocation;
+  void* allocate(size_t bytes, MemoryKind kind) const;
+  void free(void* ptr, MemoryKind kind) const noexcept;
+
+  DeviceKind kind_;
+  int ordinal_ = 0;
+  int cc_ = 0;
+  std::string description_;
+  cudaStream_t stream_ = nullptr;
+};
+
+// Whether this build has the CUDA backend (compiled with the CUDA toolkit).
+bool cuda_built();
+
+}  // namespace cuda
+}  // namespace minmo
+
+#if MINMO_WITH_CUDA
+#define MINMO_DEVICE_CALL(dev, name, ...)                                                                  \
+  (dev).check_kernel(#name, (dev).simulated() ? minmo_##name##_cpu(__VA_ARGS__)                           \
+                                              : minmo_##name(__VA_ARGS__, (dev).stream()))
+#else
+#define MINMO_DEVICE_CALL(dev, name, ...) (dev).check_kernel(#name, minmo_##name##_cpu(__VA_ARGS__))
+#endif

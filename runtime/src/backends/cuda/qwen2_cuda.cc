@@ -1,0 +1,370 @@
+#include "backends/cuda/qwen2_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "backends/cpu/ops.h"
+#include "common/args.h"
+#include "cpu/cpu_util.h"
+#include "modules/audio_common.h"
+
+namespace minmo {
+namespace cuda {
+
+namespace {
+
+constexpr int64_t kMaxRows = MINMO_GEMV_MAX_BATCH;  // rows per chunk: the batched products' limit
+constexpr int64_t kSplitSize = 32;                  // keys per block of the split-K decode attention
+
+const char* format_of(cpu::WeightQuant k) {
+  switch (k) {
+    case cpu::WeightQuant::None: return "bf16";
+    case cpu::WeightQuant::Int8: return "int8";
+    case cpu::WeightQuant::Int4: return "int4";
+    case cpu::WeightQuant::Fp8: return "fp8";
+  }
+  return "?";
+}
+
+void to_bf16(const float* src, int64_t n, uint8_t* dst) {
+  auto* out = reinterpret_cast<minmo_bf16*>(dst);
+  for (int64_t i = 0; i < n; ++i) out[i] = minmo_cpu::f32_to_bf16(src[i]);
+}
+
+// Weight tensors to upload once the weight arena is allocated: each job writes its bytes into a
+// host staging buffer, which is then copied to the job's offset.
+class Uploads {
+ public:
+  explicit Uploads(Arena& arena) : arena_(arena) {}
+  size_t add(size_t bytes, std::function<void(uint8_t*)> fill) {
+    const size_t offset = arena_.add(bytes);
+    jobs_.push_back({offset, bytes, std::move(fill)});
+    return offset;
+  }
+  // An fp32 vector as bf16.
+  size_t add_bf16(const float* src, int64_t n) {
+    return add(sizeof(minmo_bf16) * static_cast<size_t>(n), [src, n](uint8_t* dst) { to_bf16(src, n, dst); });
+  }
+  void run(const Device& device) {
+    std::vector<uint8_t> staging;
+    for (const Job& j : jobs_) {
+      staging.resize(j.bytes);
+      j.fill(staging.data());
+      device.upload(arena_.at<void>(j.offset), staging.data(), j.bytes);
+      device.sync();  // the staging buffer is reused by the next job
+    }
+    jobs_.clear();
+  }
+
+ private:
+  struct Job {
+    size_t offset, bytes;
+    std::function<void(uint8_t*)> fill;
+  };
+  Arena& arena_;
+  std::vector<Job> jobs_;
+};
+
+// One product over the rows of several nn.Linear weights stacked (q|k|v, gate|up), all in the
+// same format and with the same input width.
+DeviceLinear stack_linears(Uploads& up, const std::vector<LinearW>& parts, const std::string& what) {
+  const cpu::WeightQuant kind = parts[0].qw.kind;
+  DeviceLinear d;
+  d.format = format_of(kind);
+  d.k = parts[0].in;
+  d.group = parts[0].qw.group;
+  for (const LinearW& p : parts) {
+    MINMO_CHECK(p.qw.kind == kind && p.in == d.k && p.qw.group == d.group, ErrorCode::BundleError,
+                what << ": the stacked weights differ in format, input width or group size");
+    d.n += p.out;
+  }
+  const int64_t K = d.k;
+  // Copies every part's rows of one per-row array (row_bytes(part) bytes per output row).
+  auto stacked = [parts](std::function<const uint8_t*(const LinearW&)> src, size_t row_bytes,
+                         std::function<void(const uint8_t*, int64_t, uint8_t*)> convert) {
+    return [parts, src, row_bytes, convert](uint8_t* dst) {
+      for (const LinearW& p : parts) {
+        convert(src(p), p.out, dst);
+        dst += row_bytes * static_cast<size_t>(p.out);
+      }
+    };
+  };
+  auto copy_rows = [](size_t row_bytes) {
+    return [row_bytes](const uint8_t* s, int64_t rows, uint8_t* dst) { std::memcpy(dst, s, row_bytes * rows); };
+  };
+  auto bf16_rows = [](int64_t per_row) {
+    return [per_row](const uint8_t* s, int64_t rows, uint8_t* dst) {
+      to_bf16(reinterpret_cast<const float*>(s), rows * per_row, dst);
+    };
+  };
+  const size_t N = static_cast<size_t>(d.n);
+  switch (kind) {
+    case cpu::WeightQuant::None:
+      d.w = up.add(N * K * 2, stacked([](const LinearW& p) { return reinterpret_cast<const uint8_t*>(p.w); }, K * 2,
+                                      bf16_rows(K)));
+      break;
+    case cpu::WeightQuant::Int8:
+    case cpu::WeightQuant::Fp8:
+      d.w = up.add(N * K, stacked([](const LinearW& p) { return p.qw.q; }, K, copy_rows(K)));
+      d.scale = up.add(N * 4, stacked([](const LinearW& p) { return reinterpret_cast<const uint8_t*>(p.qw.scale); }, 4,
+                                      copy_rows(4)));
+      break;
+    case cpu::WeightQuant::Int4: {
+      MINMO_CHECK(d.group % 32 == 0 && K % d.group == 0, ErrorCode::BundleError,
+                  what << ": int4 group size " << d.group << " is not run by the CUDA kernels (a multiple of 32 that "
+                       << "divides " << K << ")");
+      const int64_t groups = K / d.group;
+      d.w = up.add(N * (K / 2), stacked([](const LinearW& p) { return p.qw.q; }, K / 2, copy_rows(K / 2)));
+      d.scale = up.add(N * groups * 2,
+                       stacked([](const LinearW& p) { return reinterpret_cast<const uint8_t*>(p.qw.scale); },
+                               groups * 2, bf16_rows(groups)));
+      d.zero = up.add(N * groups, stacked([](const LinearW& p) { return p.qw.zero; }, groups, copy_rows(groups)));
+      break;
+    }
+  }
+  return d;
+}
+
+}  // namespace
+
+// ---- state -------------------------------------------------------------------------------------
+
+class CudaQwen2State final : public DecoderState {
+ public:
+  CudaQwen2State(const CudaQwen2* owner, int64_t capacity) : owner_(owner), capacity_(capacity) {
+    const Qwen2Config& c = owner->cfg_;
+    const std::shared_ptr<Device>& dev = owner->device_;
+    const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+    const int64_t R = kMaxRows;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      k_.push_back(arena_.add_array<minmo_bf16>(Hkv * capacity * D));
+      v_.push_back(arena_.add_array<minmo_bf16>(Hkv * capacity * D));
+    }
+    pos_ = arena_.add_array<int32_t>(1);
+    resid_ = arena_.add_array<float>(R * H);
+    hn_ = arena_.add_array<minmo_bf16>(R * H);
+    qkv_ = arena_.add_array<minmo_bf16>(R * (Hq + 2 * Hkv) * D);
+    q_ = arena_.add_array<minmo_bf16>(R * Hq * D);
+    attn_ = arena_.add_array<minmo_bf16>(R * Hq * D);
+    o_ = arena_.add_array<minmo_bf16>(R * H);
+    act_ = arena_.add_array<minmo_bf16>(R * c.intermediate_size);
+    down_ = arena_.add_array<minmo_bf16>(R * H);
+    logits_ = arena_.add_array<minmo_bf16>(R * c.vocab_size);
+    const int64_t ws = minmo_decode_attention_workspace_floats(Hq, D, capacity, kSplitSize);
+    MINMO_CHECK(ws > 0, ErrorCode::Internal, "cuda qwen2: no split-K workspace size for capacity " << capacity);
+    ws_ = arena_.add_array<float>(ws);
+    arena_.commit(dev);
+    in_ = Allocation(dev, sizeof(float) * R * H, MemoryKind::PinnedHost);
+    pos_host_ = Allocation(dev, sizeof(int32_t), MemoryKind::PinnedHost);
+    hidden_host_ = Allocation(dev, sizeof(minmo_bf16) * R * H, MemoryKind::PinnedHost);
+    logits_host_ = Allocation(dev, sizeof(minmo_bf16) * R * c.vocab_size, MemoryKind::PinnedHost);
+  }
+
+  int64_t length() const override { return length_; }
+  int64_t capacity() const override { return capacity_; }
+  void truncate(int64_t n) override {
+    MINMO_CHECK(n >= 0 && n <= length_, ErrorCode::InvalidArgument,
+                "qwen2 decoder: cannot truncate " << length_ << " positions to " << n);
+    length_ = n;  // positions >= n are overwritten before they are read again
+  }
+  void reset() override { length_ = 0; }
+
+ private:
+  friend class CudaQwen2;
+  template <typename T>
+  T* at(size_t offset) const { return arena_.at<T>(offset); }
+
+  const CudaQwen2* owner_;
+  int64_t capacity_, length_ = 0;
+  Arena arena_;
+  std::vector<size_t> k_, v_;
+  size_t pos_ = 0, resid_ = 0, hn_ = 0, qkv_ = 0, q_ = 0, attn_ = 0, o_ = 0, act_ = 0, down_ = 0, logits_ = 0, ws_ = 0;
+  Allocation in_, pos_host_, hidden_host_, logits_host_;
+  Graph step_;  // the decode step (one row, its logits), captured at the first one
+};
+
+// ---- model -------------------------------------------------------------------------------------
+
+CudaQwen2::CudaQwen2(const Qwen2Config& cfg, std::shared_ptr<Device> device) : cfg_(cfg), device_(std::move(device)) {}
+
+std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlohmann::json& config,
+                                                 std::shared_ptr<Device> device) {
+  const Qwen2Config c = Qwen2Config::from_json(config);
+  const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  MINMO_CHECK(minmo_args::attention_ok(1, Hq, Hkv, D, 1), ErrorCode::BundleError,
+              "qwen2 decoder: " << Hq << " query heads, " << Hkv << " KV heads of dimension " << D
+                                << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/"
+                                   "attention.h); use device='cpu'");
+  auto m = std::make_shared<CudaQwen2>(c, device);
+  m->host_ = w;
+  m->embed_tokens_ = load_tensor(w, "model.embed_tokens.weight", {V, H});
+  Uploads up(m->weights_);
+  m->final_norm_ = up.add_bf16(load_tensor(w, "model.norm.weight", {H}), H);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const LinearW q = load_linear(w, p + "self_attn.q_proj", H, Hq * D);
+    const LinearW k = load_linear(w, p + "self_attn.k_proj", H, Hkv * D);
+    const LinearW v = load_linear(w, p + "self_attn.v_proj", H, Hkv * D);
+    Layer L;
+    L.in_norm = up.add_bf16(load_tensor(w, p + "input_layernorm.weight", {H}), H);
+    L.post_norm = up.add_bf16(load_tensor(w, p + "post_attention_layernorm.weight", {H}), H);
+    const int64_t qkv_n = (Hq + 2 * Hkv) * D;
+    L.qkv_bias = up.add(sizeof(minmo_bf16) * qkv_n, [q, k, v, Hq, Hkv, D](uint8_t* dst) {
+      to_bf16(q.b, Hq * D, dst);
+      to_bf16(k.b, Hkv * D, dst + 2 * Hq * D);
+      to_bf16(v.b, Hkv * D, dst + 2 * (Hq + Hkv) * D);
+    });
+    L.qkv = stack_linears(up, {q, k, v}, p + "self_attn.{q,k,v}_proj");
+    L.o = stack_linears(up, {load_linear(w, p + "self_attn.o_proj", Hq * D, H, false)}, p + "self_attn.o_proj");
+    L.gate_up = stack_linears(up, {load_linear(w, p + "mlp.gate_proj", H, I, false),
+                                   load_linear(w, p + "mlp.up_proj", H, I, false)},
+                              p + "mlp.{gate,up}_proj");
+    L.down = stack_linears(up, {load_linear(w, p + "mlp.down_proj", I, H, false)}, p + "mlp.down_proj");
+    MINMO_CHECK(i == 0 || L.qkv.format == m->format_, ErrorCode::BundleError,
+                "qwen2 decoder: layer " << i << " is " << L.qkv.format << ", layer 0 " << m->format_);
+    m->format_ = L.qkv.format;
+    m->layers_.push_back(L);
+  }
+  MINMO_CHECK(m->format_ != "fp8" || device->fp8_supported(), ErrorCode::DeviceError,
+              "qwen2 decoder: fp8 weights need an sm_89 or newer GPU; " << device->description()
+                                                                       << " has none (export with --quant int8 instead)");
+  const LinearW head = c.tie_word_embeddings ? LinearW{m->embed_tokens_, nullptr, H, V, {}}
+                                             : load_linear(w, "lm_head", H, V, false);
+  m->lm_head_ = stack_linears(up, {head}, "lm_head");
+  m->weights_.commit(device);
+  up.run(*device);
+  return m;
+}
+
+std::unique_ptr<DecoderState> CudaQwen2::new_state(int capacity_tokens) const {
+  MINMO_CHECK(capacity_tokens >= 1, ErrorCode::InvalidArgument,
+              "qwen2 decoder: state capacity must be >= 1 position, got " << capacity_tokens);
+  return std::make_unique<CudaQwen2State>(this, capacity_tokens);
+}
+
+void CudaQwen2::embed_into(const int64_t* ids, size_t n, float* out) const {
+  if (n == 0) return;
+  cpu::embedding(embed_tokens_, ids, out, static_cast<int64_t>(n), cfg_.vocab_size, cfg_.hidden_size);
+}
+
+void CudaQwen2::product(const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows, bool gated) const {
+  const Device& d = *device_;
+  const int64_t n = gated ? l.n / 2 : l.n;
+  const void* w = weights_.at<void>(l.w);
+  const float* scale = weights_.at<float>(l.scale);
+  if (l.format == "bf16") {
+    const auto* wb = static_cast<const minmo_bf16*>(w);
+    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_bf16, x, wb, y, rows, n, l.k);
+    else MINMO_DEVICE_CALL(d, gemv_bf16, x, wb, y, rows, n, l.k);
+  } else if (l.format == "int8") {
+    const auto* wi = static_cast<const int8_t*>(w);
+    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_int8, x, wi, scale, y, rows, n, l.k);
+    else MINMO_DEVICE_CALL(d, gemv_int8, x, wi, scale, y, rows, n, l.k);
+  } else if (l.format == "fp8") {
+    const auto* wf = static_cast<const uint8_t*>(w);
+    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_fp8, x, wf, scale, y, rows, n, l.k);
+    else MINMO_DEVICE_CALL(d, gemv_fp8, x, wf, scale, y, rows, n, l.k);
+  } else {
+    const auto* wq = static_cast<const uint8_t*>(w);
+    const auto* sb = weights_.at<minmo_bf16>(l.scale);
+    const auto* z = weights_.at<uint8_t>(l.zero);
+    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_int4, x, wq, sb, z, y, rows, n, l.k, l.group);
+    else MINMO_DEVICE_CALL(d, gemv_int4, x, wq, sb, z, y, rows, n, l.k, l.group);
+  }
+}
+
+void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
+  const Device& d = *device_;
+  const Qwen2Config& c = cfg_;
+  const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const int64_t cap = s.capacity_;
+  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  auto* resid = s.at<float>(s.resid_);
+  auto* hn = s.at<minmo_bf16>(s.hn_);
+  auto* qkv = s.at<minmo_bf16>(s.qkv_);
+  auto* q = s.at<minmo_bf16>(s.q_);
+  auto* attn = s.at<minmo_bf16>(s.attn_);
+  auto* o = s.at<minmo_bf16>(s.o_);
+  auto* act = s.at<minmo_bf16>(s.act_);
+  auto* down = s.at<minmo_bf16>(s.down_);
+  const auto* pos = s.at<int32_t>(s.pos_);
+  auto bf16_w = [this](size_t off) { return weights_.at<minmo_bf16>(off); };
+
+  d.upload(resid, s.in_.data(), sizeof(float) * rows * H);
+  d.upload(s.at<int32_t>(s.pos_), s.pos_host_.data(), sizeof(int32_t));
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    auto* kc = s.at<minmo_bf16>(s.k_[l]);
+    auto* vc = s.at<minmo_bf16>(s.v_[l]);
+    MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, l ? down : nullptr, resid, bf16_w(L.in_norm), hn, rows, H, eps);
+    product(L.qkv, hn, qkv, rows, false);
+    MINMO_DEVICE_CALL(d, qkv_rope_append_bf16, qkv, bf16_w(L.qkv_bias), pos, q, kc, vc, rows, Hq, Hkv, D, cap, theta);
+    if (rows == 1)
+      MINMO_DEVICE_CALL(d, decode_attention_bf16, q, kc, vc, pos, attn, s.at<float>(s.ws_), Hq, Hkv, D, cap, kSplitSize,
+                        scale);
+    else
+      MINMO_DEVICE_CALL(d, prefill_attention_bf16, q, kc, vc, pos, attn, rows, Hq, Hkv, D, cap, scale);
+    product(L.o, attn, o, rows, false);
+    MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, o, resid, bf16_w(L.post_norm), hn, rows, H, eps);
+    product(L.gate_up, hn, act, rows, true);
+    product(L.down, act, down, rows, false);
+  }
+  MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, down, resid, bf16_w(final_norm_), hn, rows, H, eps);
+  d.download(s.hidden_host_.data(), hn, sizeof(minmo_bf16) * rows * H);
+  if (logit_rows > 0) {
+    auto* logits = s.at<minmo_bf16>(s.logits_);
+    product(lm_head_, hn + (rows - logit_rows) * H, logits, logit_rows, false);
+    d.download(s.logits_host_.data(), logits, sizeof(minmo_bf16) * logit_rows * c.vocab_size);
+  }
+}
+
+void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
+                        bool last_only) const {
+  auto* own = dynamic_cast<CudaQwen2State*>(&base);
+  MINMO_CHECK(own != nullptr && own->owner_ == this, ErrorCode::InvalidArgument,
+              "qwen2 decoder: the state was created by another model");
+  CudaQwen2State& s = *own;
+  MINMO_CHECK(T >= 0, ErrorCode::InvalidArgument, "qwen2 decoder: negative number of positions " << T);
+  const int64_t H = cfg_.hidden_size, V = cfg_.vocab_size;
+  MINMO_CHECK(s.length_ + T <= s.capacity_, ErrorCode::CacheFull,
+              "qwen2 decoder: KV cache full: " << s.length_ << " of " << s.capacity_
+                                               << " positions used, cannot append " << T << " more");
+  if (hidden_out) ensure_shape(hidden_out, {T, H});
+  if (logits_out) ensure_shape(logits_out, {last_only && T > 0 ? 1 : T, V});
+  if (T == 0) return;
+  MINMO_CHECK(embeds != nullptr, ErrorCode::InvalidArgument, "qwen2 decoder: embeddings are null");
+
+  const Device& d = *device_;
+  for (int64_t t0 = 0; t0 < T; t0 += kMaxRows) {
+    const int64_t rows = std::min(kMaxRows, T - t0);
+    // Logit rows of this chunk: all of them, or the very last position's only.
+    const int64_t logit_rows = !logits_out ? 0 : !last_only ? rows : (t0 + rows == T ? 1 : 0);
+    std::memcpy(s.in_.data(), embeds + t0 * H, sizeof(float) * rows * H);
+    *s.pos_host_.as<int32_t>() = static_cast<int32_t>(s.length_);
+    if (rows == 1 && logit_rows == 1) {  // a decode step: the captured graph
+      if (s.step_.empty()) s.step_ = d.capture([&] { enqueue_chunk(s, 1, 1); });
+      d.launch(s.step_);
+    } else {
+      enqueue_chunk(s, rows, logit_rows);
+    }
+    d.sync();
+    s.length_ += rows;
+    if (hidden_out) {
+      const auto* h = s.hidden_host_.as<minmo_bf16>();
+      float* dst = hidden_out->ptr() + t0 * H;
+      for (int64_t i = 0; i < rows * H; ++i) dst[i] = minmo_cpu::bf16_to_f32(h[i]);
+    }
+    if (logit_rows > 0) {
+      const auto* lg = s.logits_host_.as<minmo_bf16>();
+      float* dst = logits_out->ptr() + (last_only ? 0 : t0 * V);
+      for (int64_t i = 0; i < logit_rows * V; ++i) dst[i] = minmo_cpu::bf16_to_f32(lg[i]);
+    }
+  }
+}
+
+}  // namespace cuda
+}  // namespace minmo

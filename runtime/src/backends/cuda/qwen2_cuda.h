@@ -1,0 +1,91 @@
+// The Qwen2 text decoder on the CUDA backend (device "cuda", or "cuda-sim": the same code with
+// the CPU twins of the kernels, backends/cuda/device.h).
+//
+// Weights live in one device allocation, in the formats of kernels/include/minmo_kernels/gemv.h:
+// fp32 bundle weights become bf16; weight-only quantized bundles (export --quant) keep their
+// int8 / fp8 bytes and fp32 per-channel scales, int4 its packed nibbles and zero points with the
+// group scales rounded to bf16. q|k|v and gate|up are concatenated into one product each. The
+// token embedding table stays on the host (fp32): sessions embed on the CPU, as their audio
+// tokens come from the CPU encoder.
+//
+// A state holds one device allocation (KV cache [layers][Hkv, capacity, D] bf16, the activation
+// buffers, the split-K workspace) and pinned host staging buffers, all made when the state is
+// created. forward() runs the positions in chunks of up to 8 rows through the batched products
+// (prefill attention for a chunk, split-K decode attention for one row), with the residual
+// stream in fp32 and activations in bf16. A decode step (T = 1) is one CUDA graph, captured at the
+// state's first step: copy the embedding in, 8 launches per layer, final norm, lm_head, copy the
+// hidden state and logits out; the position is read on the device, so the graph replays at any
+// position.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/cuda/device.h"
+#include "core/safetensors.h"
+#include "modules/qwen2_decoder.h"
+
+namespace minmo {
+namespace cuda {
+
+// A weight-only product's weight on the device (offsets into the weight arena).
+struct DeviceLinear {
+  std::string format;  // "bf16", "int8", "int4", "fp8"
+  int64_t n = 0, k = 0, group = 0;
+  size_t w = 0, scale = 0, zero = 0;
+};
+
+class CudaQwen2 final : public Qwen2Decoder {
+ public:
+  // Uploads the weights of `weights` (tensor names as modules/qwen2.h) to `device`. Throws
+  // NotFound / BundleError like the CPU model, BundleError for a shape the kernels do not run
+  // (head_dim, GQA group, int4 group size) and DeviceError when the device lacks memory or fp8.
+  static std::shared_ptr<const CudaQwen2> load(const WeightStore& weights, const nlohmann::json& config,
+                                               std::shared_ptr<Device> device);
+
+  const Qwen2Config& config() const override { return cfg_; }
+  std::string device() const override { return device_->name(); }
+  std::unique_ptr<DecoderState> new_state(int capacity_tokens) const override;
+  void embed_into(const int64_t* ids, size_t n, float* out) const override;
+  using Qwen2Decoder::forward;
+  void forward(DecoderState& state, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
+               bool last_only = false) const override;
+
+  // "bf16", "int8", "int4" or "fp8": the decoder layers' product format.
+  const std::string& weight_format() const { return format_; }
+  // Device bytes of the weights (all layers, final norm, lm_head).
+  size_t weight_bytes() const { return weights_.bytes(); }
+  const Device& device_ref() const { return *device_; }
+
+  struct Layer {
+    size_t in_norm = 0, post_norm = 0, qkv_bias = 0;
+    DeviceLinear qkv, o, gate_up, down;
+  };
+
+  CudaQwen2(const Qwen2Config& cfg, std::shared_ptr<Device> device);
+
+ private:
+  friend class CudaQwen2State;
+  // Enqueues the positions of one chunk (rows <= kMaxRows) of state s at the device position
+  // *s.pos: the embeddings are in s's pinned input buffer; afterwards its pinned outputs hold the
+  // hidden states (all rows) and the logits of the last `logit_rows` rows.
+  void enqueue_chunk(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
+  void product(const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows, bool gated) const;
+
+  Qwen2Config cfg_;
+  std::shared_ptr<Device> device_;
+  WeightStore host_;                     // keeps the host embedding table alive
+  const float* embed_tokens_ = nullptr;  // host [V, H]
+  std::string format_ = "bf16";
+  Arena weights_;
+  std::vector<Layer> layers_;
+  size_t final_norm_ = 0;
+  DeviceLinear lm_head_;
+};
+
+}  // namespace cuda
+}  // namespace minmo
