@@ -51,7 +51,7 @@ cuda-compile: $(DEPS_STAMP)
 	  $(VENV)/bin/cmake -S . -B build/cuda-check -G Ninja -DMINMO_CUDA=ON -DMINMO_BUILD_PYTHON=OFF \
 	    "-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS)" -DCMAKE_BUILD_TYPE=Release \
 	    -DCMAKE_PREFIX_PATH="$$($(VPY) -c 'import pybind11,nlohmann_json,scipy_openblas32,os;print(";".join([pybind11.get_cmake_dir(), os.path.dirname(nlohmann_json.__file__), scipy_openblas32.get_lib_dir()]))')" && \
-	  $(VENV)/bin/cmake --build build/cuda-check --target minmo_kernels_cuda; \
+	  $(VENV)/bin/cmake --build build/cuda-check --target minmo_kernels_cuda minmo_decoder_bench; \
 	else echo "nvcc not found: CUDA sources not compiled"; fi
 
 test: install cuda-compile

@@ -37,20 +37,29 @@ def _load_audio(path: str, model_rate: int) -> tuple[np.ndarray, int, np.ndarray
 
 def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, warmup: int = 1,
               chunk_ms: float = 160.0, threads: Optional[int] = None, onnx: bool = True, torch: bool = True,
-              max_new_tokens: int = 16, speech_chunks: int = 50, log: Callable[[str], None] = print) -> dict:
-    """Run the whole bench on ``bundle`` and return the JSON report (also printed via ``log``)."""
+              max_new_tokens: int = 16, speech_chunks: int = 50, device: str = "cpu",
+              log: Callable[[str], None] = print) -> dict:
+    """Run the whole bench on ``bundle`` and return the JSON report (also printed via ``log``).
+    ``device``: the Runtime's device ("cuda" puts the LLM on the GPU; the ONNX Runtime and PyTorch
+    columns stay on the CPU)."""
     from .. import Runtime
 
     threads = int(threads or os.cpu_count() or 1)
     audio_path = os.path.abspath(audio_path or default_audio())
     t_start = time.perf_counter()
-    rt = Runtime(bundle, num_threads=threads)
+    rt = Runtime(bundle, device=device, num_threads=threads)
+    from .. import _core
+
+    device_info = _core.device_info(device)
     manifest = rt.manifest
     audio, rate, wave = _load_audio(audio_path, rt.sample_rate)
     seconds = audio.size / rate
     ctc = rt.mode == "asr-ctc"
     log(f"minmo-bench: {rt.bundle_dir}")
-    log(f"  mode {rt.mode}, modules {', '.join(rt.modules)}; device cpu, {threads} threads")
+    log(f"  mode {rt.mode}, modules {', '.join(rt.modules)}; device {device} ({device_info}), {threads} threads")
+    if device != "cpu":
+        log("  on " + device + ": " + ", ".join(n for n, d in rt.module_devices.items() if d == device)
+            + "; everything else on the CPU")
     log(f"  audio {os.path.basename(audio_path)}: {seconds:.2f} s, pushed in {chunk_ms:g} ms chunks; "
         f"{runs} runs after {warmup} warm-up")
 
@@ -83,7 +92,7 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
     copy = host_copy_rate()
     bw.update({"host_copy_gb_s": copy["copy_gb_s"], "host_read_gb_s": copy["read_gb_s"],
                "host_copy_array_bytes": copy["array_bytes"], "percent_of_host_copy": None})
-    if info and decode.get("p50_ms"):
+    if info and decode.get("p50_ms") and device == "cpu":
         bw["achieved_gb_s"] = info["bytes_per_token"] / (decode["p50_ms"] / 1000.0) / 1e9
         bw["percent_of_host_copy"] = 100.0 * bw["achieved_gb_s"] / copy["copy_gb_s"]
         llc = last_level_cache_bytes()
@@ -92,7 +101,10 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
         bw["cache_resident"] = bool(llc and info["bytes_per_token"] <= llc)
     if tps is not None:
         log(f"decode: {tps:.1f} tokens/s ({st['generated_tokens']} tokens over {runs} runs)")
-    if bw["achieved_gb_s"] is not None:
+    if device != "cpu" and decode.get("p50_ms"):
+        log(f"decode on {device}: p50 {fmt(decode['p50_ms'])} ms per token, host round trip included (the GPU's "
+            f"bandwidth at full MinMo size: bench/gpu/decode_bench.py)")
+    elif bw["achieved_gb_s"] is not None:
         log(f"bandwidth achieved by decode: {bw['achieved_gb_s']:.2f} GB/s "
             f"({bw['bytes_per_token'] / 1e6:.1f} MB of LLM weights per token / p50 {fmt(decode['p50_ms'])} ms) = "
             f"{bw['percent_of_host_copy']:.0f}% of host memory copy {copy['copy_gb_s']:.2f} GB/s "
@@ -125,7 +137,9 @@ def run_bench(bundle: str, *, audio_path: Optional[str] = None, runs: int = 5, w
         "bundle": rt.bundle_dir,
         "manifest_summary": manifest_summary(rt.bundle_dir, manifest),
         "machine": machine_info(),
-        "device": "cpu",
+        "device": device,
+        "device_info": device_info,
+        "module_devices": rt.module_devices,
         "threads": threads,
         "run_config": {"runs": runs, "warmup": warmup, "chunk_ms": chunk_ms, "max_new_tokens": max_new_tokens,
                        "onnx": onnx, "torch": torch},
@@ -225,6 +239,9 @@ def main(argv=None) -> int:
     p.add_argument("--speech-chunks", type=int, default=50,
                    help="speech chunks timed in the speech section (bundles with a voice_lm; 0: skip it)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager column")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "cuda-sim"),
+                   help="runtime device: cuda runs the LLM on the GPU (default cpu); cuda-sim is the CUDA "
+                        "backend on the kernels' CPU twins (slow; a functional check, not a timing)")
     w = p.add_argument_group("accuracy gate (--wer)", "WER and turn-taking F1 on held-out synthetic speech; "
                              "without BUNDLE: full and chunked bundles of --checkpoint (default: minmo-tiny)")
     w.add_argument("--wer", action="store_true", help="run the accuracy gate instead of the latency bench")
@@ -245,7 +262,7 @@ def main(argv=None) -> int:
         report = run_bench(args.bundle, audio_path=args.audio, runs=args.runs, warmup=args.warmup,
                            chunk_ms=args.chunk_ms, threads=args.threads, onnx=not args.no_onnx,
                            torch=not args.no_torch, max_new_tokens=args.max_new_tokens,
-                           speech_chunks=args.speech_chunks)
+                           speech_chunks=args.speech_chunks, device=args.device)
     except (MinmoError, ValueError, FileNotFoundError) as e:
         print(f"minmo-bench: error: {e}", file=sys.stderr)
         return 2

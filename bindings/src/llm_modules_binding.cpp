@@ -140,6 +140,20 @@ class Qwen2Runner {
 
 }  // namespace
 
+MINMO_PY_BINDING(bind_devices) {
+  m.def(
+      "device_info",
+      [](const std::string& name) {
+        py::gil_scoped_release release;
+        const auto d = minmo::open_device(name);
+        return d ? d->description() : std::string("CPU backend");
+      },
+      py::arg("name"),
+      "Opens device `name` ('cpu', 'cuda', 'cuda-sim') and describes it (GPU name, compute capability, memory); "
+      "raises DeviceError when it is not usable here, with the reason.");
+  m.attr("cuda_built") = minmo::cuda::cuda_built();
+}
+
 MINMO_PY_BINDING(bind_testing_llm) {
   py::module_ t = m.def_submodule(
       "testing_llm",

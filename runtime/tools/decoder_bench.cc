@@ -1,0 +1,266 @@
+// minmo_decoder_bench: the runtime's Qwen2 decoder on a device, checked against the CPU backend
+// and timed, without Python (runs on a GPU machine that has only the CUDA driver).
+//
+//   minmo_decoder_bench --bundle DIR          the bundle's llm module (any quant mode)
+//   minmo_decoder_bench --size 7b|0.5b|small  random weights at Qwen2.5-7B (MinMo's LLM), 0.5B (the
+//                                             voice LM's body) or a small size, fp32 in memory
+// Options: --device cuda|cuda-sim (default cuda), --prefill ROWS (9), --ctx 128,1024 (decode contexts),
+// --steps N (decode steps timed per context, 32), --no-check, --json OUT.
+//
+// Check: the same random embeddings (a prefill of --prefill rows in chunks, then 4 decode steps) on
+// the device and on the CPU backend; exit status 1 when the logits differ by more than 5% (relative
+// L2), as bf16 activations allow. Timing: the prefill (end of speech -> first logits for a prompt
+// suffix of that many rows) and decode steps at each context: each forward() call, host copies and
+// synchronisation included, as a session sees it. Bytes per step: the device weights plus the KV
+// cache read at that context.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/backend.h"
+#include "backends/cuda/qwen2_cuda.h"
+#include "core/manifest.h"
+#include "core/safetensors.h"
+
+using minmo::Tensor;
+using nlohmann::json;
+
+namespace {
+
+json size_config(const std::string& size) {
+  if (size == "7b")  // Qwen2.5-7B
+    return {{"vocab_size", 152064}, {"hidden_size", 3584}, {"intermediate_size", 18944}, {"num_hidden_layers", 28},
+            {"num_attention_heads", 28}, {"num_key_value_heads", 4}, {"head_dim", 128}, {"rope_theta", 1000000.0},
+            {"tie_word_embeddings", false}, {"max_position_embeddings", 32768}};
+  if (size == "0.5b")  // Qwen2.5-0.5B (CosyVoice2's voice LM body)
+    return {{"vocab_size", 151936}, {"hidden_size", 896}, {"intermediate_size", 4864}, {"num_hidden_layers", 24},
+            {"num_attention_heads", 14}, {"num_key_value_heads", 2}, {"head_dim", 64}, {"rope_theta", 1000000.0},
+            {"tie_word_embeddings", true}, {"max_position_embeddings", 32768}};
+  if (size == "small")
+    return {{"vocab_size", 4096}, {"hidden_size", 512}, {"intermediate_size", 1376}, {"num_hidden_layers", 4},
+            {"num_attention_heads", 8}, {"num_key_value_heads", 2}, {"head_dim", 64}, {"rope_theta", 10000.0},
+            {"tie_word_embeddings", false}, {"max_position_embeddings", 4096}};
+  MINMO_THROW(minmo::ErrorCode::InvalidArgument, "--size must be 7b, 0.5b or small, got " << size);
+}
+
+// Uniform values of standard deviation `std` around `mean` (a counter-based hash: fast, parallel,
+// reproducible).
+void fill_random(Tensor& t, uint64_t seed, float mean, float std) {
+  const float half = std * std::sqrt(3.f);
+  const int64_t n = t.numel();
+  float* p = t.ptr();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(i);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    p[i] = mean + half * (static_cast<float>(z >> 40) * (2.f / 16777216.f) - 1.f);
+  }
+}
+
+minmo::WeightStore random_weights(const minmo::Qwen2Config& c) {
+  minmo::SafetensorsFile f;
+  f.path = "<random weights>";
+  uint64_t seed = 1;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, float mean, float std) {
+    Tensor t(std::move(shape));
+    fill_random(t, seed++, mean, std);
+    f.dtype[name] = "F32";
+    f.floats.emplace(name, std::move(t));
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const int64_t q = c.num_attention_heads * D, kv = c.num_key_value_heads * D;
+  add("model.embed_tokens.weight", {c.vocab_size, H}, 0.f, c.tie_word_embeddings ? 0.05f : 1.f);
+  add("model.norm.weight", {H}, 1.f, 0.1f);
+  if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, H}, 0.f, 0.02f);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {H}, 1.f, 0.1f);
+    add(p + "post_attention_layernorm.weight", {H}, 1.f, 0.1f);
+    add(p + "self_attn.q_proj.weight", {q, H}, 0.f, 0.02f);
+    add(p + "self_attn.k_proj.weight", {kv, H}, 0.f, 0.02f);
+    add(p + "self_attn.v_proj.weight", {kv, H}, 0.f, 0.02f);
+    add(p + "self_attn.q_proj.bias", {q}, 0.f, 0.1f);
+    add(p + "self_attn.k_proj.bias", {kv}, 0.f, 0.1f);
+    add(p + "self_attn.v_proj.bias", {kv}, 0.f, 0.1f);
+    add(p + "self_attn.o_proj.weight", {H, q}, 0.f, 0.02f);
+    add(p + "mlp.gate_proj.weight", {I, H}, 0.f, 0.02f);
+    add(p + "mlp.up_proj.weight", {I, H}, 0.f, 0.02f);
+    add(p + "mlp.down_proj.weight", {H, I}, 0.f, 0.02f);
+  }
+  return minmo::WeightStore(std::move(f));
+}
+
+double rel_err(const Tensor& a, const Tensor& b) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double d = static_cast<double>(a.data[i]) - b.data[i];
+    num += d * d;
+    den += static_cast<double>(b.data[i]) * b.data[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+json stats(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  auto q = [&](double p) { return ms[std::min(ms.size() - 1, static_cast<size_t>(p * (ms.size() - 1) + 0.5))]; };
+  return {{"p50_ms", q(0.5)}, {"p99_ms", q(0.99)}, {"min_ms", ms.front()}, {"count", ms.size()}};
+}
+
+// The logits of a fixed schedule (prefill in chunks of 5 and the rest, then 4 single steps).
+Tensor schedule_logits(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill) {
+  const int64_t H = m.hidden_size(), V = m.vocab_size(), T = embeds.rows();
+  auto s = m.new_state(static_cast<int>(T));
+  Tensor out({T, V}), lg;
+  int64_t at = 0;
+  for (int64_t n : {std::min<int64_t>(5, prefill), prefill - std::min<int64_t>(5, prefill), int64_t(1), int64_t(1),
+                    int64_t(1), int64_t(1)}) {
+    if (n == 0) continue;
+    m.forward(*s, embeds.ptr() + at * H, n, nullptr, &lg, false);
+    std::memcpy(out.row(at), lg.ptr(), sizeof(float) * n * V);
+    at += n;
+  }
+  return out;
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
+  return out;
+}
+
+int run(int argc, char** argv) {
+  std::string bundle, size, device = "cuda", json_out;
+  int64_t prefill = 9, steps = 32;
+  std::vector<int64_t> ctxs = {128, 1024};
+  bool check = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      MINMO_CHECK(i + 1 < argc, minmo::ErrorCode::InvalidArgument, a << " needs a value");
+      return argv[++i];
+    };
+    if (a == "--bundle") bundle = next();
+    else if (a == "--size") size = next();
+    else if (a == "--device") device = next();
+    else if (a == "--prefill") prefill = std::stoll(next());
+    else if (a == "--steps") steps = std::stoll(next());
+    else if (a == "--ctx") ctxs = parse_list(next());
+    else if (a == "--json") json_out = next();
+    else if (a == "--no-check") check = false;
+    else MINMO_THROW(minmo::ErrorCode::InvalidArgument, "unknown argument " << a << " (see the file's header)");
+  }
+  MINMO_CHECK(bundle.empty() != size.empty(), minmo::ErrorCode::InvalidArgument, "give --bundle DIR or --size S");
+  MINMO_CHECK(prefill >= 1 && steps >= 1, minmo::ErrorCode::InvalidArgument, "--prefill and --steps must be >= 1");
+
+  const auto dev = minmo::open_device(device);
+  MINMO_CHECK(dev != nullptr, minmo::ErrorCode::InvalidArgument, "--device must be cuda or cuda-sim");
+  json config;
+  minmo::WeightStore weights;
+  double t0 = now_ms();
+  if (!bundle.empty()) {
+    const minmo::Manifest man = minmo::load_manifest(bundle, true);
+    const minmo::ModuleEntry& e = man.module("llm");
+    config = e.config;
+    weights = minmo::WeightStore::open(e.weights_path);
+  } else {
+    config = size_config(size);
+    weights = random_weights(minmo::Qwen2Config::from_json(config));
+  }
+  const double t_weights = now_ms() - t0;
+  t0 = now_ms();
+  // The device decoder first: the CPU model repacks the fp32 weights in place when it loads.
+  const auto gpu = minmo::load_qwen2_decoder(weights, config, dev);
+  const double t_upload = now_ms() - t0;
+  const auto& cq = dynamic_cast<const minmo::cuda::CudaQwen2&>(*gpu);
+  const minmo::Qwen2Config& c = gpu->config();
+  const int64_t H = c.hidden_size;
+  std::cerr << "decoder: " << c.num_hidden_layers << " layers, hidden " << H << ", " << cq.weight_format() << ", "
+            << (cq.weight_bytes() / 1e9) << " GB on " << dev->description() << " (load " << t_weights / 1e3
+            << " s, upload " << t_upload / 1e3 << " s)\n";
+
+  json report = {{"device", device}, {"device_info", dev->description()}, {"config", c.to_json()},
+                 {"weight_format", cq.weight_format()}, {"weight_bytes", cq.weight_bytes()},
+                 {"source", bundle.empty() ? "random weights (" + size + ")" : bundle},
+                 {"upload_s", t_upload / 1e3}};
+  const int64_t max_ctx = *std::max_element(ctxs.begin(), ctxs.end());
+  Tensor embeds({std::max<int64_t>(max_ctx + steps, prefill + 4), H});
+  fill_random(embeds, 99, 0.f, 1.f);
+
+  int rc = 0;
+  if (check) {
+    const Tensor sub({prefill + 4, H}, std::vector<float>(embeds.data.begin(), embeds.data.begin() + (prefill + 4) * H));
+    const Tensor got = schedule_logits(*gpu, sub, prefill);
+    const auto cpu = minmo::load_qwen2_decoder(weights, config, nullptr);
+    const Tensor want = schedule_logits(*cpu, sub, prefill);
+    const double err = rel_err(got, want);
+    report["check"] = {{"logits_rel_err_vs_cpu", err}, {"tolerance", 0.05}, {"rows", prefill + 4}};
+    std::cerr << "check vs CPU backend: logits rel err " << err << (err <= 0.05 ? " (ok)\n" : " (FAILED)\n");
+    if (!(err <= 0.05)) rc = 1;
+  }
+
+  auto state = gpu->new_state(static_cast<int>(max_ctx + steps + prefill));
+  Tensor logits, hidden;
+  std::vector<double> pre;
+  for (int r = 0; r < 1 + std::max<int64_t>(5, steps / 4); ++r) {
+    state->reset();
+    const double a = now_ms();
+    gpu->forward(*state, embeds.ptr(), prefill, &hidden, &logits, true);
+    if (r > 0) pre.push_back(now_ms() - a);  // the first run captures nothing but loads the kernels
+  }
+  report["prefill"] = stats(pre);
+  report["prefill"]["rows"] = prefill;
+  std::cerr << "prefill " << prefill << " rows: p50 " << report["prefill"]["p50_ms"].get<double>() << " ms\n";
+  const size_t kv_row = static_cast<size_t>(c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * 2);
+  for (int64_t ctx : ctxs) {
+    state->reset();
+    for (int64_t at = 0; at < ctx; at += 8) gpu->forward(*state, embeds.ptr() + at * H, std::min<int64_t>(8, ctx - at), nullptr, nullptr);
+    std::vector<double> ms;
+    for (int64_t i = 0; i <= steps; ++i) {
+      const double a = now_ms();
+      gpu->forward(*state, embeds.ptr() + (ctx + i) * H, 1, &hidden, &logits, true);
+      if (i > 0) ms.push_back(now_ms() - a);  // step 0 captures the graph
+    }
+    json s = stats(ms);
+    const double bytes = static_cast<double>(cq.weight_bytes()) + static_cast<double>(kv_row) * (ctx + steps / 2);
+    s["bytes_per_step"] = bytes;
+    s["gb_per_s_at_p50"] = bytes / (s["p50_ms"].get<double>() / 1e3) / 1e9;
+    report["decode"][std::to_string(ctx)] = s;
+    std::cerr << "decode at ctx " << ctx << ": p50 " << s["p50_ms"].get<double>() << " ms, p99 "
+              << s["p99_ms"].get<double>() << " ms, " << s["gb_per_s_at_p50"].get<double>() << " GB/s\n";
+  }
+  const std::string text = report.dump(2);
+  if (!json_out.empty()) std::ofstream(json_out) << text << "\n";
+  std::cout << text << "\n";
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const minmo::Error& e) {
+    std::cerr << "minmo_decoder_bench: " << minmo::error_code_name(e.code()) << ": " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "minmo_decoder_bench: " << e.what() << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,223 @@
+"""The runtime's CUDA backend (runtime/src/backends/cuda) against the PyTorch reference and the CPU
+backend.
+
+Every test runs on "cuda-sim" (the backend's own code, buffers, weight formats and launch
+sequence, with each kernel replaced by its CPU twin) and, where a GPU is usable, on "cuda" (the
+same tests with the real kernels, CUDA graphs and streams; skipped otherwise). The activations are
+bf16 on this backend, so it is held to bf16 tolerances, not the CPU backend's fp32 ones."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import minmo_rt
+from minmo_rt import _core
+from minmo_rt.export import cli
+from minmo_rt.export.bundle import build_reference_modules
+from minmo_rt.export.checkpoints import synthetic
+from minmo_rt.export.quantize import QUANT_MODES
+from minmo_rt.export.reference import Qwen2Config
+
+from test_llm_modules import make_qwen, ref_forward, ref_greedy, rel_err, save
+
+TL = _core.testing_llm
+
+# bf16 activations and weights through 2-3 layers: measured 0.009 on the sim (logits and hidden); a
+# quantized bundle against the fp32 reference on its dequantized weights 0.006 (int4 group scales
+# are rounded to bf16 on this backend).
+BF16_TOL = 0.03
+
+
+def _device_or_skip(device: str) -> str:
+    try:
+        _core.device_info(device)
+    except minmo_rt.DeviceError as e:
+        pytest.skip(f"{device}: {e}")
+    return device
+
+
+@pytest.fixture(params=["cuda-sim", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request):
+    return _device_or_skip(request.param)
+
+
+CFG = Qwen2Config(vocab_size=97, hidden_size=128, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=64, rope_theta=10000.0, rms_norm_eps=1e-6,
+                  tie_word_embeddings=False, max_position_embeddings=512)
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    ref = make_qwen(CFG, 0)
+    return ref, save(ref, tmp_path_factory.mktemp("qwen64") / "llm.safetensors"), json.dumps(CFG.to_dict())
+
+
+def run_segments(runner, embeds: np.ndarray, segments) -> tuple[np.ndarray, np.ndarray]:
+    logits, hidden, at = [], [], 0
+    for n in segments:
+        lg, hd = runner.forward(embeds[at:at + n])
+        logits.append(lg)
+        hidden.append(hd)
+        at += n
+    return np.concatenate(logits), np.concatenate(hidden)
+
+
+# Chunks of the 8-row batched products, a decode run (graph replays), single rows between prefills.
+SEGMENTS = [[40], [1] * 12, [8, 9, 1, 1, 21], [3, 1, 16, 1, 7, 12]]
+
+
+@pytest.mark.parametrize("segments", SEGMENTS, ids=lambda s: "-".join(map(str, s[:6])))
+def test_decoder_vs_reference(qwen, device, segments):
+    ref, path, cfg = qwen
+    T = sum(segments)
+    embeds = ref.embed(torch.tensor(np.random.default_rng(3).integers(0, CFG.vocab_size, T))).detach().numpy()
+    want_logits, want_hidden = ref_forward(ref, torch.from_numpy(embeds))
+    runner = TL.Qwen2Runner(path, cfg, 64, device)
+    assert runner.device == device
+    logits, hidden = run_segments(runner, embeds, segments)
+    assert logits.shape == (T, CFG.vocab_size) and hidden.shape == (T, CFG.hidden_size)
+    assert rel_err(logits, want_logits) <= BF16_TOL
+    assert rel_err(hidden, want_hidden) <= BF16_TOL
+    assert runner.length == T
+    one = TL.Qwen2Runner(path, cfg, 64, device)
+    one_logits, _ = one.forward(embeds)
+    if device == "cuda-sim":  # every row is computed alone by the twins: the schedule changes nothing
+        np.testing.assert_array_equal(logits, one_logits)
+    else:  # split-K attention and batched products reassociate sums
+        assert rel_err(logits, one_logits) <= 5e-3
+
+
+def test_greedy_generation_matches_reference(qwen, device):
+    ref, path, cfg = qwen
+    prompt = [3, 17, 42, 5, 88, 0, 96, 23, 11]
+    runner = TL.Qwen2Runner(path, cfg, 32, device)
+    assert runner.generate(np.array(prompt), 12) == ref_greedy(ref, prompt, 12)
+    assert runner.length == len(prompt) + 11
+
+
+def test_last_only_cache_full_and_rollback(qwen, device):
+    ref, path, cfg = qwen
+    embeds = ref.embed(torch.arange(12) % CFG.vocab_size).detach().numpy()
+    runner = TL.Qwen2Runner(path, cfg, 12, device)
+    full, _ = runner.forward(embeds[:10])
+    runner.reset()
+    last, hidden = runner.forward(embeds[:10], last_only=True)
+    assert last.shape == (1, CFG.vocab_size) and hidden.shape == (10, CFG.hidden_size)
+    np.testing.assert_array_equal(last[0], full[-1])
+    with pytest.raises(minmo_rt.CacheFullError, match="10 of 12 positions used, cannot append 3 more"):
+        runner.forward(embeds[:3])
+    assert runner.length == 10  # nothing consumed
+    step_a, _ = runner.forward(embeds[10:11])
+    runner.truncate(10)  # roll back one position and redo it: same result
+    step_b, _ = runner.forward(embeds[10:11])
+    np.testing.assert_array_equal(step_a, step_b)
+    with pytest.raises(minmo_rt.InvalidInputError):
+        runner.truncate(12)
+    empty_logits, empty_hidden = runner.forward(np.zeros((0, CFG.hidden_size), np.float32))
+    assert empty_logits.shape == (0, CFG.vocab_size) and empty_hidden.shape == (0, CFG.hidden_size)
+
+
+@pytest.mark.parametrize("variant", [
+    dict(tie_word_embeddings=True),
+    dict(num_attention_heads=4, num_key_value_heads=4),  # MHA
+    dict(num_attention_heads=8, num_key_value_heads=1, hidden_size=96, head_dim=64),  # group 8, q width != hidden
+    dict(head_dim=128, num_attention_heads=2, num_key_value_heads=1, intermediate_size=72),  # odd widths
+], ids=["tied", "mha", "group8", "d128"])
+def test_config_variants(tmp_path, device, variant):
+    cfg = Qwen2Config.from_dict({**CFG.to_dict(), **variant})
+    ref = make_qwen(cfg, 5)
+    path = save(ref, tmp_path / "llm.safetensors", drop=("lm_head.weight",) if cfg.tie_word_embeddings else ())
+    embeds = ref.embed(torch.tensor(np.random.default_rng(4).integers(0, cfg.vocab_size, 19))).detach().numpy()
+    want_logits, want_hidden = ref_forward(ref, torch.from_numpy(embeds))
+    runner = TL.Qwen2Runner(path, json.dumps(cfg.to_dict()), 32, device)
+    logits, hidden = run_segments(runner, embeds, [11, 1, 7])
+    assert rel_err(logits, want_logits) <= BF16_TOL
+    assert rel_err(hidden, want_hidden) <= BF16_TOL
+
+
+# ---- quantized bundles --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def llm_bundles(tmp_path_factory):
+    """An LLM-only bundle (Hugging Face Qwen2 folder, head_dim 64) in fp32 and every quantized mode."""
+    root = tmp_path_factory.mktemp("cuda-quant")
+    ckpt = str(root / "hf")
+    synthetic.write_hf_qwen2(ckpt, dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, head_dim=64), seed=1)
+    out = {}
+    for mode in ("fp32",) + QUANT_MODES:
+        path = str(root / mode)
+        args = ["build", ckpt, "-o", path, "--no-onnx", "-q"] + ([] if mode == "fp32" else ["--quant", mode])
+        assert cli.main(args) == 0
+        out[mode] = path
+    return out
+
+
+@pytest.mark.parametrize("mode", ("fp32",) + QUANT_MODES)
+def test_quantized_bundle_vs_reference(llm_bundles, device, mode):
+    ref = build_reference_modules(llm_bundles[mode], ["llm"])["llm"]  # fp32 on the (dequantized) weights
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, ref.cfg.vocab_size, 13))
+    with torch.no_grad():
+        embeds = ref.embed(ids).numpy().astype(np.float32)
+        want = ref(torch.from_numpy(embeds))[0].numpy()
+    rt = minmo_rt.Runtime(llm_bundles[mode], device=device)
+    assert rt.module_devices == {"llm": device}
+    got = rt.run_module("llm", {"embeds": embeds})
+    assert rel_err(got["logits"], want) <= BF16_TOL
+    cpu = minmo_rt.Runtime(llm_bundles[mode]).run_module("llm", {"embeds": embeds})
+    assert rel_err(got["logits"], cpu["logits"]) <= BF16_TOL
+    assert rel_err(got["hidden"], cpu["hidden"]) <= BF16_TOL
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+def test_unknown_device_is_rejected(llm_bundles):
+    with pytest.raises(minmo_rt.InvalidInputError, match="unknown device 'tpu'"):
+        minmo_rt.Runtime(llm_bundles["fp32"], device="tpu")
+    with pytest.raises(minmo_rt.InvalidInputError, match="unknown device 'gpu'"):
+        TL.Qwen2Runner("x.safetensors", "{}", 4, "gpu")
+
+
+def test_cuda_without_a_gpu_says_why(llm_bundles):
+    try:
+        _core.device_info("cuda")
+    except minmo_rt.DeviceError:
+        pass
+    else:
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(minmo_rt.DeviceError, match="cuda-sim"):
+        minmo_rt.Runtime(llm_bundles["fp32"], device="cuda")
+
+
+def test_shape_the_kernels_do_not_run_is_a_bundle_error(tmp_path):
+    cfg = Qwen2Config.from_dict({**CFG.to_dict(), "head_dim": 16})
+    path = save(make_qwen(cfg, 1), tmp_path / "llm.safetensors")
+    with pytest.raises(minmo_rt.BundleError, match="not run by the CUDA attention kernels"):
+        TL.Qwen2Runner(path, json.dumps(cfg.to_dict()), 8, "cuda-sim")
+    TL.Qwen2Runner(path, json.dumps(cfg.to_dict()), 8, "cpu")  # the CPU backend runs it
+
+
+# ---- the standalone tool ------------------------------------------------------------------------
+
+def test_decoder_bench_tool_on_sim(tmp_path):
+    """runtime/tools/decoder_bench.cc (built by `make cuda-compile`): checks the device decoder against
+    the CPU backend on random weights and reports timings as JSON."""
+    import os
+    import subprocess
+
+    tool = os.path.join(os.path.dirname(__file__), "..", "build", "cuda-check", "runtime", "minmo_decoder_bench")
+    if not os.path.exists(tool):
+        pytest.skip("minmo_decoder_bench not built (make cuda-compile builds it where nvcc is installed)")
+    out = tmp_path / "bench.json"
+    r = subprocess.run([tool, "--size", "small", "--device", "cuda-sim", "--ctx", "16", "--steps", "2",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["device"] == "cuda-sim" and report["weight_format"] == "bf16"
+    assert report["check"]["logits_rel_err_vs_cpu"] < 0.02
+    assert report["decode"]["16"]["count"] == 2 and report["prefill"]["rows"] == 9
+    bad = subprocess.run([tool, "--size", "huge", "--device", "cuda-sim"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--size must be" in bad.stderr
