@@ -176,7 +176,8 @@ def test_gemv_rejects_bad_shapes(k):
 
 # ---- attention ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("hq,hkv,d,tokens,pos", [(4, 2, 64, 3, 5), (7, 1, 128, 1, 40), (6, 3, 64, 4, 29)])
+@pytest.mark.parametrize("hq,hkv,d,tokens,pos", [(4, 2, 64, 3, 5), (7, 1, 128, 1, 40), (6, 3, 64, 4, 29),
+                                                 (4, 2, 32, 3, 5), (6, 1, 32, 4, 30)])
 def test_qkv_rope_append(k, hq, hkv, d, tokens, pos):
     max_seq, theta = 32, 1e6
     width = (hq + 2 * hkv) * d
@@ -199,7 +200,8 @@ def test_qkv_rope_append(k, hq, hkv, d, tokens, pos):
 
 
 @pytest.mark.parametrize("hq,hkv,d,tokens,pos", [(4, 2, 64, 1, 0), (14, 2, 64, 1, 77), (28, 4, 128, 1, 130),
-                                                 (6, 3, 128, 9, 20), (4, 4, 64, 16, 0)])
+                                                 (6, 3, 128, 9, 20), (4, 4, 64, 16, 0), (4, 2, 32, 1, 77),
+                                                 (6, 1, 32, 9, 20)])
 def test_attention_matches_reference(k, hq, hkv, d, tokens, pos):
     max_seq, L = 160, pos + tokens
     q = bf16(RNG.standard_normal((tokens, hq, d)))
@@ -222,7 +224,9 @@ def test_attention_rejects_bad_shapes(k):
     a = np.zeros(4096, np.uint16)
     p = np.zeros(1, np.int32)
     with pytest.raises(mk.KernelError):
-        k.cpu.prefill_attention_bf16(ptr(a), ptr(a), ptr(a), ptr(p), ptr(a[2048:]), 1, 4, 2, 96, 8, 1.0)  # D % 64
+        k.cpu.prefill_attention_bf16(ptr(a), ptr(a), ptr(a), ptr(p), ptr(a[2048:]), 1, 4, 2, 96, 8, 1.0)  # D 96
+    with pytest.raises(mk.KernelError):
+        k.cpu.prefill_attention_bf16(ptr(a), ptr(a), ptr(a), ptr(p), ptr(a[2048:]), 1, 4, 2, 16, 8, 1.0)  # D 16
     with pytest.raises(mk.KernelError):
         k.cpu.prefill_attention_bf16(ptr(a), ptr(a), ptr(a), ptr(p), ptr(a[2048:]), 1, 5, 2, 64, 8, 1.0)  # Hq % Hkv
     assert k.decode_workspace_floats(28, 128, 1000, 64) == 28 * 16 * 130
@@ -270,7 +274,8 @@ def test_gemv_norm_twin(k, fmt, n, kk):
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "int8", "fp8", "int4asym"])
-@pytest.mark.parametrize("hq,hkv,d,pos", [(4, 2, 64, 5), (7, 1, 128, 31), (3, 1, 64, 40)])
+@pytest.mark.parametrize("hq,hkv,d,pos", [(4, 2, 64, 5), (7, 1, 128, 31), (3, 1, 64, 40), (4, 2, 32, 31),
+                                        (6, 1, 32, 40)])
 def test_gemv_qkv_rope_twin(k, fmt, hq, hkv, d, pos):
     """q|k|v = x W^T + bias (fp64, not rounded), then RoPE (reference apply_rope) and the cache append at
     pos; a position beyond the cache (40 >= 32) writes q only."""
@@ -297,7 +302,8 @@ def test_gemv_qkv_rope_twin(k, fmt, hq, hkv, d, pos):
     assert np.array_equal(kc[:, untouched], kc0[:, untouched]) and np.array_equal(vc[:, untouched], vc0[:, untouched])
 
 
-@pytest.mark.parametrize("hq,hkv,d,pos", [(28, 4, 128, 130), (14, 2, 64, 0), (5, 5, 64, 300)])
+@pytest.mark.parametrize("hq,hkv,d,pos", [(28, 4, 128, 130), (14, 2, 64, 0), (5, 5, 64, 300), (4, 2, 32, 130),
+                                        (6, 1, 32, 300)])
 def test_decode_attention_fused_twin(k, hq, hkv, d, pos):
     max_seq = 160
     L = min(pos + 1, max_seq)
@@ -334,18 +340,19 @@ def test_fused_twins_reject_bad_arguments(k):
 
 
 # ---- one decoder layer from the kernels vs the reference module ------------------------------
-def test_decoder_layer_chain_matches_reference(k):
+@pytest.mark.parametrize("h,d", [(256, 64), (128, 32)])  # (128, 32): minmo-tiny's LLM layer
+def test_decoder_layer_chain_matches_reference(k, h, d):
     """Prefill 6 tokens then decode 1 through a Qwen2Layer built from the twins (bf16 weights and
     activations, fp32 residual), against export.reference Qwen2Layer in fp64 on the same weights."""
-    cfg = Qwen2Config(hidden_size=256, intermediate_size=384, num_attention_heads=4, num_key_value_heads=2,
-                      head_dim=64, rope_theta=10000.0)
+    hq, hkv, ffn, max_seq = 4, 2, 384, 16
+    cfg = Qwen2Config(hidden_size=h, intermediate_size=ffn, num_attention_heads=hq, num_key_value_heads=hkv,
+                      head_dim=d, rope_theta=10000.0)
     torch.manual_seed(0)
     layer = Qwen2Layer(cfg).double()
     with torch.no_grad():  # weights on the bf16 grid so both sides use the same values
         for prm in layer.parameters():
-            prm.copy_(torch.randn_like(prm) * (0.05 if prm.dim() == 2 else 0.3) + (1.0 if prm.dim() == 1 and prm.numel() == 256 else 0.0))
+            prm.copy_(torch.randn_like(prm) * (0.05 if prm.dim() == 2 else 0.3) + (1.0 if prm.dim() == 1 and prm.numel() == h else 0.0))
             prm.copy_(prm.to(torch.bfloat16).double())
-    h, hq, hkv, d, ffn, max_seq = 256, 4, 2, 64, 384, 16
     at, mlp = layer.self_attn, layer.mlp
     as_bf16 = lambda t: bf16(t.detach().float().numpy())  # noqa: E731
     w_qkv = as_bf16(torch.cat([at.q_proj.weight, at.k_proj.weight, at.v_proj.weight]))

@@ -25,10 +25,15 @@ inline bool int4_ok(int64_t k, int64_t group_size) {
   return group_size >= 32 && group_size % 32 == 0 && k % group_size == 0;
 }
 
+// Head dims of the attention kernels: 32, 64, 128, 192, 256.
+inline bool head_dim_ok(int64_t head_dim) {
+  return head_dim == 32 || (head_dim >= 64 && head_dim <= 256 && head_dim % 64 == 0);
+}
+
 // Shapes common to the attention kernels.
 inline bool attention_ok(int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq) {
   return tokens >= 1 && heads_kv >= 1 && heads_q >= heads_kv && heads_q % heads_kv == 0 &&
-         heads_q / heads_kv <= 32 && head_dim >= 64 && head_dim <= 256 && head_dim % 64 == 0 && max_seq >= 1 &&
+         heads_q / heads_kv <= 32 && head_dim_ok(head_dim) && max_seq >= 1 &&
          max_seq <= (int64_t{1} << 30) && tokens <= (int64_t{1} << 30) && heads_q <= 65535;
 }
 

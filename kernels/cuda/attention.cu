@@ -3,10 +3,11 @@
 // Decode and prefill share one warp-per-query-row routine: a warp owns one (token, query head)
 // row, holds the running max / sum / output of an online softmax, and walks its key range in
 // tiles of 32 keys: lane j scores key j of the tile (16-byte loads of the K row, q broadcast from
-// shared memory), then the warp accumulates the tile's V rows, lane l owning output pairs
-// 2l + 64e. The warps of a block serve query heads of the same KV head, so K/V rows are shared
-// through L1. Decode splits the keys into chunks (one block per chunk and KV head) and writes
-// partial (max, sum, output) triples that a second kernel combines (flash-decoding).
+// shared memory), then the warp accumulates the tile's V rows, lane l owning the output pairs
+// (2j, 2j + 1) with j = l + 32e < D/2 (D = 32: lanes 16..31 own none). The warps of a block
+// serve query heads of the same KV head, so K/V rows are shared through L1. Decode splits the
+// keys into chunks (one block per chunk and KV head) and writes partial (max, sum, output)
+// triples that a second kernel combines (flash-decoding).
 #include <cmath>
 #include <type_traits>
 
@@ -24,7 +25,17 @@ bool aligned(const void* a, const void* b, const void* c, const void* d) {
 }
 
 constexpr int kWarps = 4;
-constexpr int kMaxPairs = 4;  // D / 64 <= 4
+constexpr int kMaxPairs = 4;  // pair slots per lane: ceil(D / 64) <= 4
+
+// Head dims: 32, 64, 128, 192, 256 (minmo_args::head_dim_ok). Lane l owns output pairs
+// j = l + 32e for e < pair_slots(D) and j < D/2: every V load, partial, output store and combine
+// term is guarded by owns_pair, a compile-time true for D % 64 == 0 (those shapes compile to the
+// code they had when the kernels were templated on D / 64).
+__host__ __device__ constexpr int pair_slots(int D) { return (D + 63) / 64; }
+template <int D>
+__device__ __forceinline__ bool owns_pair(int lane, int e) {
+  return D % 64 == 0 || lane + 32 * e < D / 2;
+}
 
 struct RowState {
   float m, l;
@@ -44,7 +55,7 @@ __device__ __forceinline__ float dot8_bf16(const uint4& qv, const uint4& kv, flo
 
 // Online-softmax update for one tile of 32 keys (lane j scored key j as s; `valid` false for lanes
 // past the range): rescales the running sum and output, returns this lane's weight p.
-template <int P>
+template <int D>
 __device__ __forceinline__ float softmax_tile(RowState& st, float s, bool valid) {
   const float m_new = fmaxf(st.m, warp_max(s));  // finite: the tile has at least one key
   const float p = valid ? __expf(s - m_new) : 0.f;
@@ -52,12 +63,12 @@ __device__ __forceinline__ float softmax_tile(RowState& st, float s, bool valid)
   st.l = st.l * corr + warp_sum(p);
   st.m = m_new;
 #pragma unroll
-  for (int i = 0; i < 2 * P; ++i) st.o[i] *= corr;
+  for (int i = 0; i < 2 * pair_slots(D); ++i) st.o[i] *= corr;
   return p;
 }
 
 // Writes a row's partial (max, sum, output[D]) to the split-K workspace row dst (D + 2 floats).
-template <int P>
+template <int D>
 __device__ __forceinline__ void store_partial(const RowState& st, float* dst) {
   const int lane = threadIdx.x & 31;
   if (lane == 0) {
@@ -65,16 +76,17 @@ __device__ __forceinline__ void store_partial(const RowState& st, float* dst) {
     dst[1] = st.l;
   }
 #pragma unroll
-  for (int e = 0; e < P; ++e)
-    reinterpret_cast<float2*>(dst + 2)[lane + 32 * e] = make_float2(st.o[2 * e], st.o[2 * e + 1]);
+  for (int e = 0; e < pair_slots(D); ++e)
+    if (owns_pair<D>(lane, e))
+      reinterpret_cast<float2*>(dst + 2)[lane + 32 * e] = make_float2(st.o[2 * e], st.o[2 * e + 1]);
 }
 
 // Attends one query row (q_s: bf16 row in shared memory, D values) to keys [k_begin, k_end) of
 // one KV head (k, v: [max_seq, D]). Requires k_begin < k_end.
-template <int P>
+template <int D>
 __device__ RowState attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* __restrict__ k,
                                  const __nv_bfloat16* __restrict__ v, int64_t k_begin, int64_t k_end, float scale) {
-  constexpr int D = 64 * P;
+  constexpr int P = pair_slots(D);
   const int lane = threadIdx.x & 31;
   RowState st;
   st.m = -INFINITY;
@@ -92,12 +104,13 @@ __device__ RowState attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* 
       for (int c = 0; c < D / 8; ++c) dot = dot8_bf16(q4[c], __ldg(kr + c), dot);
       s = dot * scale;
     }
-    const float p = softmax_tile<P>(st, s, key < k_end);
+    const float p = softmax_tile<D>(st, s, key < k_end);
     const uint32_t* vt = reinterpret_cast<const uint32_t*>(v + t0 * D);
     auto add_v = [&](int j) {
       const float pj = __shfl_sync(0xffffffffu, p, j);
 #pragma unroll
       for (int e = 0; e < P; ++e) {
+        if (!owns_pair<D>(lane, e)) continue;
         const uint32_t vv = __ldg(vt + j * (D / 2) + lane + 32 * e);
         st.o[2 * e] = fmaf(pj, bf16_lo(vv), st.o[2 * e]);
         st.o[2 * e + 1] = fmaf(pj, bf16_hi(vv), st.o[2 * e + 1]);
@@ -122,23 +135,23 @@ __device__ __forceinline__ void load_q_row(const __nv_bfloat16* q, __nv_bfloat16
   __syncwarp();
 }
 
-template <int P>
+template <int D>
 __device__ void store_row(const RowState& st, float inv_l, __nv_bfloat16* out) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
-  for (int e = 0; e < P; ++e) {
+  for (int e = 0; e < pair_slots(D); ++e) {
+    if (!owns_pair<D>(lane, e)) continue;
     const __nv_bfloat162 pr = __floats2bfloat162_rn(st.o[2 * e] * inv_l, st.o[2 * e + 1] * inv_l);
     reinterpret_cast<__nv_bfloat162*>(out)[lane + 32 * e] = pr;
   }
 }
 
 // Grid (ceil(T * G / kWarps), Hkv). Row r of KV head h: token r / G, query head h * G + r % G.
-template <int P>
+template <int D>
 __global__ void __launch_bounds__(kWarps * 32)
     prefill_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
                    const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos, __nv_bfloat16* out,
                    int tokens, int heads_q, int group, int64_t max_seq, float scale) {
-  constexpr int D = 64 * P;
   __shared__ __align__(16) __nv_bfloat16 q_s[kWarps][D];
   const int warp = threadIdx.x / 32;
   const int r = blockIdx.x * kWarps + warp, h = blockIdx.y;
@@ -151,18 +164,17 @@ __global__ void __launch_bounds__(kWarps * 32)
     return;
   }
   load_q_row<D>(q + (static_cast<int64_t>(t) * heads_q + hq) * D, q_s[warp]);
-  const RowState st = attend_range<P>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, 0, n_keys, scale);
-  store_row<P>(st, 1.f / st.l, o);
+  const RowState st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, 0, n_keys, scale);
+  store_row<D>(st, 1.f / st.l, o);
 }
 
 // Grid (splits, Hkv, ceil(G / kWarps)). Partial for query head hq and split s at
 // ws[(hq * splits + s) * (D + 2)]: m, l, then D unnormalised outputs.
-template <int P>
+template <int D>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_split_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
                         const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos, float* ws, int group,
                         int64_t max_seq, int64_t split_size, float scale) {
-  constexpr int D = 64 * P;
   __shared__ __align__(16) __nv_bfloat16 q_s[kWarps][D];
   const int warp = threadIdx.x / 32;
   const int g = blockIdx.z * kWarps + warp, h = blockIdx.y, split = blockIdx.x;
@@ -171,8 +183,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (g >= group || k_begin >= k_end) return;
   const int hq = h * group + g;
   load_q_row<D>(q + static_cast<int64_t>(hq) * D, q_s[warp]);
-  const RowState st = attend_range<P>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
-  store_partial<P>(st, ws + (static_cast<int64_t>(hq) * gridDim.x + split) * (D + 2));
+  const RowState st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
+  store_partial<D>(st, ws + (static_cast<int64_t>(hq) * gridDim.x + split) * (D + 2));
 }
 
 // Grid Hq, block D threads: out[hq, d] = sum_s e^(m_s - M) o_s[d] / sum_s e^(m_s - M) l_s over the
@@ -203,19 +215,19 @@ __global__ void decode_combine_kernel(const float* __restrict__ ws, const int32_
 // 32-key tiles, both computed here from *pos, so blocks past `active` exit at once. A block
 // stages each tile's K rows (padded by 16 bytes: lane j reads row j without bank conflicts) and V
 // rows in shared memory with all its threads, then every warp runs the online softmax of its
-// query head over the tile (lane j scores key j; lane l owns output pairs 2l + 64e). One split:
+// query head over the tile (lane j scores key j; lane l owns output pairs l + 32e < D/2). One split:
 // the block writes the output. Several: each block writes its partials (m, l, o) to ws, fences and
 // counts itself on counters[h]; the last block of KV head h combines the partials of the group's
 // query heads (reading them past L1) and resets the counter.
 constexpr int kTile = 32;
 
-template <int P>
+template <int D>
 __global__ void __launch_bounds__(1024, 1)
     decode_fused_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
                         const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos,
                         __nv_bfloat16* __restrict__ out, float* ws, unsigned int* counters, int group,
                         int64_t max_seq, float scale) {
-  constexpr int D = 64 * P, C = D / 8;  // C: 16-byte chunks per row
+  constexpr int P = pair_slots(D), C = D / 8;  // C: 16-byte chunks per row
   extern __shared__ uint4 smem[];
   uint4* k_s = smem;                    // kTile rows of C + 1 chunks
   uint4* v_s = k_s + kTile * (C + 1);   // kTile rows of C chunks
@@ -264,13 +276,14 @@ __global__ void __launch_bounds__(1024, 1)
       for (int c = 0; c < C; ++c) dot = dot8_bf16(q4[c], kr[c], dot);
       s = dot * scale;
     }
-    const float p = softmax_tile<P>(st, s, lane < rows);
+    const float p = softmax_tile<D>(st, s, lane < rows);
     const uint32_t* vt = reinterpret_cast<const uint32_t*>(v_s);
 #pragma unroll 8
     for (int j = 0; j < kTile; ++j) {  // rows past `rows` are zero with p = 0
       const float pj = __shfl_sync(0xffffffffu, p, j);
 #pragma unroll
       for (int e = 0; e < P; ++e) {
+        if (!owns_pair<D>(lane, e)) continue;
         const uint32_t vv = vt[j * (D / 2) + lane + 32 * e];
         st.o[2 * e] = fmaf(pj, bf16_lo(vv), st.o[2 * e]);
         st.o[2 * e + 1] = fmaf(pj, bf16_hi(vv), st.o[2 * e + 1]);
@@ -279,12 +292,12 @@ __global__ void __launch_bounds__(1024, 1)
     __syncthreads();  // the next tile overwrites k_s / v_s
   }
   if (active == 1) {
-    store_row<P>(st, 1.f / st.l, o);
+    store_row<D>(st, 1.f / st.l, o);
     return;
   }
   const int stride = D + 2;
   float* base = ws + static_cast<int64_t>(hq) * gridDim.x * stride;
-  store_partial<P>(st, base + static_cast<int64_t>(split) * stride);
+  store_partial<D>(st, base + static_cast<int64_t>(split) * stride);
   __threadfence();  // partials visible device-wide before this block is counted
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(counters + h, 1u) == static_cast<unsigned int>(active - 1);
@@ -309,6 +322,7 @@ __global__ void __launch_bounds__(1024, 1)
     const float w = __expf(__ldcg(b) - m);
 #pragma unroll
     for (int e = 0; e < P; ++e) {
+      if (!owns_pair<D>(lane, e)) continue;
       const float2 ov = __ldcg(reinterpret_cast<const float2*>(b + 2) + lane + 32 * e);
       num[2 * e] = fmaf(w, ov.x, num[2 * e]);
       num[2 * e + 1] = fmaf(w, ov.y, num[2 * e + 1]);
@@ -317,7 +331,8 @@ __global__ void __launch_bounds__(1024, 1)
   const float inv = 1.f / den;
 #pragma unroll
   for (int e = 0; e < P; ++e)
-    reinterpret_cast<__nv_bfloat162*>(o)[lane + 32 * e] = __floats2bfloat162_rn(num[2 * e] * inv, num[2 * e + 1] * inv);
+    if (owns_pair<D>(lane, e))
+      reinterpret_cast<__nv_bfloat162*>(o)[lane + 32 * e] = __floats2bfloat162_rn(num[2 * e] * inv, num[2 * e + 1] * inv);
   if (threadIdx.x == 0) counters[h] = 0u;  // every active block has counted: ready for the next launch
 }
 
@@ -338,13 +353,15 @@ __global__ void qkv_rope_append_kernel(const __nv_bfloat16* __restrict__ qkv, co
                  head_dim, max_seq, log2_theta);
 }
 
+// Calls fn(integral_constant<int, D>) for a head dim that passed minmo_args::attention_ok.
 template <typename Fn>
 int by_head_dim(int64_t head_dim, Fn fn) {
   switch (head_dim) {
-    case 64: fn(std::integral_constant<int, 1>{}); break;
-    case 128: fn(std::integral_constant<int, 2>{}); break;
-    case 192: fn(std::integral_constant<int, 3>{}); break;
-    default: fn(std::integral_constant<int, 4>{}); break;
+    case 32: fn(std::integral_constant<int, 32>{}); break;
+    case 64: fn(std::integral_constant<int, 64>{}); break;
+    case 128: fn(std::integral_constant<int, 128>{}); break;
+    case 192: fn(std::integral_constant<int, 192>{}); break;
+    default: fn(std::integral_constant<int, 256>{}); break;
   }
   return launch_status();
 }
@@ -386,8 +403,8 @@ extern "C" int minmo_decode_attention_bf16(const minmo_bf16* q, const minmo_bf16
   const auto* qb = reinterpret_cast<const __nv_bfloat16*>(q);
   const auto* kb = reinterpret_cast<const __nv_bfloat16*>(k_cache);
   const auto* vb = reinterpret_cast<const __nv_bfloat16*>(v_cache);
-  const int rc = by_head_dim(head_dim, [&](auto p) {
-    decode_split_kernel<decltype(p)::value>
+  const int rc = by_head_dim(head_dim, [&](auto d) {
+    decode_split_kernel<decltype(d)::value>
         <<<grid, kWarps * 32, 0, stream>>>(qb, kb, vb, pos, workspace, group, max_seq, split_size, scale);
   });
   if (rc != MINMO_KERNEL_OK) return rc;
@@ -413,8 +430,8 @@ extern "C" int minmo_prefill_attention_bf16(const minmo_bf16* q, const minmo_bf1
   const auto* qb = reinterpret_cast<const __nv_bfloat16*>(q);
   const auto* kb = reinterpret_cast<const __nv_bfloat16*>(k_cache);
   const auto* vb = reinterpret_cast<const __nv_bfloat16*>(v_cache);
-  return by_head_dim(head_dim, [&](auto p) {
-    prefill_kernel<decltype(p)::value><<<grid, kWarps * 32, 0, stream>>>(
+  return by_head_dim(head_dim, [&](auto d) {
+    prefill_kernel<decltype(d)::value><<<grid, kWarps * 32, 0, stream>>>(
         qb, kb, vb, pos, reinterpret_cast<__nv_bfloat16*>(out), static_cast<int>(tokens), static_cast<int>(heads_q),
         group, max_seq, scale);
   });
@@ -436,8 +453,8 @@ extern "C" int minmo_decode_attention_fused_bf16(const minmo_bf16* q, const minm
   const auto* qb = reinterpret_cast<const __nv_bfloat16*>(q);
   const auto* kb = reinterpret_cast<const __nv_bfloat16*>(k_cache);
   const auto* vb = reinterpret_cast<const __nv_bfloat16*>(v_cache);
-  return by_head_dim(head_dim, [&](auto p) {
-    decode_fused_kernel<decltype(p)::value><<<grid, static_cast<unsigned>(32 * group), smem, stream>>>(
+  return by_head_dim(head_dim, [&](auto d) {
+    decode_fused_kernel<decltype(d)::value><<<grid, static_cast<unsigned>(32 * group), smem, stream>>>(
         qb, kb, vb, pos, reinterpret_cast<__nv_bfloat16*>(out), workspace, counters, group, max_seq, scale);
   });
 }

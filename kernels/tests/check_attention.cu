@@ -126,10 +126,11 @@ void chain_case(const Attn& a, int64_t chunk1, int64_t chunk2) {
 
 MINMO_CHECK(attention) {
   const bool sm = harness::small();
-  // Qwen2.5-7B (28/4, D 128), voice LM 0.5B (14/2, D 64), odd group counts, MHA, D 192/256.
+  // Qwen2.5-7B (28/4, D 128), voice LM 0.5B (14/2, D 64), odd group counts, MHA, D 192/256,
+  // D 32 (minmo-tiny 4/2; 6/1: lanes 16..31 idle in every warp of a 6-warp group).
   const Attn a7b{28, 4, 128, sm ? 80 : 1100}, a05{14, 2, 64, sm ? 70 : 300}, odd{15, 3, 128, 77}, mha{5, 5, 64, 50},
-      wide{6, 1, 256, 45}, d192{4, 2, 192, 40};
-  for (const Attn& a : {a7b, a05, odd, mha, wide, d192}) {
+      wide{6, 1, 256, 45}, d192{4, 2, 192, 40}, tiny{4, 2, 32, sm ? 70 : 260}, d32{6, 1, 32, 45};
+  for (const Attn& a : {a7b, a05, odd, mha, wide, d192, tiny, d32}) {
     qkv_case(a, 1, 0, true);
     qkv_case(a, 1, int32_t(a.max_seq - 1), true);
     qkv_case(a, 7, 5, false);
@@ -149,15 +150,23 @@ MINMO_CHECK(attention) {
     decode_case(a7b, 1023, 64);
     prefill_case(a7b, 64, 200);
     prefill_case(a05, 128, 37);
+    const Attn tiny_long{4, 2, 32, 2048};  // minmo-tiny at a long context: 64 splits of 32 keys
+    decode_case(tiny_long, 2047, 32);
+    decode_case(tiny_long, 1000, 256);
+    prefill_case(tiny_long, 96, 1500);
   }
   chain_case(odd, 19, 33);
   chain_case(a05, 8, 40);
+  chain_case(tiny, 21, 34);
 
   uint16_t* p = reinterpret_cast<uint16_t*>(256);
   int32_t* ip = reinterpret_cast<int32_t*>(512);
   float* wp = reinterpret_cast<float*>(1024);
   harness::record("decode_attention_bf16", "head_dim=96", 0, 0,
                   minmo_decode_attention_bf16(p, p, p, ip, p + 4096, wp, 4, 2, 96, 64, 64, 1.f, nullptr),
+                  MINMO_KERNEL_INVALID_ARGUMENT);
+  harness::record("prefill_attention_bf16", "head_dim=16", 0, 0,
+                  minmo_prefill_attention_bf16(p, p, p, ip, p + 4096, 1, 4, 2, 16, 64, 1.f, nullptr),
                   MINMO_KERNEL_INVALID_ARGUMENT);
   harness::record("decode_attention_bf16", "split=48", 0, 0,
                   minmo_decode_attention_bf16(p, p, p, ip, p + 4096, wp, 4, 2, 64, 64, 48, 1.f, nullptr),

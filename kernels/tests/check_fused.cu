@@ -324,13 +324,18 @@ MINMO_CHECK(fused_norm) {
 
 MINMO_CHECK(fused_qkv) {
   const bool sm = harness::small();
+  // D 32: minmo-tiny (4/2, K = hidden 128) and a 6/1 group.
   const Qkv a7b{28, 4, 128, sm ? 40 : 300}, a05{14, 2, 64, 50}, odd{3, 1, 64, 9}, d192{4, 2, 192, 20},
-      wide{2, 1, 256, 12};
+      wide{2, 1, 256, 12}, tiny{4, 2, 32, 24}, d32{6, 1, 32, 10};
   for (Fmt f : kFormats) {
     qkv_case(f, odd, 128, 0, true);
     qkv_case(f, odd, 128, 8, false);
     qkv_case(f, odd, 128, 11, true);  // beyond the cache: q only
     qkv_case(f, d192, 256, 7, true);
+    qkv_case(f, tiny, 128, 0, true);
+    qkv_case(f, tiny, 128, 23, false);
+    qkv_case(f, d32, 256, 4, true);
+    qkv_case(f, d32, 256, 10, true);  // beyond the cache: q only
     qkv_case(f, a05, sm ? 128 : 896, 33, true);
     qkv_case(f, odd, 4096, 5, true);  // long rows, few pairs: K split over 4 warps (2 for int4)
     if (!sm) {
@@ -340,6 +345,8 @@ MINMO_CHECK(fused_qkv) {
   }
   // Scalar product path.
   qkv_case(Fmt::kBf16, odd, 77, 3, true);
+  qkv_case(Fmt::kBf16, tiny, 77, 5, true);
+  qkv_case(Fmt::kInt8, d32, 200, 9, false);
   qkv_case(Fmt::kInt8, wide, 200, 4, true);
   qkv_case(Fmt::kInt4, odd, 256, 2, true, 1, 64);
   qkv_case(Fmt::kFp8, a05, 256, 1, false, 1);
@@ -356,10 +363,11 @@ MINMO_CHECK(fused_qkv) {
 
 MINMO_CHECK(fused_attention) {
   const bool sm = harness::small();
-  // Qwen2.5-7B (28/4, D 128), voice LM (14/2, D 64), odd group, MHA, D 256 / 192.
+  // Qwen2.5-7B (28/4, D 128), voice LM (14/2, D 64), odd group, MHA, D 256 / 192, D 32 (minmo-tiny
+  // 4/2 and a 6/1 group).
   const Attn a7b{28, 4, 128, sm ? 100 : 4200}, a05{14, 2, 64, sm ? 70 : 600}, odd{15, 3, 128, 77}, mha{5, 5, 64, 50},
-      wide{6, 1, 256, 45}, d192{4, 2, 192, 40};
-  for (const Attn& a : {a05, odd, mha, wide, d192}) {
+      wide{6, 1, 256, 45}, d192{4, 2, 192, 40}, tiny{4, 2, 32, sm ? 70 : 300}, d32{6, 1, 32, 45};
+  for (const Attn& a : {a05, odd, mha, wide, d192, tiny, d32}) {
     const int32_t mid = int32_t(a.max_seq / 2 + 3), last = int32_t(a.max_seq - 1), beyond = int32_t(a.max_seq + 5);
     if (sm) {  // also run under compute-sanitizer memcheck and racecheck: fewer launches
       for (int64_t splits : {1, 3}) decode_fused_case(a, {0, 32, mid, beyond}, splits);
@@ -374,6 +382,7 @@ MINMO_CHECK(fused_attention) {
     decode_fused_case(a7b, {127, 1025, 4199}, 33);
     decode_fused_case(a7b, {4199}, 1);
     decode_fused_case(a05, {256, 270, 511}, 264);
+    decode_fused_case(tiny, {299, 100, 0}, 10);
   }
   uint16_t* p = reinterpret_cast<uint16_t*>(256);
   int32_t* ip = reinterpret_cast<int32_t*>(512);

@@ -2,7 +2,7 @@
  * attention (GQA). See minmo_kernels.h for the conventions shared by every kernel.
  *
  * Shapes: Hq query heads, Hkv key/value heads (Hq % Hkv == 0, Hq / Hkv <= 32), head dim D
- * (D % 64 == 0, D <= 256: 64, 128, 192, 256). Query head h reads KV head h / (Hq / Hkv).
+ * (32, 64, 128, 192 or 256; other values are rejected). Query head h reads KV head h / (Hq / Hkv).
  * KV cache of one layer: k_cache, v_cache: bf16 [Hkv, max_seq, D] (position-major per head).
  * `pos` is a DEVICE pointer (host pointer for the CPU twins) to one int32: the cache position of
  * the first new token, so a captured CUDA graph can be replayed at any position. A token at

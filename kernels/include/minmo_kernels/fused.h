@@ -52,7 +52,7 @@ int minmo_gemv_norm_fp8_cpu(const minmo_bf16* x, const uint8_t* w, const float* 
  * bf16 [(Hq + 2 Hkv) D] or null. With v = sum_k x[k] w(., k) + bias (fp32), the result is that of
  * minmo_qkv_rope_append_bf16 (attention.h) for T = 1 applied to v: q_out: bf16 [Hq, D] gets the
  * rotated q heads, k_cache / v_cache: bf16 [Hkv, max_seq, D] get the rotated k and the v heads at
- * position p when 0 <= p < max_seq. Shapes as in attention.h (GQA, D in 64, 128, 192, 256). */
+ * position p when 0 <= p < max_seq. Shapes as in attention.h (GQA, D in 32, 64, 128, 192, 256). */
 int minmo_gemv_qkv_rope_bf16(const minmo_bf16* x, const minmo_bf16* w, const minmo_bf16* bias, const int32_t* pos,
                              minmo_bf16* q_out, minmo_bf16* k_cache, minmo_bf16* v_cache, int64_t heads_q,
                              int64_t heads_kv, int64_t head_dim, int64_t max_seq, int64_t k, float theta,
