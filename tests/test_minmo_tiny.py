@@ -27,14 +27,19 @@ def _heldout():
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
+def bundle_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     out = {}
     for mode in ("full", "chunked"):
         path = str(root / mode)
         assert export_cli.main(["build", CKPT, "-o", path, "--streaming", mode, "--no-onnx", "-q"]) == 0
-        out[mode] = Runtime(path)
+        out[mode] = path
     return out
+
+
+@pytest.fixture(scope="module")
+def bundles(bundle_paths):
+    return {mode: Runtime(path) for mode, path in bundle_paths.items()}
 
 
 def test_shipped_assets_exist():
@@ -72,6 +77,25 @@ def test_heldout_wer_native(bundles, mode):
     # files (1.3 % / 2.6 % full / chunked on the 381-word bench set, training/README.md).
     assert score <= 0.05, list(zip(refs, hyps))
     assert turn_f1(probs, labels)["f1"] >= 0.8
+
+
+@pytest.mark.parametrize("device", ["cuda-sim", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_heldout_wer_cuda_backend(bundle_paths, device):
+    """The same gate with the LLM on the CUDA backend (bf16; "cuda-sim": its code on the kernels' CPU
+    twins; "cuda" where a GPU is usable)."""
+    from minmo_rt import DeviceError, _core
+
+    try:
+        _core.device_info(device)
+    except DeviceError as e:
+        pytest.skip(str(e))
+    rt = Runtime(bundle_paths["chunked"], device=device)
+    assert rt.module_devices["llm"] == device and not rt.cpu_fallbacks
+    refs, hyps = [], []
+    for wave, row in _heldout():
+        refs.append(row["text"])
+        hyps.append(native_transcribe(rt, wave, chunk_ms=160)[0])
+    assert wer(refs, hyps) <= 0.05, list(zip(refs, hyps))
 
 
 @pytest.mark.slow

@@ -144,6 +144,7 @@ MINMO_PY_BINDING(bind_runtime) {
       .def("manifest_json", &minmo::Runtime::manifest_json)
       .def("module_names", &minmo::Runtime::module_names)
       .def("module_devices", &minmo::Runtime::module_devices)
+      .def("cpu_fallbacks", &minmo::Runtime::cpu_fallbacks)
       .def("run_module",
            [](const minmo::Runtime& rt, const std::string& name, const py::dict& inputs) {
              minmo::TensorMap in;

@@ -12,6 +12,9 @@
 
 #include "core/safetensors.h"
 #include "minmo/status.h"
+#include <algorithm>
+
+#include "backends/backend.h"
 #include "modules/voice_lm.h"
 #include "numpy_util.h"
 #include "registry.h"
@@ -23,9 +26,11 @@ namespace {
 
 class VoiceStreamRunner {
  public:
-  VoiceStreamRunner(const std::string& weights_path, const std::string& config, uint64_t seed, int capacity) {
+  VoiceStreamRunner(const std::string& weights_path, const std::string& config, uint64_t seed, int capacity,
+                    const std::string& device) {
     py::gil_scoped_release release;
-    lm_ = minmo::VoiceLM::load(minmo::WeightStore::open(weights_path), minmo::pyb::parse_json(config, "config"));
+    lm_ = minmo::VoiceLM::load(minmo::WeightStore::open(weights_path), minmo::pyb::parse_json(config, "config"),
+                               minmo::open_device(device));
     stream_ = std::make_unique<minmo::VoiceTokenStream>(lm_, seed, capacity);
   }
   void push_text(minmo::pyb::FloatArray rows) {
@@ -41,6 +46,7 @@ class VoiceStreamRunner {
     return stream_->step();
   }
   std::vector<int64_t> tokens() const { return stream_->tokens(); }
+  std::string device() const { return lm_->body().device(); }
 
  private:
   std::shared_ptr<const minmo::VoiceLM> lm_;
@@ -54,12 +60,32 @@ MINMO_PY_BINDING(bind_testing_voice) {
   t.attr("NEED_TEXT") = minmo::VoiceTokenStream::kNeedText;
   t.attr("ENDED") = minmo::VoiceTokenStream::kEnded;
   py::class_<VoiceStreamRunner>(t, "VoiceStream")
-      .def(py::init<const std::string&, const std::string&, uint64_t, int>(), py::arg("weights"),
-           py::arg("config_json"), py::arg("seed"), py::arg("capacity") = 4096)
+      .def(py::init<const std::string&, const std::string&, uint64_t, int, const std::string&>(), py::arg("weights"),
+           py::arg("config_json"), py::arg("seed"), py::arg("capacity") = 4096, py::arg("device") = "cpu")
+      .def_property_readonly("device", &VoiceStreamRunner::device)
       .def("push_text", &VoiceStreamRunner::push_text)
       .def("end_text", &VoiceStreamRunner::end_text)
       .def("step", &VoiceStreamRunner::step)
       .def_property_readonly("tokens", &VoiceStreamRunner::tokens);
+  t.def(
+      "voice_logits",
+      [](const std::string& weights_path, const std::string& config, minmo::pyb::FloatArray embeds,
+         const std::string& device) {
+        MINMO_CHECK(embeds.ndim() == 2, ErrorCode::InvalidArgument, "embeds must be [T, hidden]");
+        minmo::Tensor logits;
+        {
+          py::gil_scoped_release release;
+          auto lm = minmo::VoiceLM::load(minmo::WeightStore::open(weights_path), minmo::pyb::parse_json(config, "config"),
+                                         minmo::open_device(device));
+          MINMO_CHECK(embeds.shape(1) == lm->hidden_size(), ErrorCode::InvalidArgument,
+                      "embeds must have " << lm->hidden_size() << " columns");
+          auto state = lm->body().new_state(static_cast<int>(std::max<int64_t>(1, embeds.shape(0))));
+          lm->forward(*state, embeds.data(), embeds.shape(0), logits, false);
+        }
+        return minmo::pyb::to_numpy(logits);
+      },
+      py::arg("weights"), py::arg("config_json"), py::arg("embeds"), py::arg("device") = "cpu",
+      "Speech logits [T, S + 3] of every row of embeds [T, hidden] (one forward from an empty state).");
   t.def("splitmix64", [](uint64_t seed, int n) {
     minmo::SplitMix64 r(seed);
     std::vector<uint64_t> out;

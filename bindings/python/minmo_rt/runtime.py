@@ -17,8 +17,8 @@ from .text import Tokenizer
 class Runtime:
     """Load a bundle made by ``minmo-export build``.
 
-    device: ``"cpu"``; ``"cuda"`` runs the LLM on the first GPU through the CUDA backend (the
-    other modules stay on the CPU: see ``module_devices``), ``"cuda-sim"`` runs the same backend
+    device: ``"cpu"``; ``"cuda"`` runs the LLM and the voice LM on the first GPU through the CUDA
+    backend (the other modules stay on the CPU: see ``module_devices``), ``"cuda-sim"`` runs the same backend
     code with the kernels' CPU twins (slow; for testing without a GPU). A build without CUDA, or
     a machine without a usable GPU, raises DeviceError for ``"cuda"``. ``verify_files`` checks
     every file's size and SHA-256 against the manifest before anything is loaded (a tampered or
@@ -51,6 +51,12 @@ class Runtime:
     def module_devices(self) -> dict:
         """Where each module runs: ``{"llm": "cuda", "encoder": "cpu", ...}``."""
         return dict(self._core.module_devices())
+
+    @property
+    def cpu_fallbacks(self) -> dict:
+        """Modules the device could not run (a shape its kernels lack), run on the CPU instead:
+        ``{name: reason}``. Empty on the CPU."""
+        return dict(self._core.cpu_fallbacks())
 
     def run_module(self, name: str, inputs: dict) -> dict:
         """Run one module offline, as the verification tools do: numpy in, numpy out (float32;

@@ -142,8 +142,8 @@ class TtsSession {
 
 class Runtime {
  public:
-  // Loads a bundle directory. device: "cpu"; "cuda" runs the LLM on the CUDA backend (the first
-  // visible GPU; the other modules stay on the CPU), "cuda-sim" the same code with the kernels'
+  // Loads a bundle directory. device: "cpu"; "cuda" runs the LLM and the voice LM on the CUDA
+  // backend (the first visible GPU; the other modules stay on the CPU), "cuda-sim" the same code with the kernels'
   // CPU twins (testing without a GPU). verify_files: check every file's size and SHA-256 against
   // the manifest first. Throws BundleError / UnsupportedVersion with the reason, DeviceError when
   // the device is missing or lacks memory.
@@ -155,6 +155,8 @@ class Runtime {
   std::vector<std::string> module_names() const;
   // Where each module runs: "cpu", "cuda" or "cuda-sim".
   std::map<std::string, std::string> module_devices() const;
+  // Modules the device could not run (a shape its kernels lack) that run on the CPU instead: name -> reason.
+  std::map<std::string, std::string> cpu_fallbacks() const;
   // Offline execution of one module on whole inputs, as the reference module computes it.
   // Input/output names per module: see docs in bindings (and `minmo-export verify`).
   TensorMap run_module(const std::string& name, const TensorMap& inputs) const;

@@ -17,8 +17,11 @@ namespace minmo {
 // Throws InvalidArgument on an unknown name, DeviceError when the device is unusable.
 std::shared_ptr<cuda::Device> open_device(const std::string& name);
 
-// The Qwen2 decoder on `device` (null: the CPU model).
+// The Qwen2 decoder on `device` (null: the CPU model) with its logits head. A shape the CUDA
+// kernels do not run (cuda::CudaQwen2::unsupported) is a BundleError, or, when `cpu_fallback` is
+// given, loads on the CPU and stores the reason there.
 std::shared_ptr<const Qwen2Decoder> load_qwen2_decoder(const WeightStore& weights, const nlohmann::json& config,
-                                                       const std::shared_ptr<cuda::Device>& device);
+                                                       const std::shared_ptr<cuda::Device>& device,
+                                                       const Qwen2Head& head = {}, std::string* cpu_fallback = nullptr);
 
 }  // namespace minmo

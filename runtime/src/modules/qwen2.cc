@@ -68,14 +68,16 @@ Qwen2State::Qwen2State(const Qwen2Model* owner, const Qwen2Config& c, int64_t ca
   scratch_.reserve(c.layer(), 1);  // decode steps allocate nothing
 }
 
-Qwen2Model::Qwen2Model(const Qwen2Config& config, const WeightStore& weights) : cfg_(config), weights_(weights) {
+Qwen2Model::Qwen2Model(const Qwen2Config& config, const WeightStore& weights, const Qwen2Head& head)
+    : cfg_(config), weights_(weights) {
   const int64_t V = cfg_.vocab_size, H = cfg_.hidden_size;
+  head_out_ = head.out > 0 ? head.out : V;
   embed_tokens_ = load_tensor(weights_, "model.embed_tokens.weight", {V, H});
   final_norm_ = load_tensor(weights_, "model.norm.weight", {H});
-  if (cfg_.tie_word_embeddings) {
+  if (head.is_lm_head() && cfg_.tie_word_embeddings) {
     lm_head_ = embed_tokens_;  // shared with the embedding lookup: stays in row layout
   } else {
-    lm_head_panels_ = load_panel_linear(weights_, "lm_head", H, V, /*bias=*/false);
+    lm_head_panels_ = load_panel_linear(weights_, head.name, H, head_out_, head.bias);
   }
   layers_.reserve(static_cast<size_t>(cfg_.num_hidden_layers));
   const Qwen2LayerConfig lc = cfg_.layer();
@@ -83,8 +85,9 @@ Qwen2Model::Qwen2Model(const Qwen2Config& config, const WeightStore& weights) : 
     layers_.emplace_back(lc, weights_, "model.layers." + std::to_string(i) + ".");
 }
 
-std::shared_ptr<const Qwen2Model> Qwen2Model::load(const WeightStore& weights, const nlohmann::json& config) {
-  return std::make_shared<const Qwen2Model>(Qwen2Config::from_json(config), weights);
+std::shared_ptr<const Qwen2Model> Qwen2Model::load(const WeightStore& weights, const nlohmann::json& config,
+                                                   const Qwen2Head& head) {
+  return std::make_shared<const Qwen2Model>(Qwen2Config::from_json(config), weights, head);
 }
 
 std::unique_ptr<DecoderState> Qwen2Model::new_state(int capacity_tokens) const {
@@ -105,7 +108,7 @@ void Qwen2Model::forward(DecoderState& base, const float* embeds, int64_t T, Ten
               "qwen2 decoder: the state was created by another model");
   Qwen2State& state = *own;
   MINMO_CHECK(T >= 0, ErrorCode::InvalidArgument, "qwen2 decoder: negative number of positions " << T);
-  const int64_t H = cfg_.hidden_size, V = cfg_.vocab_size;
+  const int64_t H = cfg_.hidden_size, V = head_out_;
   state.cache_.check_room(T, "qwen2 decoder");
   if (T == 0) {
     if (hidden_out) ensure_shape(hidden_out, {0, H});

@@ -45,11 +45,13 @@ class Qwen2Model final : public Qwen2Decoder {
  public:
   // Borrows the tensors of `weights` (kept alive by the model). Throws NotFound naming a missing
   // tensor, BundleError naming a tensor of the wrong shape (expected and actual).
-  Qwen2Model(const Qwen2Config& config, const WeightStore& weights);
+  Qwen2Model(const Qwen2Config& config, const WeightStore& weights, const Qwen2Head& head = {});
   // config: the module's config object (keys of the Python Qwen2Config).
-  static std::shared_ptr<const Qwen2Model> load(const WeightStore& weights, const nlohmann::json& config);
+  static std::shared_ptr<const Qwen2Model> load(const WeightStore& weights, const nlohmann::json& config,
+                                                const Qwen2Head& head = {});
 
   const Qwen2Config& config() const override { return cfg_; }
+  int64_t logits_width() const override { return head_out_; }
   std::string device() const override { return "cpu"; }
   std::unique_ptr<DecoderState> new_state(int capacity_tokens) const override;
   void embed_into(const int64_t* ids, size_t n, float* out) const override;
@@ -65,7 +67,8 @@ class Qwen2Model final : public Qwen2Decoder {
   const float* embed_tokens_ = nullptr;  // [V, H]
   const float* final_norm_ = nullptr;    // [H]
   const float* lm_head_ = nullptr;       // [V, H] row layout when tied (= embed_tokens_)
-  PanelLinear lm_head_panels_;           // untied head, panel layout
+  PanelLinear lm_head_panels_;           // an untied or module's own head, panel layout
+  int64_t head_out_ = 0;
   std::vector<Qwen2Layer> layers_;
 };
 

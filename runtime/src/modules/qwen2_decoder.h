@@ -37,6 +37,16 @@ struct Qwen2Config {
   Qwen2LayerConfig layer() const;
 };
 
+// The linear head that turns final-norm hidden states into logits: the LM head ("lm_head", or the
+// embedding table when tie_word_embeddings), or a module's own (the voice LM's "llm_decoder"
+// [S + 3, H] with bias).
+struct Qwen2Head {
+  std::string name = "lm_head";
+  int64_t out = 0;  // logits width; 0: vocab_size
+  bool bias = false;
+  bool is_lm_head() const { return name == "lm_head"; }
+};
+
 // Per-session state of a decoder: positions 0 .. length()-1 are in its KV cache.
 class DecoderState {
  public:
@@ -57,6 +67,8 @@ class Qwen2Decoder {
   virtual std::string device() const = 0;
   int64_t hidden_size() const { return config().hidden_size; }
   int64_t vocab_size() const { return config().vocab_size; }
+  // Width of the logits forward() returns (the head's outputs).
+  virtual int64_t logits_width() const = 0;
 
   // A fresh state holding up to capacity_tokens positions (>= 1, else InvalidArgument).
   virtual std::unique_ptr<DecoderState> new_state(int capacity_tokens) const = 0;
@@ -67,8 +79,8 @@ class Qwen2Decoder {
   Tensor embed(const int64_t* ids, size_t n) const;
 
   // Appends embeds [T, hidden] (fp32, host) at positions state.length() .. +T-1 and returns, when
-  // the pointer is not null, the final-norm hidden states [T, hidden] and the logits [T, vocab]
-  // (last_only: only the last position's, [1, vocab]). Output tensors already of the right shape
+  // the pointer is not null, the final-norm hidden states [T, hidden] and the logits
+  // [T, logits_width()] (last_only: only the last position's, [1, logits_width()]). Output tensors already of the right shape
   // are reused. T == 0 leaves everything unchanged (outputs [0, ...]). Throws CacheFull if the
   // state cannot hold T more positions and InvalidArgument on a state of another decoder; the
   // state is then unchanged.

@@ -148,16 +148,22 @@ int64_t ras_sample(const float* logits, int64_t n, const std::vector<int64_t>& h
   return tok;
 }
 
-VoiceLM::VoiceLM(const VoiceLMConfig& cfg, const WeightStore& weights)
-    : cfg_(cfg), weights_(weights), body_(cfg.body, weights) {
+VoiceLM::VoiceLM(const VoiceLMConfig& cfg, const WeightStore& weights, const std::shared_ptr<cuda::Device>& device,
+                 std::string* cpu_fallback)
+    : cfg_(cfg), weights_(weights) {
   const int64_t H = cfg_.body.hidden_size, N = n_logits();
+  Qwen2Head head;
+  head.name = "llm_decoder";
+  head.out = N;
+  head.bias = true;
+  body_ = load_qwen2_decoder(weights_, cfg_.body.to_json(), device, head, cpu_fallback);
   llm_embedding_ = load_tensor(weights_, "llm_embedding.weight", {2, H});
   speech_embedding_ = load_tensor(weights_, "speech_embedding.weight", {N, H});
-  decoder_ = load_panel_linear(weights_, "llm_decoder", H, N);
 }
 
-std::shared_ptr<const VoiceLM> VoiceLM::load(const WeightStore& weights, const nlohmann::json& config) {
-  return std::make_shared<const VoiceLM>(VoiceLMConfig::from_json(config), weights);
+std::shared_ptr<const VoiceLM> VoiceLM::load(const WeightStore& weights, const nlohmann::json& config,
+                                             const std::shared_ptr<cuda::Device>& device, std::string* cpu_fallback) {
+  return std::make_shared<const VoiceLM>(VoiceLMConfig::from_json(config), weights, device, cpu_fallback);
 }
 
 const float* VoiceLM::speech_embedding(int64_t id) const {
@@ -167,11 +173,7 @@ const float* VoiceLM::speech_embedding(int64_t id) const {
 }
 
 void VoiceLM::forward(DecoderState& state, const float* embeds, int64_t T, Tensor& logits, bool last_only) const {
-  Tensor hidden;
-  body_.forward(state, embeds, T, &hidden, nullptr, false);
-  const int64_t rows = last_only ? std::min<int64_t>(T, 1) : T;
-  if (logits.shape != std::vector<int64_t>{rows, n_logits()}) logits = Tensor({rows, n_logits()});
-  if (rows) decoder_(hidden.ptr() + (T - rows) * hidden_size(), logits.ptr(), rows);
+  body_->forward(state, embeds, T, nullptr, &logits, last_only);
 }
 
 VoiceTokenStream::VoiceTokenStream(std::shared_ptr<const VoiceLM> lm, uint64_t seed, int capacity)

@@ -14,6 +14,7 @@
 #include "core/safetensors.h"
 #include "core/tensor.h"
 #include "modules/audio_common.h"
+#include "backends/backend.h"
 #include "modules/qwen2.h"
 
 namespace minmo {
@@ -84,11 +85,17 @@ class VoiceLM {
  public:
   // Tensors: the Qwen2 body (model.*), llm_embedding.weight [2, H], speech_embedding.weight
   // [S + 3, H], llm_decoder.{weight,bias} [S + 3, H] / [S + 3].
-  VoiceLM(const VoiceLMConfig& cfg, const WeightStore& weights);
-  static std::shared_ptr<const VoiceLM> load(const WeightStore& weights, const nlohmann::json& config);
+  // The body and head run on `device` (null: the CPU; backends/backend.h), the embeddings and
+  // sampling on the CPU. cpu_fallback: as load_qwen2_decoder's.
+  VoiceLM(const VoiceLMConfig& cfg, const WeightStore& weights, const std::shared_ptr<cuda::Device>& device = nullptr,
+          std::string* cpu_fallback = nullptr);
+  static std::shared_ptr<const VoiceLM> load(const WeightStore& weights, const nlohmann::json& config,
+                                             const std::shared_ptr<cuda::Device>& device = nullptr,
+                                             std::string* cpu_fallback = nullptr);
 
   const VoiceLMConfig& config() const { return cfg_; }
-  const Qwen2Model& body() const { return body_; }
+  // The Qwen2 body with llm_decoder as its head: forward() gives the speech logits.
+  const Qwen2Decoder& body() const { return *body_; }
   int64_t hidden_size() const { return cfg_.body.hidden_size; }
   int64_t n_logits() const { return cfg_.speech_token_size + 3; }
   const float* sos() const { return llm_embedding_; }
@@ -96,7 +103,7 @@ class VoiceLM {
   // Speech-token embedding row (InvalidArgument outside [0, S + 3)).
   const float* speech_embedding(int64_t id) const;
   // Cascade mode: text-token embeddings [n, H] of the body (InvalidArgument on a bad id).
-  Tensor text_embed(const int64_t* ids, size_t n) const { return body_.embed(ids, n); }
+  Tensor text_embed(const int64_t* ids, size_t n) const { return body_->embed(ids, n); }
   // Appends embeds [T, H] to state; writes the speech logits [rows, S + 3] of the last row
   // (last_only) or of every row.
   void forward(DecoderState& state, const float* embeds, int64_t T, Tensor& logits, bool last_only) const;
@@ -104,10 +111,9 @@ class VoiceLM {
  private:
   VoiceLMConfig cfg_;
   WeightStore weights_;
-  Qwen2Model body_;
+  std::shared_ptr<const Qwen2Decoder> body_;
   const float* llm_embedding_ = nullptr;
   const float* speech_embedding_ = nullptr;
-  PanelLinear decoder_;
 };
 
 // The interleave state machine (reference VoiceTokenStream). Not thread-safe.

@@ -1,6 +1,7 @@
 // The modules of one loaded bundle, immutable and shared by every session of a Runtime.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,8 @@ struct LoadedModels {
   std::shared_ptr<const VoiceLM> voice_lm;
   std::shared_ptr<const FlowModel> flow;   // token2wav
   std::shared_ptr<const HiftModel> hift;
+  // Modules asked to run on the GPU that run on the CPU instead, and why (shapes the kernels lack).
+  std::map<std::string, std::string> cpu_fallbacks;
 
   // A SenseVoice-Small encoder with its CTC head and no LLM: the cascade ASR path.
   bool is_ctc() const { return small != nullptr && llm == nullptr; }
@@ -43,7 +46,8 @@ struct LoadedModels {
   int max_positions() const { return llm ? static_cast<int>(llm->config().max_position_embeddings) : 0; }
 };
 
-// device: "cpu", or "cuda" / "cuda-sim" for the LLM on the CUDA backend (every other module on the CPU).
+// device: "cpu", or "cuda" / "cuda-sim": the LLM and the voice LM on the CUDA backend (every other
+// module on the CPU).
 std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files,
                                                 const std::string& device = "cpu");
 

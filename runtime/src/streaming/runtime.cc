@@ -57,14 +57,16 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "sensevoice_small") m->small = SenseVoiceSmallEncoder::load(weights_of(e), e.config, m->manifest.streaming);
     else if (a == "sensevoice_large") m->large = SenseVoiceLargeEncoder::load(weights_of(e), e.config, m->manifest.streaming);
     else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
-    else if (a == "qwen2") m->llm = load_qwen2_decoder(weights_of(e), e.config, gpu);
+    else if (a == "qwen2") m->llm = load_qwen2_decoder(weights_of(e), e.config, gpu, {}, &m->cpu_fallbacks[name]);
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
     else if (a == "output_projector") m->output_projector = OutputProjector::load(weights_of(e), e.config);
-    else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config);
+    else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config, gpu, &m->cpu_fallbacks[name]);
     else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config);
     else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config);
     else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
   }
+  for (auto it = m->cpu_fallbacks.begin(); it != m->cpu_fallbacks.end();)
+    it = it->second.empty() ? m->cpu_fallbacks.erase(it) : std::next(it);
   return m;
 }
 
@@ -83,10 +85,16 @@ std::shared_ptr<Runtime> Runtime::open(const std::string& bundle_dir, const std:
 
 std::string Runtime::manifest_json() const { return impl_->models->manifest.raw.dump(); }
 
+std::map<std::string, std::string> Runtime::cpu_fallbacks() const { return impl_->models->cpu_fallbacks; }
+
 std::map<std::string, std::string> Runtime::module_devices() const {
   const LoadedModels& m = *impl_->models;
   std::map<std::string, std::string> out;
-  for (const auto& [name, e] : m.manifest.modules) out[name] = e.arch == "qwen2" && m.llm ? m.llm->device() : "cpu";
+  for (const auto& [name, e] : m.manifest.modules) {
+    if (e.arch == "qwen2" && m.llm) out[name] = m.llm->device();
+    else if (e.arch == "voice_lm" && m.voice_lm) out[name] = m.voice_lm->body().device();
+    else out[name] = "cpu";
+  }
   return out;
 }
 

@@ -52,29 +52,21 @@ std::shared_ptr<Device> Device::open(const std::string& name) {
                   << (rc == cudaSuccess ? "none visible" : cudaGetErrorString(rc))
                   << "); use device='cpu', or 'cuda-sim' to test the CUDA backend on the CPU");
   std::shared_ptr<Device> d(new Device(DeviceKind::Cuda));
-  check_cuda(cudaGetDevice(&d->ordinal_), "cudaGetDevice");
+  int ordinal = 0;
+  check_cuda(cudaGetDevice(&ordinal), "cudaGetDevice");
   cudaDeviceProp prop{};
-  check_cuda(cudaGetDeviceProperties(&prop, d->ordinal_), "cudaGetDeviceProperties");
+  check_cuda(cudaGetDeviceProperties(&prop, ordinal), "cudaGetDeviceProperties");
   d->cc_ = prop.major * 10 + prop.minor;
   MINMO_CHECK(d->cc_ >= 80, ErrorCode::DeviceError,
               "device 'cuda': " << prop.name << " is sm_" << d->cc_ << "; the kernels need bf16 (sm_80 or newer)");
   std::ostringstream desc;
   desc << prop.name << ", sm_" << d->cc_ << ", " << (static_cast<double>(prop.totalGlobalMem) / (1 << 30)) << " GiB";
   d->description_ = desc.str();
-  cudaStream_t s = nullptr;
-  check_cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
-  d->stream_ = s;
   return d;
 #else
   MINMO_THROW(ErrorCode::DeviceError,
               "device 'cuda' is not available: this build of minmo-rt has no CUDA backend (build with the CUDA "
               "toolkit, MINMO_CUDA=ON); use device='cpu', or 'cuda-sim' to test the CUDA backend on the CPU");
-#endif
-}
-
-Device::~Device() {
-#if MINMO_WITH_CUDA
-  if (stream_) cudaStreamDestroy(stream_);
 #endif
 }
 
@@ -123,7 +115,7 @@ void Device::free(void* ptr, MemoryKind kind) const noexcept {
 #endif
 }
 
-void Device::upload(void* dst, const void* src, size_t bytes) const {
+void Stream::upload(void* dst, const void* src, size_t bytes) const {
   if (bytes == 0) return;
   if (simulated()) {
     std::memcpy(dst, src, bytes);
@@ -134,7 +126,7 @@ void Device::upload(void* dst, const void* src, size_t bytes) const {
 #endif
 }
 
-void Device::download(void* dst, const void* src, size_t bytes) const {
+void Stream::download(void* dst, const void* src, size_t bytes) const {
   if (bytes == 0) return;
   if (simulated()) {
     std::memcpy(dst, src, bytes);
@@ -145,18 +137,7 @@ void Device::download(void* dst, const void* src, size_t bytes) const {
 #endif
 }
 
-void Device::copy_device(void* dst, const void* src, size_t bytes) const {
-  if (bytes == 0) return;
-  if (simulated()) {
-    std::memmove(dst, src, bytes);
-    return;
-  }
-#if MINMO_WITH_CUDA
-  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "device copy");
-#endif
-}
-
-void Device::memset(void* dst, int value, size_t bytes) const {
+void Stream::memset(void* dst, int value, size_t bytes) const {
   if (bytes == 0) return;
   if (simulated()) {
     std::memset(dst, value, bytes);
@@ -167,13 +148,13 @@ void Device::memset(void* dst, int value, size_t bytes) const {
 #endif
 }
 
-void Device::sync() const {
+void Stream::sync() const {
 #if MINMO_WITH_CUDA
   if (!simulated()) check_cuda(cudaStreamSynchronize(stream_), "stream synchronize");
 #endif
 }
 
-Graph Device::capture(const std::function<void()>& enqueue) const {
+Graph Stream::capture(const std::function<void()>& enqueue) const {
   Graph g;
   if (simulated()) {
     g.replay_ = enqueue;
@@ -201,7 +182,7 @@ Graph Device::capture(const std::function<void()>& enqueue) const {
   return g;
 }
 
-void Device::launch(const Graph& graph) const {
+void Stream::launch(const Graph& graph) const {
   MINMO_CHECK(!graph.empty(), ErrorCode::Internal, "cuda backend: launch of an empty graph");
   if (simulated()) {
     graph.replay_();
@@ -212,10 +193,27 @@ void Device::launch(const Graph& graph) const {
 #endif
 }
 
-void Device::check_kernel(const char* kernel, int status) const {
+void Stream::check_kernel(const char* kernel, int status) const {
   if (status == MINMO_KERNEL_OK) return;
-  MINMO_THROW(ErrorCode::DeviceError, name() << ": kernel minmo_" << kernel << " failed: "
+  MINMO_THROW(ErrorCode::DeviceError, device_->name() << ": kernel minmo_" << kernel << " failed: "
                                              << minmo_kernel_status_string(status));
+}
+
+// ---- Stream ------------------------------------------------------------------------------------
+
+Stream::Stream(std::shared_ptr<Device> device) : device_(std::move(device)) {
+#if MINMO_WITH_CUDA
+  if (!simulated()) check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "create stream");
+#endif
+}
+
+Stream::~Stream() {
+#if MINMO_WITH_CUDA
+  if (stream_) {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+#endif
 }
 
 // ---- Graph -------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@
 //     once; a captured graph records the enqueue function and replays it. For testing the
 //     backend on a machine without a GPU: slow, and it says nothing about the CUDA kernels
 //     themselves (kernels/tests checks those on a GPU).
-// Kernels are called through MINMO_DEVICE_CALL(device, name, args...), which picks minmo_<name>
-// (on the device's stream) or minmo_<name>_cpu and throws on a non-zero status.
+// Kernels are called through MINMO_DEVICE_CALL(stream, name, args...), which picks minmo_<name>
+// (enqueued on the stream) or minmo_<name>_cpu and throws on a non-zero status.
 #pragma once
 
 #include <cstddef>
@@ -78,7 +78,7 @@ class Arena {
 };
 
 // A recorded sequence of device work (a CUDA graph, or the sim's enqueue function), replayed by
-// Device::launch.
+// Stream::launch.
 class Graph {
  public:
   Graph() = default;
@@ -90,7 +90,7 @@ class Graph {
   bool empty() const { return exec_ == nullptr && !replay_; }
 
  private:
-  friend class Device;
+  friend class Stream;
   void release();
   void* exec_ = nullptr;          // cudaGraphExec_t
   std::function<void()> replay_;  // sim
@@ -101,35 +101,17 @@ class Device : public std::enable_shared_from_this<Device> {
   // "cuda" (first visible GPU) or "cuda-sim". Throws DeviceError when CUDA is not built in or
   // no device is usable, InvalidArgument on another name.
   static std::shared_ptr<Device> open(const std::string& name);
-  ~Device();
 
   DeviceKind kind() const { return kind_; }
   bool simulated() const { return kind_ == DeviceKind::Sim; }
   // "cuda" or "cuda-sim".
   std::string name() const { return simulated() ? "cuda-sim" : "cuda"; }
-  // e.g. "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" or "CPU twins of the CUDA kernels".
+  // e.g. "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" or "CPU twins of the CUDA kernels (cuda-sim)".
   const std::string& description() const { return description_; }
   // 10 * major + minor (87 Orin, 90 H100); 0 for the sim.
   int compute_capability() const { return cc_; }
   // Whether the fp8 products run (sm_89+ device and library; always in the sim).
   bool fp8_supported() const;
-  cudaStream_t stream() const { return stream_; }
-
-  // Copies on the stream (async for pinned host memory; in order with the kernels).
-  void upload(void* dst, const void* src, size_t bytes) const;
-  void download(void* dst, const void* src, size_t bytes) const;
-  void copy_device(void* dst, const void* src, size_t bytes) const;
-  void memset(void* dst, int value, size_t bytes) const;
-  // Waits for the stream; throws DeviceError on a failure reported by earlier asynchronous work.
-  void sync() const;
-
-  // Records what `enqueue` puts on the stream (cudaStreamBeginCapture .. EndCapture, then
-  // instantiate); in the sim, keeps `enqueue` to run at each launch. Nothing runs now.
-  Graph capture(const std::function<void()>& enqueue) const;
-  void launch(const Graph& graph) const;
-
-  // Throws DeviceError naming the kernel when status != 0 (used by MINMO_DEVICE_CALL).
-  void check_kernel(const char* kernel, int status) const;
 
  private:
   explicit Device(DeviceKind kind);
@@ -138,9 +120,41 @@ class Device : public std::enable_shared_from_this<Device> {
   void free(void* ptr, MemoryKind kind) const noexcept;
 
   DeviceKind kind_;
-  int ordinal_ = 0;
   int cc_ = 0;
   std::string description_;
+};
+
+// An in-order queue of device work (a cudaStream_t; the sim runs everything at once). Each
+// decoder state owns one, so sessions (and a session's listening and speaking models) run
+// concurrently; a Stream is used by one thread at a time.
+class Stream {
+ public:
+  explicit Stream(std::shared_ptr<Device> device);  // throws DeviceError
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  const Device& device() const { return *device_; }
+  bool simulated() const { return device_->simulated(); }
+  cudaStream_t get() const { return stream_; }
+
+  // Copies in order with the kernels (asynchronous for pinned host memory).
+  void upload(void* dst, const void* src, size_t bytes) const;
+  void download(void* dst, const void* src, size_t bytes) const;
+  void memset(void* dst, int value, size_t bytes) const;
+  // Waits for the stream; throws DeviceError on a failure reported by earlier asynchronous work.
+  void sync() const;
+
+  // Records what `enqueue` puts on this stream (cudaStreamBeginCapture .. EndCapture, then
+  // instantiate); in the sim, keeps `enqueue` to run at each launch. Nothing runs now.
+  Graph capture(const std::function<void()>& enqueue) const;
+  void launch(const Graph& graph) const;
+
+  // Throws DeviceError naming the kernel when status != 0 (used by MINMO_DEVICE_CALL).
+  void check_kernel(const char* kernel, int status) const;
+
+ private:
+  std::shared_ptr<Device> device_;
   cudaStream_t stream_ = nullptr;
 };
 
@@ -151,9 +165,9 @@ bool cuda_built();
 }  // namespace minmo
 
 #if MINMO_WITH_CUDA
-#define MINMO_DEVICE_CALL(dev, name, ...)                                                                  \
-  (dev).check_kernel(#name, (dev).simulated() ? minmo_##name##_cpu(__VA_ARGS__)                           \
-                                              : minmo_##name(__VA_ARGS__, (dev).stream()))
+#define MINMO_DEVICE_CALL(stream, name, ...)                                               \
+  (stream).check_kernel(#name, (stream).simulated() ? minmo_##name##_cpu(__VA_ARGS__)       \
+                                                    : minmo_##name(__VA_ARGS__, (stream).get()))
 #else
-#define MINMO_DEVICE_CALL(dev, name, ...) (dev).check_kernel(#name, minmo_##name##_cpu(__VA_ARGS__))
+#define MINMO_DEVICE_CALL(stream, name, ...) (stream).check_kernel(#name, minmo_##name##_cpu(__VA_ARGS__))
 #endif

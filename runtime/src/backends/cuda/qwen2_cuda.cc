@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <sstream>
 
 #include "backends/cpu/ops.h"
 #include "common/args.h"
@@ -47,13 +48,14 @@ class Uploads {
   size_t add_bf16(const float* src, int64_t n) {
     return add(sizeof(minmo_bf16) * static_cast<size_t>(n), [src, n](uint8_t* dst) { to_bf16(src, n, dst); });
   }
-  void run(const Device& device) {
+  void run(const std::shared_ptr<Device>& device) {
+    const Stream stream(device);
     std::vector<uint8_t> staging;
     for (const Job& j : jobs_) {
       staging.resize(j.bytes);
       j.fill(staging.data());
-      device.upload(arena_.at<void>(j.offset), staging.data(), j.bytes);
-      device.sync();  // the staging buffer is reused by the next job
+      stream.upload(arena_.at<void>(j.offset), staging.data(), j.bytes);
+      stream.sync();  // the staging buffer is reused by the next job
     }
     jobs_.clear();
   }
@@ -133,7 +135,8 @@ DeviceLinear stack_linears(Uploads& up, const std::vector<LinearW>& parts, const
 
 class CudaQwen2State final : public DecoderState {
  public:
-  CudaQwen2State(const CudaQwen2* owner, int64_t capacity) : owner_(owner), capacity_(capacity) {
+  CudaQwen2State(const CudaQwen2* owner, int64_t capacity)
+      : owner_(owner), capacity_(capacity), stream_(owner->device_) {
     const Qwen2Config& c = owner->cfg_;
     const std::shared_ptr<Device>& dev = owner->device_;
     const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
@@ -151,7 +154,7 @@ class CudaQwen2State final : public DecoderState {
     o_ = arena_.add_array<minmo_bf16>(R * H);
     act_ = arena_.add_array<minmo_bf16>(R * c.intermediate_size);
     down_ = arena_.add_array<minmo_bf16>(R * H);
-    logits_ = arena_.add_array<minmo_bf16>(R * c.vocab_size);
+    logits_ = arena_.add_array<minmo_bf16>(R * owner->head_.n);
     const int64_t ws = minmo_decode_attention_workspace_floats(Hq, D, capacity, kSplitSize);
     MINMO_CHECK(ws > 0, ErrorCode::Internal, "cuda qwen2: no split-K workspace size for capacity " << capacity);
     ws_ = arena_.add_array<float>(ws);
@@ -159,7 +162,7 @@ class CudaQwen2State final : public DecoderState {
     in_ = Allocation(dev, sizeof(float) * R * H, MemoryKind::PinnedHost);
     pos_host_ = Allocation(dev, sizeof(int32_t), MemoryKind::PinnedHost);
     hidden_host_ = Allocation(dev, sizeof(minmo_bf16) * R * H, MemoryKind::PinnedHost);
-    logits_host_ = Allocation(dev, sizeof(minmo_bf16) * R * c.vocab_size, MemoryKind::PinnedHost);
+    logits_host_ = Allocation(dev, sizeof(minmo_bf16) * R * owner->head_.n, MemoryKind::PinnedHost);
   }
 
   int64_t length() const override { return length_; }
@@ -178,11 +181,12 @@ class CudaQwen2State final : public DecoderState {
 
   const CudaQwen2* owner_;
   int64_t capacity_, length_ = 0;
+  Stream stream_;
   Arena arena_;
   std::vector<size_t> k_, v_;
   size_t pos_ = 0, resid_ = 0, hn_ = 0, qkv_ = 0, q_ = 0, attn_ = 0, o_ = 0, act_ = 0, down_ = 0, logits_ = 0, ws_ = 0;
   Allocation in_, pos_host_, hidden_host_, logits_host_;
-  Graph step_;  // the decode step (one row, its logits), captured at the first one
+  Graph step_[2];  // decode steps (one row) without / with the logits, each captured at its first use
 };
 
 // ---- model -------------------------------------------------------------------------------------
@@ -190,14 +194,12 @@ class CudaQwen2State final : public DecoderState {
 CudaQwen2::CudaQwen2(const Qwen2Config& cfg, std::shared_ptr<Device> device) : cfg_(cfg), device_(std::move(device)) {}
 
 std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlohmann::json& config,
-                                                 std::shared_ptr<Device> device) {
+                                                 std::shared_ptr<Device> device, const Qwen2Head& head) {
   const Qwen2Config c = Qwen2Config::from_json(config);
   const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
-  MINMO_CHECK(minmo_args::attention_ok(1, Hq, Hkv, D, 1), ErrorCode::BundleError,
-              "qwen2 decoder: " << Hq << " query heads, " << Hkv << " KV heads of dimension " << D
-                                << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/"
-                                   "attention.h); use device='cpu'");
+  const std::string why = unsupported(c);
+  MINMO_CHECK(why.empty(), ErrorCode::BundleError, "qwen2 decoder: " << why << "; use device='cpu'");
   auto m = std::make_shared<CudaQwen2>(c, device);
   m->host_ = w;
   m->embed_tokens_ = load_tensor(w, "model.embed_tokens.weight", {V, H});
@@ -231,12 +233,22 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   MINMO_CHECK(m->format_ != "fp8" || device->fp8_supported(), ErrorCode::DeviceError,
               "qwen2 decoder: fp8 weights need an sm_89 or newer GPU; " << device->description()
                                                                        << " has none (export with --quant int8 instead)");
-  const LinearW head = c.tie_word_embeddings ? LinearW{m->embed_tokens_, nullptr, H, V, {}}
-                                             : load_linear(w, "lm_head", H, V, false);
-  m->lm_head_ = stack_linears(up, {head}, "lm_head");
+  const int64_t n_out = head.out > 0 ? head.out : V;
+  const LinearW h = head.is_lm_head() && c.tie_word_embeddings ? LinearW{m->embed_tokens_, nullptr, H, V, {}}
+                                                               : load_linear(w, head.name, H, n_out, head.bias);
+  m->head_ = stack_linears(up, {h}, head.name);
+  m->head_bias_ = h.b;
   m->weights_.commit(device);
-  up.run(*device);
+  up.run(device);
   return m;
+}
+
+std::string CudaQwen2::unsupported(const Qwen2Config& c) {
+  if (minmo_args::attention_ok(1, c.num_attention_heads, c.num_key_value_heads, c.head_dim, 1)) return "";
+  std::ostringstream os;
+  os << c.num_attention_heads << " query heads, " << c.num_key_value_heads << " KV heads of dimension " << c.head_dim
+     << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/attention.h)";
+  return os.str();
 }
 
 std::unique_ptr<DecoderState> CudaQwen2::new_state(int capacity_tokens) const {
@@ -250,8 +262,8 @@ void CudaQwen2::embed_into(const int64_t* ids, size_t n, float* out) const {
   cpu::embedding(embed_tokens_, ids, out, static_cast<int64_t>(n), cfg_.vocab_size, cfg_.hidden_size);
 }
 
-void CudaQwen2::product(const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows, bool gated) const {
-  const Device& d = *device_;
+void CudaQwen2::product(const Stream& d, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows,
+                        bool gated) const {
   const int64_t n = gated ? l.n / 2 : l.n;
   const void* w = weights_.at<void>(l.w);
   const float* scale = weights_.at<float>(l.scale);
@@ -277,7 +289,7 @@ void CudaQwen2::product(const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* 
 }
 
 void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
-  const Device& d = *device_;
+  const Stream& d = s.stream_;
   const Qwen2Config& c = cfg_;
   const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const int64_t cap = s.capacity_;
@@ -301,24 +313,24 @@ void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_row
     auto* kc = s.at<minmo_bf16>(s.k_[l]);
     auto* vc = s.at<minmo_bf16>(s.v_[l]);
     MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, l ? down : nullptr, resid, bf16_w(L.in_norm), hn, rows, H, eps);
-    product(L.qkv, hn, qkv, rows, false);
+    product(d, L.qkv, hn, qkv, rows, false);
     MINMO_DEVICE_CALL(d, qkv_rope_append_bf16, qkv, bf16_w(L.qkv_bias), pos, q, kc, vc, rows, Hq, Hkv, D, cap, theta);
     if (rows == 1)
       MINMO_DEVICE_CALL(d, decode_attention_bf16, q, kc, vc, pos, attn, s.at<float>(s.ws_), Hq, Hkv, D, cap, kSplitSize,
                         scale);
     else
       MINMO_DEVICE_CALL(d, prefill_attention_bf16, q, kc, vc, pos, attn, rows, Hq, Hkv, D, cap, scale);
-    product(L.o, attn, o, rows, false);
+    product(d, L.o, attn, o, rows, false);
     MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, o, resid, bf16_w(L.post_norm), hn, rows, H, eps);
-    product(L.gate_up, hn, act, rows, true);
-    product(L.down, act, down, rows, false);
+    product(d, L.gate_up, hn, act, rows, true);
+    product(d, L.down, act, down, rows, false);
   }
   MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, down, resid, bf16_w(final_norm_), hn, rows, H, eps);
   d.download(s.hidden_host_.data(), hn, sizeof(minmo_bf16) * rows * H);
   if (logit_rows > 0) {
     auto* logits = s.at<minmo_bf16>(s.logits_);
-    product(lm_head_, hn + (rows - logit_rows) * H, logits, logit_rows, false);
-    d.download(s.logits_host_.data(), logits, sizeof(minmo_bf16) * logit_rows * c.vocab_size);
+    product(d, head_, hn + (rows - logit_rows) * H, logits, logit_rows, false);
+    d.download(s.logits_host_.data(), logits, sizeof(minmo_bf16) * logit_rows * head_.n);
   }
 }
 
@@ -329,7 +341,7 @@ void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tens
               "qwen2 decoder: the state was created by another model");
   CudaQwen2State& s = *own;
   MINMO_CHECK(T >= 0, ErrorCode::InvalidArgument, "qwen2 decoder: negative number of positions " << T);
-  const int64_t H = cfg_.hidden_size, V = cfg_.vocab_size;
+  const int64_t H = cfg_.hidden_size, V = head_.n;
   MINMO_CHECK(s.length_ + T <= s.capacity_, ErrorCode::CacheFull,
               "qwen2 decoder: KV cache full: " << s.length_ << " of " << s.capacity_
                                                << " positions used, cannot append " << T << " more");
@@ -338,16 +350,17 @@ void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tens
   if (T == 0) return;
   MINMO_CHECK(embeds != nullptr, ErrorCode::InvalidArgument, "qwen2 decoder: embeddings are null");
 
-  const Device& d = *device_;
+  const Stream& d = s.stream_;
   for (int64_t t0 = 0; t0 < T; t0 += kMaxRows) {
     const int64_t rows = std::min(kMaxRows, T - t0);
     // Logit rows of this chunk: all of them, or the very last position's only.
     const int64_t logit_rows = !logits_out ? 0 : !last_only ? rows : (t0 + rows == T ? 1 : 0);
     std::memcpy(s.in_.data(), embeds + t0 * H, sizeof(float) * rows * H);
     *s.pos_host_.as<int32_t>() = static_cast<int32_t>(s.length_);
-    if (rows == 1 && logit_rows == 1) {  // a decode step: the captured graph
-      if (s.step_.empty()) s.step_ = d.capture([&] { enqueue_chunk(s, 1, 1); });
-      d.launch(s.step_);
+    if (rows == 1) {  // a decode step: its captured graph
+      Graph& g = s.step_[logit_rows];
+      if (g.empty()) g = d.capture([&s, logit_rows, this] { enqueue_chunk(s, 1, logit_rows); });
+      d.launch(g);
     } else {
       enqueue_chunk(s, rows, logit_rows);
     }
@@ -362,6 +375,9 @@ void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tens
       const auto* lg = s.logits_host_.as<minmo_bf16>();
       float* dst = logits_out->ptr() + (last_only ? 0 : t0 * V);
       for (int64_t i = 0; i < logit_rows * V; ++i) dst[i] = minmo_cpu::bf16_to_f32(lg[i]);
+      if (head_bias_)
+        for (int64_t r = 0; r < logit_rows; ++r)
+          for (int64_t j = 0; j < V; ++j) dst[r * V + j] += head_bias_[j];
     }
   }
 }

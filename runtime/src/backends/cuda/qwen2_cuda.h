@@ -8,14 +8,15 @@
 // token embedding table stays on the host (fp32): sessions embed on the CPU, as their audio
 // tokens come from the CPU encoder.
 //
-// A state holds one device allocation (KV cache [layers][Hkv, capacity, D] bf16, the activation
-// buffers, the split-K workspace) and pinned host staging buffers, all made when the state is
-// created. forward() runs the positions in chunks of up to 8 rows through the batched products
+// A state holds its own stream, one device allocation (KV cache [layers][Hkv, capacity, D] bf16,
+// the activation buffers, the split-K workspace) and pinned host staging buffers, all made when
+// the state is created: states run concurrently, and nothing is allocated after. forward() runs the positions in chunks of up to 8 rows through the batched products
 // (prefill attention for a chunk, split-K decode attention for one row), with the residual
 // stream in fp32 and activations in bf16. A decode step (T = 1) is one CUDA graph, captured at the
-// state's first step: copy the embedding in, 8 launches per layer, final norm, lm_head, copy the
+// state's first step: copy the embedding in, 8 launches per layer, final norm, the head, copy the
 // hidden state and logits out; the position is read on the device, so the graph replays at any
-// position.
+// position. The head is the LM head or a module's own (Qwen2Head: the voice LM's llm_decoder,
+// whose bias is added on the host to the copied-out logits).
 #pragma once
 
 #include <cstdint>
@@ -45,9 +46,13 @@ class CudaQwen2 final : public Qwen2Decoder {
   // NotFound / BundleError like the CPU model, BundleError for a shape the kernels do not run
   // (head_dim, GQA group, int4 group size) and DeviceError when the device lacks memory or fp8.
   static std::shared_ptr<const CudaQwen2> load(const WeightStore& weights, const nlohmann::json& config,
-                                               std::shared_ptr<Device> device);
+                                               std::shared_ptr<Device> device, const Qwen2Head& head = {});
+
+  // Why the kernels cannot run this shape ("" when they can): head_dim, GQA group.
+  static std::string unsupported(const Qwen2Config& c);
 
   const Qwen2Config& config() const override { return cfg_; }
+  int64_t logits_width() const override { return head_.n; }
   std::string device() const override { return device_->name(); }
   std::unique_ptr<DecoderState> new_state(int capacity_tokens) const override;
   void embed_into(const int64_t* ids, size_t n, float* out) const override;
@@ -74,7 +79,8 @@ class CudaQwen2 final : public Qwen2Decoder {
   // *s.pos: the embeddings are in s's pinned input buffer; afterwards its pinned outputs hold the
   // hidden states (all rows) and the logits of the last `logit_rows` rows.
   void enqueue_chunk(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
-  void product(const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows, bool gated) const;
+  void product(const Stream& st, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows,
+               bool gated) const;
 
   Qwen2Config cfg_;
   std::shared_ptr<Device> device_;
@@ -84,7 +90,8 @@ class CudaQwen2 final : public Qwen2Decoder {
   Arena weights_;
   std::vector<Layer> layers_;
   size_t final_norm_ = 0;
-  DeviceLinear lm_head_;
+  DeviceLinear head_;
+  const float* head_bias_ = nullptr;  // host [head_.n] or null
 };
 
 }  // namespace cuda
