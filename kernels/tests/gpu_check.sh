@@ -7,10 +7,13 @@
 #      fused kernels' small cases
 #   4. run bench/gpu/decode_bench.py
 #   5. run bench/gpu/latency_table.py (the paper's latency table at full MinMo sizes)
+#   6. when build/gpu-carry exists (kernels/tests/gpu_carry.sh, made on the build machine): the
+#      runtime's CUDA backend (minmo_decoder_bench) against its CPU backend on minmo-tiny in every
+#      quant mode and on a voice LM, then its prefill / decode timings at Qwen2.5-7B and 0.5B sizes
 # Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
-# decode_bench.json, bench.txt, latency_table.json, latency.txt, build.txt, summary.txt. Exit status:
-# non-zero when the build, the harness, memcheck or racecheck failed (the benches' own errors are
-# recorded in their JSON).
+# decode_bench.json, bench.txt, latency_table.json, latency.txt, runtime_*.json, runtime.txt, build.txt,
+# summary.txt. Exit status: non-zero when the build, the harness, memcheck, racecheck or a runtime
+# check failed (the benches' own errors are recorded in their JSON).
 # Usage: bash kernels/tests/gpu_check.sh       (from the repository root or anywhere)
 set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -82,5 +85,33 @@ stamp "latency table: rc=$LATENCY"
 grep -E "^\[|^    [a-z]|^latency|^stage|^[a-z0-9_]+ +[0-9.]+ /|^first audio" "$OUT/latency.txt" | head -n 60
 grep -E "Error|error" "$OUT/latency.txt" | head -n 20
 
-stamp "done: harness=$HARNESS memcheck=$MEMCHECK racecheck=$RACECHECK bench=$BENCH latency=$LATENCY"
-[ "$HARNESS" -eq 0 ] && [ "$MEMCHECK" -eq 0 ] && [ "$RACECHECK" -eq 0 ]
+RUNTIME=0
+CARRY=$ROOT/build/gpu-carry
+if [ -x "$CARRY/minmo_decoder_bench" ]; then
+  : > "$OUT/runtime.txt"
+  rt() {  # rt NAME ARGS...: one decoder check / bench, JSON to runtime_NAME.json
+    local name=$1; shift
+    echo "== $name: $*" >> "$OUT/runtime.txt"
+    timeout 300 "$CARRY/minmo_decoder_bench" --device cuda --json "$OUT/runtime_$name.json" "$@" \
+      > /dev/null 2>> "$OUT/runtime.txt"
+    local rc=$?
+    [ $rc -ne 0 ] && RUNTIME=$rc
+    stamp "runtime $name: rc=$rc, $(grep -E '^check|^decode at|^prefill' "$OUT/runtime.txt" | tail -n 4 | tr '\n' ';')"
+  }
+  for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16; done
+  rt small_voice_lm --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16
+  rt qwen2_7b --size 7b --ctx 128,1024 --steps 32
+  rt qwen2_0p5b --size 0.5b --ctx 128,1024 --steps 32 --prefill 6
+  if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)
+    timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_decoder_bench" --device cuda \
+      --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 > "$OUT/runtime_memcheck.txt" 2>&1
+    RMC=$?
+    [ $RMC -ne 0 ] && RUNTIME=$RMC
+    stamp "runtime memcheck: rc=$RMC, $(grep -E 'ERROR SUMMARY' "$OUT/runtime_memcheck.txt" | tail -n 1)"
+  fi
+else
+  stamp "runtime: build/gpu-carry not found (kernels/tests/gpu_carry.sh on the build machine), skipped"
+fi
+
+stamp "done: harness=$HARNESS memcheck=$MEMCHECK racecheck=$RACECHECK bench=$BENCH latency=$LATENCY runtime=$RUNTIME"
+[ "$HARNESS" -eq 0 ] && [ "$MEMCHECK" -eq 0 ] && [ "$RACECHECK" -eq 0 ] && [ "$RUNTIME" -eq 0 ]

@@ -1,7 +1,10 @@
 // minmo_decoder_bench: the runtime's Qwen2 decoder on a device, checked against the CPU backend
 // and timed, without Python (runs on a GPU machine that has only the CUDA driver).
 //
-//   minmo_decoder_bench --bundle DIR          the bundle's llm module (any quant mode)
+//   minmo_decoder_bench --bundle DIR [--module llm|voice_lm]
+//                                             a bundle's LLM (any quant mode) or voice LM (body and
+//                                             speech head); only the manifest and that module's
+//                                             weights file need to be there
 //   minmo_decoder_bench --size 7b|0.5b|small  random weights at Qwen2.5-7B (MinMo's LLM), 0.5B (the
 //                                             voice LM's body) or a small size, fp32 in memory
 // Options: --device cuda|cuda-sim (default cuda), --prefill ROWS (9), --ctx 128,1024 (decode contexts),
@@ -31,6 +34,7 @@
 #include "backends/cuda/qwen2_cuda.h"
 #include "core/manifest.h"
 #include "core/safetensors.h"
+#include "modules/voice_lm.h"
 
 using minmo::Tensor;
 using nlohmann::json;
@@ -146,7 +150,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
 }
 
 int run(int argc, char** argv) {
-  std::string bundle, size, device = "cuda", json_out;
+  std::string bundle, size, module = "llm", device = "cuda", json_out;
   int64_t prefill = 9, steps = 32;
   std::vector<int64_t> ctxs = {128, 1024};
   bool check = true;
@@ -158,6 +162,7 @@ int run(int argc, char** argv) {
     };
     if (a == "--bundle") bundle = next();
     else if (a == "--size") size = next();
+    else if (a == "--module") module = next();
     else if (a == "--device") device = next();
     else if (a == "--prefill") prefill = std::stoll(next());
     else if (a == "--steps") steps = std::stoll(next());
@@ -171,22 +176,33 @@ int run(int argc, char** argv) {
 
   const auto dev = minmo::open_device(device);
   MINMO_CHECK(dev != nullptr, minmo::ErrorCode::InvalidArgument, "--device must be cuda or cuda-sim");
+  MINMO_CHECK(module == "llm" || module == "voice_lm", minmo::ErrorCode::InvalidArgument,
+              "--module must be llm or voice_lm");
   json config;
   minmo::WeightStore weights;
   double t0 = now_ms();
   if (!bundle.empty()) {
-    const minmo::Manifest man = minmo::load_manifest(bundle, true);
-    const minmo::ModuleEntry& e = man.module("llm");
+    const minmo::Manifest man = minmo::load_manifest(bundle, false);  // only one module's file is needed
+    const minmo::ModuleEntry& e = man.module(module);
     config = e.config;
     weights = minmo::WeightStore::open(e.weights_path);
   } else {
+    MINMO_CHECK(module == "llm", minmo::ErrorCode::InvalidArgument, "--size makes random LLM weights (no --module)");
     config = size_config(size);
     weights = random_weights(minmo::Qwen2Config::from_json(config));
   }
   const double t_weights = now_ms() - t0;
   t0 = now_ms();
-  // The device decoder first: the CPU model repacks the fp32 weights in place when it loads.
-  const auto gpu = minmo::load_qwen2_decoder(weights, config, dev);
+  // The device model first: the CPU model repacks the fp32 weights in place when it loads. A voice
+  // LM is checked through its body with the speech head (VoiceLM::body()).
+  std::shared_ptr<const minmo::VoiceLM> voice_gpu, voice_cpu;
+  std::shared_ptr<const minmo::Qwen2Decoder> gpu;
+  if (module == "voice_lm") {
+    voice_gpu = minmo::VoiceLM::load(weights, config, dev);
+    gpu = std::shared_ptr<const minmo::Qwen2Decoder>(voice_gpu, &voice_gpu->body());
+  } else {
+    gpu = minmo::load_qwen2_decoder(weights, config, dev);
+  }
   const double t_upload = now_ms() - t0;
   const auto& cq = dynamic_cast<const minmo::cuda::CudaQwen2&>(*gpu);
   const minmo::Qwen2Config& c = gpu->config();
@@ -197,7 +213,7 @@ int run(int argc, char** argv) {
 
   json report = {{"device", device}, {"device_info", dev->description()}, {"config", c.to_json()},
                  {"weight_format", cq.weight_format()}, {"weight_bytes", cq.weight_bytes()},
-                 {"source", bundle.empty() ? "random weights (" + size + ")" : bundle},
+                 {"source", bundle.empty() ? "random weights (" + size + ")" : bundle + " (" + module + ")"},
                  {"upload_s", t_upload / 1e3}};
   const int64_t max_ctx = *std::max_element(ctxs.begin(), ctxs.end());
   Tensor embeds({std::max<int64_t>(max_ctx + steps, prefill + 4), H});
@@ -207,7 +223,13 @@ int run(int argc, char** argv) {
   if (check) {
     const Tensor sub({prefill + 4, H}, std::vector<float>(embeds.data.begin(), embeds.data.begin() + (prefill + 4) * H));
     const Tensor got = schedule_logits(*gpu, sub, prefill);
-    const auto cpu = minmo::load_qwen2_decoder(weights, config, nullptr);
+    std::shared_ptr<const minmo::Qwen2Decoder> cpu;
+    if (module == "voice_lm") {
+      voice_cpu = minmo::VoiceLM::load(weights, config, nullptr);
+      cpu = std::shared_ptr<const minmo::Qwen2Decoder>(voice_cpu, &voice_cpu->body());
+    } else {
+      cpu = minmo::load_qwen2_decoder(weights, config, nullptr);
+    }
     const Tensor want = schedule_logits(*cpu, sub, prefill);
     const double err = rel_err(got, want);
     report["check"] = {{"logits_rel_err_vs_cpu", err}, {"tolerance", 0.05}, {"rows", prefill + 4}};

@@ -31,6 +31,7 @@ const char* format_of(cpu::WeightQuant k) {
 
 void to_bf16(const float* src, int64_t n, uint8_t* dst) {
   auto* out = reinterpret_cast<minmo_bf16*>(dst);
+#pragma omp parallel for schedule(static) if (n > (int64_t{1} << 20))
   for (int64_t i = 0; i < n; ++i) out[i] = minmo_cpu::f32_to_bf16(src[i]);
 }
 
