@@ -9,7 +9,8 @@
 #   5. run bench/gpu/latency_table.py (the paper's latency table at full MinMo sizes)
 #   6. when build/gpu-carry exists (kernels/tests/gpu_carry.sh, made on the build machine): the
 #      runtime's CUDA backend (minmo_decoder_bench) against its CPU backend on minmo-tiny in every
-#      quant mode and on a voice LM, then its prefill / decode timings at Qwen2.5-7B and 0.5B sizes
+#      quant mode and on a voice LM, then its prefill / decode timings at Qwen2.5-7B and
+#      CosyVoice2-0.5B voice LM sizes
 # Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
 # decode_bench.json, bench.txt, latency_table.json, latency.txt, runtime_*.json, runtime.txt, build.txt,
 # summary.txt. Exit status: non-zero when the build, the harness, memcheck, racecheck or a runtime
@@ -101,7 +102,7 @@ if [ -x "$CARRY/minmo_decoder_bench" ]; then
   for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16; done
   rt small_voice_lm --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16
   rt qwen2_7b --size 7b --ctx 128,1024 --steps 32
-  rt qwen2_0p5b --size 0.5b --ctx 128,1024 --steps 32 --prefill 6
+  rt voice_lm_0p5b --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6
   if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)
     timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_decoder_bench" --device cuda \
       --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 > "$OUT/runtime_memcheck.txt" 2>&1

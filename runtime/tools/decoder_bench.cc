@@ -5,8 +5,10 @@
 //                                             a bundle's LLM (any quant mode) or voice LM (body and
 //                                             speech head); only the manifest and that module's
 //                                             weights file need to be there
-//   minmo_decoder_bench --size 7b|0.5b|small  random weights at Qwen2.5-7B (MinMo's LLM), 0.5B (the
-//                                             voice LM's body) or a small size, fp32 in memory
+//   minmo_decoder_bench --size 7b|voice-0.5b|small
+//                                             random fp32 weights in memory: Qwen2.5-7B (MinMo's LLM),
+//                                             CosyVoice2-0.5B's voice LM (Qwen2.5-0.5B body and the
+//                                             6564-wide speech head) or a small LLM
 // Options: --device cuda|cuda-sim (default cuda), --prefill ROWS (9), --ctx 128,1024 (decode contexts),
 // --steps N (decode steps timed per context, 32), --no-check, --json OUT.
 //
@@ -46,15 +48,12 @@ json size_config(const std::string& size) {
     return {{"vocab_size", 152064}, {"hidden_size", 3584}, {"intermediate_size", 18944}, {"num_hidden_layers", 28},
             {"num_attention_heads", 28}, {"num_key_value_heads", 4}, {"head_dim", 128}, {"rope_theta", 1000000.0},
             {"tie_word_embeddings", false}, {"max_position_embeddings", 32768}};
-  if (size == "0.5b")  // Qwen2.5-0.5B (CosyVoice2's voice LM body)
-    return {{"vocab_size", 151936}, {"hidden_size", 896}, {"intermediate_size", 4864}, {"num_hidden_layers", 24},
-            {"num_attention_heads", 14}, {"num_key_value_heads", 2}, {"head_dim", 64}, {"rope_theta", 1000000.0},
-            {"tie_word_embeddings", true}, {"max_position_embeddings", 32768}};
+  if (size == "voice-0.5b") return json::object();  // VoiceLMConfig's defaults: CosyVoice2-0.5B
   if (size == "small")
     return {{"vocab_size", 4096}, {"hidden_size", 512}, {"intermediate_size", 1376}, {"num_hidden_layers", 4},
             {"num_attention_heads", 8}, {"num_key_value_heads", 2}, {"head_dim", 64}, {"rope_theta", 10000.0},
             {"tie_word_embeddings", false}, {"max_position_embeddings", 4096}};
-  MINMO_THROW(minmo::ErrorCode::InvalidArgument, "--size must be 7b, 0.5b or small, got " << size);
+  MINMO_THROW(minmo::ErrorCode::InvalidArgument, "--size must be 7b, voice-0.5b or small, got " << size);
 }
 
 // Uniform values of standard deviation `std` around `mean` (a counter-based hash: fast, parallel,
@@ -73,7 +72,9 @@ void fill_random(Tensor& t, uint64_t seed, float mean, float std) {
   }
 }
 
-minmo::WeightStore random_weights(const minmo::Qwen2Config& c) {
+// A Qwen2 decoder's tensors; with `voice`, a voice LM's: the body without a text head, plus its
+// sos/task table, speech embedding and speech head of n_speech rows.
+minmo::WeightStore random_weights(const minmo::Qwen2Config& c, int64_t n_speech = 0) {
   minmo::SafetensorsFile f;
   f.path = "<random weights>";
   uint64_t seed = 1;
@@ -88,6 +89,12 @@ minmo::WeightStore random_weights(const minmo::Qwen2Config& c) {
   add("model.embed_tokens.weight", {c.vocab_size, H}, 0.f, c.tie_word_embeddings ? 0.05f : 1.f);
   add("model.norm.weight", {H}, 1.f, 0.1f);
   if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, H}, 0.f, 0.02f);
+  if (n_speech > 0) {
+    add("llm_embedding.weight", {2, H}, 0.f, 1.f);
+    add("speech_embedding.weight", {n_speech, H}, 0.f, 1.f);
+    add("llm_decoder.weight", {n_speech, H}, 0.f, 0.02f);
+    add("llm_decoder.bias", {n_speech}, 0.f, 0.1f);
+  }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     add(p + "input_layernorm.weight", {H}, 1.f, 0.1f);
@@ -187,9 +194,15 @@ int run(int argc, char** argv) {
     config = e.config;
     weights = minmo::WeightStore::open(e.weights_path);
   } else {
-    MINMO_CHECK(module == "llm", minmo::ErrorCode::InvalidArgument, "--size makes random LLM weights (no --module)");
     config = size_config(size);
-    weights = random_weights(minmo::Qwen2Config::from_json(config));
+    if (size == "voice-0.5b") {
+      module = "voice_lm";
+      const minmo::VoiceLMConfig vc = minmo::VoiceLMConfig::from_json(config);
+      weights = random_weights(vc.body, vc.speech_token_size + 3);
+    } else {
+      module = "llm";
+      weights = random_weights(minmo::Qwen2Config::from_json(config));
+    }
   }
   const double t_weights = now_ms() - t0;
   t0 = now_ms();
