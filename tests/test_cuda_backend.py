@@ -174,6 +174,23 @@ def test_quantized_bundle_vs_reference(llm_bundles, device, mode):
     assert rel_err(got["hidden"], cpu["hidden"]) <= BF16_TOL
 
 
+def test_int4_bundle_with_unquantized_linears(tmp_path, device):
+    """An int4 export leaves linears whose input width is not a multiple of 32 in fp32 (here q/k/v and
+    gate/up, K = 80): those products run bf16, o/down int4, in one model."""
+    ckpt = str(tmp_path / "hf")
+    synthetic.write_hf_qwen2(ckpt, dict(hidden_size=80, intermediate_size=128, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, head_dim=64), seed=2)
+    path = str(tmp_path / "int4")
+    assert cli.main(["build", ckpt, "-o", path, "--no-onnx", "-q", "--quant", "int4"]) == 0
+    ref = build_reference_modules(path, ["llm"])["llm"]
+    ids = torch.from_numpy(np.random.default_rng(1).integers(0, ref.cfg.vocab_size, 10))
+    with torch.no_grad():
+        embeds = ref.embed(ids).numpy().astype(np.float32)
+        want = ref(torch.from_numpy(embeds))[0].numpy()
+    got = minmo_rt.Runtime(path, device=device).run_module("llm", {"embeds": embeds})["logits"]
+    assert rel_err(got, want) <= BF16_TOL
+
+
 # ---- voice LM (CosyVoice2's Qwen2 body with its llm_decoder head) -------------------------------
 
 VOICE_CFG = VoiceLMConfig(vocab_size=300, hidden_size=128, intermediate_size=192, num_hidden_layers=2,

@@ -149,6 +149,16 @@ Tensor schedule_logits(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64
   return out;
 }
 
+// The module's decoder on `device` (null: CPU): the LLM, or a voice LM's body with its speech head
+// (the returned pointer keeps the whole VoiceLM alive).
+std::shared_ptr<const minmo::Qwen2Decoder> load_decoder(const std::string& module, const minmo::WeightStore& w,
+                                                        const json& config,
+                                                        const std::shared_ptr<minmo::cuda::Device>& device) {
+  if (module == "llm") return minmo::load_qwen2_decoder(w, config, device);
+  const auto lm = minmo::VoiceLM::load(w, config, device);
+  return std::shared_ptr<const minmo::Qwen2Decoder>(lm, &lm->body());
+}
+
 std::vector<int64_t> parse_list(const std::string& s) {
   std::vector<int64_t> out;
   std::stringstream ss(s);
@@ -208,14 +218,7 @@ int run(int argc, char** argv) {
   t0 = now_ms();
   // The device model first: the CPU model repacks the fp32 weights in place when it loads. A voice
   // LM is checked through its body with the speech head (VoiceLM::body()).
-  std::shared_ptr<const minmo::VoiceLM> voice_gpu, voice_cpu;
-  std::shared_ptr<const minmo::Qwen2Decoder> gpu;
-  if (module == "voice_lm") {
-    voice_gpu = minmo::VoiceLM::load(weights, config, dev);
-    gpu = std::shared_ptr<const minmo::Qwen2Decoder>(voice_gpu, &voice_gpu->body());
-  } else {
-    gpu = minmo::load_qwen2_decoder(weights, config, dev);
-  }
+  const auto gpu = load_decoder(module, weights, config, dev);
   const double t_upload = now_ms() - t0;
   const auto& cq = dynamic_cast<const minmo::cuda::CudaQwen2&>(*gpu);
   const minmo::Qwen2Config& c = gpu->config();
@@ -236,13 +239,7 @@ int run(int argc, char** argv) {
   if (check) {
     const Tensor sub({prefill + 4, H}, std::vector<float>(embeds.data.begin(), embeds.data.begin() + (prefill + 4) * H));
     const Tensor got = schedule_logits(*gpu, sub, prefill);
-    std::shared_ptr<const minmo::Qwen2Decoder> cpu;
-    if (module == "voice_lm") {
-      voice_cpu = minmo::VoiceLM::load(weights, config, nullptr);
-      cpu = std::shared_ptr<const minmo::Qwen2Decoder>(voice_cpu, &voice_cpu->body());
-    } else {
-      cpu = minmo::load_qwen2_decoder(weights, config, nullptr);
-    }
+    const auto cpu = load_decoder(module, weights, config, nullptr);
     const Tensor want = schedule_logits(*cpu, sub, prefill);
     const double err = rel_err(got, want);
     report["check"] = {{"logits_rel_err_vs_cpu", err}, {"tolerance", 0.05}, {"rows", prefill + 4}};

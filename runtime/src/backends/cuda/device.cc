@@ -115,25 +115,17 @@ void Device::free(void* ptr, MemoryKind kind) const noexcept {
 #endif
 }
 
-void Stream::upload(void* dst, const void* src, size_t bytes) const {
+void Stream::copy(void* dst, const void* src, size_t bytes, bool to_device) const {
   if (bytes == 0) return;
   if (simulated()) {
     std::memcpy(dst, src, bytes);
     return;
   }
 #if MINMO_WITH_CUDA
-  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "copy to device");
-#endif
-}
-
-void Stream::download(void* dst, const void* src, size_t bytes) const {
-  if (bytes == 0) return;
-  if (simulated()) {
-    std::memcpy(dst, src, bytes);
-    return;
-  }
-#if MINMO_WITH_CUDA
-  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to host");
+  check_cuda(cudaMemcpyAsync(dst, src, bytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, stream_),
+             to_device ? "copy to device" : "copy to host");
+#else
+  (void)to_device;
 #endif
 }
 

@@ -139,8 +139,8 @@ class Stream {
   cudaStream_t get() const { return stream_; }
 
   // Copies in order with the kernels (asynchronous for pinned host memory).
-  void upload(void* dst, const void* src, size_t bytes) const;
-  void download(void* dst, const void* src, size_t bytes) const;
+  void upload(void* dst, const void* src, size_t bytes) const { copy(dst, src, bytes, true); }
+  void download(void* dst, const void* src, size_t bytes) const { copy(dst, src, bytes, false); }
   void memset(void* dst, int value, size_t bytes) const;
   // Waits for the stream; throws DeviceError on a failure reported by earlier asynchronous work.
   void sync() const;
@@ -154,6 +154,7 @@ class Stream {
   void check_kernel(const char* kernel, int status) const;
 
  private:
+  void copy(void* dst, const void* src, size_t bytes, bool to_device) const;
   std::shared_ptr<Device> device_;
   cudaStream_t stream_ = nullptr;
 };

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <set>
 #include <sstream>
 
 #include "backends/cpu/ops.h"
@@ -70,19 +71,20 @@ class Uploads {
   std::vector<Job> jobs_;
 };
 
-// One product over the rows of several nn.Linear weights stacked (q|k|v, gate|up), all in the
-// same format and with the same input width.
+// One product over the rows of several nn.Linear weights stacked (q|k|v, gate|up) with the same
+// input width. Parts in different formats (the int4 export leaves a linear whose width the group
+// does not divide in fp32) are all stored bf16, the quantized ones dequantized.
 DeviceLinear stack_linears(Uploads& up, const std::vector<LinearW>& parts, const std::string& what) {
-  const cpu::WeightQuant kind = parts[0].qw.kind;
+  cpu::WeightQuant kind = parts[0].qw.kind;
   DeviceLinear d;
-  d.format = format_of(kind);
   d.k = parts[0].in;
   d.group = parts[0].qw.group;
   for (const LinearW& p : parts) {
-    MINMO_CHECK(p.qw.kind == kind && p.in == d.k && p.qw.group == d.group, ErrorCode::BundleError,
-                what << ": the stacked weights differ in format, input width or group size");
+    MINMO_CHECK(p.in == d.k, ErrorCode::BundleError, what << ": the stacked weights differ in input width");
+    if (p.qw.kind != kind || p.qw.group != d.group) kind = cpu::WeightQuant::None;
     d.n += p.out;
   }
+  d.format = format_of(kind);
   const int64_t K = d.k;
   // Copies every part's rows of one per-row array (row_bytes(part) bytes per output row).
   auto stacked = [parts](std::function<const uint8_t*(const LinearW&)> src, size_t row_bytes,
@@ -105,8 +107,16 @@ DeviceLinear stack_linears(Uploads& up, const std::vector<LinearW>& parts, const
   const size_t N = static_cast<size_t>(d.n);
   switch (kind) {
     case cpu::WeightQuant::None:
-      d.w = up.add(N * K * 2, stacked([](const LinearW& p) { return reinterpret_cast<const uint8_t*>(p.w); }, K * 2,
-                                      bf16_rows(K)));
+      d.w = up.add(N * K * 2, [parts, K](uint8_t* dst) {
+        std::vector<float> row(static_cast<size_t>(K));
+        for (const LinearW& p : parts) {
+          for (int64_t n = 0; n < p.out; ++n, dst += 2 * K) {
+            const float* src = p.w ? p.w + n * K : row.data();
+            if (!p.w) cpu::dequantize_row(p.qw, n, K, row.data());
+            to_bf16(src, K, dst);
+          }
+        }
+      });
       break;
     case cpu::WeightQuant::Int8:
     case cpu::WeightQuant::Fp8:
@@ -205,6 +215,7 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   m->host_ = w;
   m->embed_tokens_ = load_tensor(w, "model.embed_tokens.weight", {V, H});
   Uploads up(m->weights_);
+  std::set<std::string> formats;  // of the layers' products
   m->final_norm_ = up.add_bf16(load_tensor(w, "model.norm.weight", {H}), H);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
@@ -226,12 +237,12 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
                                    load_linear(w, p + "mlp.up_proj", H, I, false)},
                               p + "mlp.{gate,up}_proj");
     L.down = stack_linears(up, {load_linear(w, p + "mlp.down_proj", I, H, false)}, p + "mlp.down_proj");
-    MINMO_CHECK(i == 0 || L.qkv.format == m->format_, ErrorCode::BundleError,
-                "qwen2 decoder: layer " << i << " is " << L.qkv.format << ", layer 0 " << m->format_);
-    m->format_ = L.qkv.format;
+    for (const DeviceLinear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) formats.insert(l->format);
     m->layers_.push_back(L);
   }
-  MINMO_CHECK(m->format_ != "fp8" || device->fp8_supported(), ErrorCode::DeviceError,
+  m->format_.clear();
+  for (const std::string& f : formats) m->format_ += (m->format_.empty() ? "" : "+") + f;
+  MINMO_CHECK(!formats.count("fp8") || device->fp8_supported(), ErrorCode::DeviceError,
               "qwen2 decoder: fp8 weights need an sm_89 or newer GPU; " << device->description()
                                                                        << " has none (export with --quant int8 instead)");
   const int64_t n_out = head.out > 0 ? head.out : V;

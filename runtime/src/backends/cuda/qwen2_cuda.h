@@ -60,7 +60,8 @@ class CudaQwen2 final : public Qwen2Decoder {
   void forward(DecoderState& state, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
                bool last_only = false) const override;
 
-  // "bf16", "int8", "int4" or "fp8": the decoder layers' product format.
+  // The decoder layers' product formats: "bf16", "int8", "int4", "fp8", or several joined by "+"
+  // (e.g. "bf16+int4" when the export left some linears unquantized).
   const std::string& weight_format() const { return format_; }
   // Device bytes of the weights (all layers, final norm, lm_head).
   size_t weight_bytes() const { return weights_.bytes(); }
