@@ -299,3 +299,21 @@ def test_decoder_bench_tool_on_sim(tmp_path):
     assert report["decode"]["16"]["count"] == 2 and report["prefill"]["rows"] == 9
     bad = subprocess.run([tool, "--size", "huge", "--device", "cuda-sim"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--size must be" in bad.stderr
+
+
+def test_bench_and_transcribe_on_sim(tmp_path, capsys):
+    """minmo-bench --device and minmo transcribe --device: minmo-tiny's LLM on cuda-sim end to end."""
+    from minmo_rt import cli as minmo_cli
+    from minmo_rt.bench import cli as bench_cli
+
+    bundle = str(tmp_path / "tiny")
+    assert cli.main(["build", minmo_cli.TINY_CHECKPOINT, "-o", bundle, "--no-onnx", "-q"]) == 0
+    out = tmp_path / "bench.json"
+    assert bench_cli.main([bundle, "--device", "cuda-sim", "--runs", "1", "--warmup", "0", "--no-onnx",
+                           "--no-torch", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["device"] == "cuda-sim" and report["module_devices"]["llm"] == "cuda-sim"
+    assert report["first_token_ms"] > 0 and report["bandwidth"]["achieved_gb_s"] is None  # not host memory
+    capsys.readouterr()
+    assert minmo_cli.main(["transcribe", bundle, minmo_cli.DEMO_WAV, "--device", "cuda-sim"]) == 0
+    assert minmo_cli.DEMO_TEXT in capsys.readouterr().out

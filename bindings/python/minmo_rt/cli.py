@@ -14,11 +14,17 @@ DEMO_TEXT = "turn on the kitchen lights please four seven one nine"  # what DEMO
 TINY_CHECKPOINT = os.path.join(ASSETS, "minmo_tiny")
 
 
-def stream_file(bundle: str, wav: str, task: str, chunk_ms: int, max_new_tokens: int, show_duplex: bool) -> str:
+def stream_file(bundle: str, wav: str, task: str, chunk_ms: int, max_new_tokens: int, show_duplex: bool,
+                device: str = "cpu") -> str:
     """Push ``wav`` in ``chunk_ms`` pieces as a microphone would, printing events as they happen."""
     from . import Runtime, read_wav
 
-    rt = Runtime(bundle)
+    rt = Runtime(bundle, device=device)
+    if device != "cpu":
+        on = [n for n, d in rt.module_devices.items() if d == device]
+        print(f"  on {device}: {', '.join(on) or 'nothing'}; the rest on the CPU")
+        for name, why in rt.cpu_fallbacks.items():
+            print(f"  {name} stays on the CPU: {why}")
     audio, rate = read_wav(wav)
     step = max(1, int(rate * chunk_ms / 1000))
     with rt.session(task=task, max_new_tokens=max_new_tokens) as s:
@@ -42,13 +48,13 @@ def stream_file(bundle: str, wav: str, task: str, chunk_ms: int, max_new_tokens:
         return s.text
 
 
-def speak_file(bundle: str, wav: str, out_wav: str, max_new_tokens: int, seed: int = 0) -> dict:
+def speak_file(bundle: str, wav: str, out_wav: str, max_new_tokens: int, seed: int = 0, device: str = "cpu") -> dict:
     """Speech-to-speech: push ``wav``, speak the response; the audio chunks are written to ``out_wav``
     (bundles with flow + hift), else the speech tokens are reported."""
     from . import Runtime, read_wav
     from .session import write_events_wav
 
-    rt = Runtime(bundle)
+    rt = Runtime(bundle, device=device)
     audio, rate = read_wav(wav)
     has_audio = "flow" in rt.modules and "hift" in rt.modules
     speaker = np.random.default_rng(seed).standard_normal(192).astype(np.float32)  # no speaker encoder: a random voice
@@ -96,7 +102,7 @@ def demo(args) -> int:
     if rc:
         return rc
     print(f"\n2/4 stream: {os.path.basename(args.audio)} pushed in {args.chunk_ms} ms chunks")
-    stream_file(bundle, args.audio, "asr", args.chunk_ms, args.max_new_tokens, show_duplex=True)
+    stream_file(bundle, args.audio, "asr", args.chunk_ms, args.max_new_tokens, show_duplex=True, device=args.device)
     if os.path.abspath(args.audio) == os.path.abspath(DEMO_WAV):
         print(f"  (the WAV says: {DEMO_TEXT})")
     print("\n3/4 speak: speech out (output projector -> voice LM 5:15 -> token2wav). minmo-tiny has no")
@@ -107,9 +113,10 @@ def demo(args) -> int:
     rc = export_cli.main(["build", os.path.join(work, "speech_checkpoint"), "-o", speech_bundle, "--force"])
     if rc:
         return rc
-    speak_file(speech_bundle, args.audio, os.path.join(work, "response.wav"), args.max_new_tokens)
+    speak_file(speech_bundle, args.audio, os.path.join(work, "response.wav"), args.max_new_tokens, device=args.device)
     print("\n4/4 bench: per-stage latency")
-    return bench_cli.main([bundle, "--audio", args.audio, "--json", os.path.join(work, "bench.json")])
+    return bench_cli.main([bundle, "--audio", args.audio, "--json", os.path.join(work, "bench.json"), "--device",
+                           args.device])
 
 
 def main(argv=None) -> int:
@@ -121,6 +128,8 @@ def main(argv=None) -> int:
     d.add_argument("--audio", default=DEMO_WAV, help="WAV file to stream (default: the shipped one)")
     d.add_argument("--chunk-ms", type=int, default=160, help="microphone chunk size")
     d.add_argument("--max-new-tokens", type=int, default=48)
+    d.add_argument("--device", default="cpu", choices=("cpu", "cuda", "cuda-sim"),
+                   help="cuda: the LLM and voice LM on the GPU (default cpu)")
     t = sub.add_parser("transcribe", help="stream a WAV file through a bundle and print the response")
     t.add_argument("bundle")
     t.add_argument("audio")
@@ -128,13 +137,15 @@ def main(argv=None) -> int:
     t.add_argument("--chunk-ms", type=int, default=160)
     t.add_argument("--max-new-tokens", type=int, default=128)
     t.add_argument("--duplex", action="store_true", help="print turn-taking probabilities as they arrive")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda", "cuda-sim"),
+                   help="cuda: the LLM on the GPU (default cpu)")
     args = parser.parse_args(argv)
     from . import MinmoError
 
     try:
         if args.cmd == "demo":
             return demo(args)
-        stream_file(args.bundle, args.audio, args.task, args.chunk_ms, args.max_new_tokens, args.duplex)
+        stream_file(args.bundle, args.audio, args.task, args.chunk_ms, args.max_new_tokens, args.duplex, args.device)
         return 0
     except (MinmoError, ValueError, FileNotFoundError) as e:
         print(f"minmo: error: {e}", file=sys.stderr)
