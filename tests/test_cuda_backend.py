@@ -46,6 +46,13 @@ def device(request):
     return _device_or_skip(request.param)
 
 
+@pytest.fixture(params=["fused", "unfused"])
+def step_kind(request, monkeypatch):
+    """The decode-step kernels (read when a model loads; the default depends on its size)."""
+    monkeypatch.setenv("MINMO_CUDA_FUSED", "1" if request.param == "fused" else "0")
+    return request.param
+
+
 CFG = Qwen2Config(vocab_size=97, hidden_size=128, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=64, rope_theta=10000.0, rms_norm_eps=1e-6,
                   tie_word_embeddings=False, max_position_embeddings=512)
@@ -72,7 +79,7 @@ SEGMENTS = [[40], [1] * 12, [8, 9, 1, 1, 21], [3, 1, 16, 1, 7, 12]]
 
 
 @pytest.mark.parametrize("segments", SEGMENTS, ids=lambda s: "-".join(map(str, s[:6])))
-def test_decoder_vs_reference(qwen, device, segments):
+def test_decoder_vs_reference(qwen, device, step_kind, segments):
     ref, path, cfg = qwen
     T = sum(segments)
     embeds = ref.embed(torch.tensor(np.random.default_rng(3).integers(0, CFG.vocab_size, T))).detach().numpy()
@@ -86,13 +93,14 @@ def test_decoder_vs_reference(qwen, device, segments):
     assert runner.length == T
     one = TL.Qwen2Runner(path, cfg, 64, device)
     one_logits, _ = one.forward(embeds)
-    if device == "cuda-sim":  # every row is computed alone by the twins: the schedule changes nothing
-        np.testing.assert_array_equal(logits, one_logits)
-    else:  # split-K attention and batched products reassociate sums
-        assert rel_err(logits, one_logits) <= 5e-3
+    if device == "cuda-sim" and step_kind == "unfused":  # the twins compute every row alone: the schedule
+        np.testing.assert_array_equal(logits, one_logits)      # changes nothing
+    else:  # split-K attention and batched products reassociate sums; the fused decode step also rounds
+        # to bf16 at other points than the chunk path (measured 0.006 on the sim)
+        assert rel_err(logits, one_logits) <= (1.5e-2 if step_kind == "fused" else 5e-3)
 
 
-def test_greedy_generation_matches_reference(qwen, device):
+def test_greedy_generation_matches_reference(qwen, device, step_kind):
     ref, path, cfg = qwen
     prompt = [3, 17, 42, 5, 88, 0, 96, 23, 11]
     runner = TL.Qwen2Runner(path, cfg, 32, device)
@@ -100,7 +108,7 @@ def test_greedy_generation_matches_reference(qwen, device):
     assert runner.length == len(prompt) + 11
 
 
-def test_last_only_cache_full_and_rollback(qwen, device):
+def test_last_only_cache_full_and_rollback(qwen, device, step_kind):
     ref, path, cfg = qwen
     embeds = ref.embed(torch.arange(12) % CFG.vocab_size).detach().numpy()
     runner = TL.Qwen2Runner(path, cfg, 12, device)
@@ -140,6 +148,13 @@ def test_config_variants(tmp_path, device, variant):
     assert rel_err(hidden, want_hidden) <= BF16_TOL
 
 
+def rt_llm_weights(bundle: str) -> str:
+    import os
+
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        return os.path.join(bundle, json.load(f)["modules"]["llm"]["weights"])
+
+
 # ---- quantized bundles --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -159,7 +174,7 @@ def llm_bundles(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ("fp32",) + QUANT_MODES)
-def test_quantized_bundle_vs_reference(llm_bundles, device, mode):
+def test_quantized_bundle_vs_reference(llm_bundles, device, mode, step_kind):
     ref = build_reference_modules(llm_bundles[mode], ["llm"])["llm"]  # fp32 on the (dequantized) weights
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, ref.cfg.vocab_size, 13))
     with torch.no_grad():
@@ -169,6 +184,9 @@ def test_quantized_bundle_vs_reference(llm_bundles, device, mode):
     assert rt.module_devices == {"llm": device}
     got = rt.run_module("llm", {"embeds": embeds})
     assert rel_err(got["logits"], want) <= BF16_TOL
+    runner_logits = run_segments(TL.Qwen2Runner(rt_llm_weights(llm_bundles[mode]), json.dumps(rt.manifest["modules"]["llm"]["config"]),
+                                                16, device), embeds, [4, 1, 1, 1, 6])[0]  # decode steps in every format
+    assert rel_err(runner_logits, want) <= BF16_TOL
     cpu = minmo_rt.Runtime(llm_bundles[mode]).run_module("llm", {"embeds": embeds})
     assert rel_err(got["logits"], cpu["logits"]) <= BF16_TOL
     assert rel_err(got["hidden"], cpu["hidden"]) <= BF16_TOL
@@ -215,7 +233,7 @@ def test_voice_lm_logits_vs_reference(voice, device):
     assert rel_err(got, want) <= BF16_TOL
 
 
-def test_voice_lm_stream_on_device(voice, device):
+def test_voice_lm_stream_on_device(voice, device, step_kind):
     """The 5:15 interleave stream with the body on the device: a decode step per speech token (the
     graph without the LM head) and the speech head with its bias, sampled on the host."""
     lm, path, cfg = voice
@@ -291,12 +309,14 @@ def test_decoder_bench_tool_on_sim(tmp_path):
         pytest.skip("minmo_decoder_bench not built (make cuda-compile builds it where nvcc is installed)")
     out = tmp_path / "bench.json"
     r = subprocess.run([tool, "--size", "small", "--device", "cuda-sim", "--ctx", "16", "--steps", "2",
-                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+                        "--fused", "both", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert report["device"] == "cuda-sim" and report["weight_format"] == "bf16"
-    assert report["check"]["logits_rel_err_vs_cpu"] < 0.02
-    assert report["decode"]["16"]["count"] == 2 and report["prefill"]["rows"] == 9
+    for variant in ("fused", "unfused"):
+        assert report["check"][variant]["logits_rel_err_vs_cpu"] < 0.02
+        t = report["timings"][variant]
+        assert t["decode"]["16"]["count"] == 2 and t["prefill"]["rows"] == 9
     bad = subprocess.run([tool, "--size", "huge", "--device", "cuda-sim"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--size must be" in bad.stderr
 

@@ -97,12 +97,12 @@ if [ -x "$CARRY/minmo_decoder_bench" ]; then
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
-    stamp "runtime $name: rc=$rc, $(grep -E '^check|^decode at|^prefill' "$OUT/runtime.txt" | tail -n 4 | tr '\n' ';')"
+    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^check|^decode at|^prefill|decode step:$' | tr '\n' ';')"
   }
   for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16; done
   rt small_voice_lm --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16
-  rt qwen2_7b --size 7b --ctx 128,1024 --steps 32
-  rt voice_lm_0p5b --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6
+  rt qwen2_7b --size 7b --ctx 128,1024 --steps 32 --fused both
+  rt voice_lm_0p5b --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
   if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)
     timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_decoder_bench" --device cuda \
       --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 > "$OUT/runtime_memcheck.txt" 2>&1

@@ -10,7 +10,9 @@
 //                                             CosyVoice2-0.5B's voice LM (Qwen2.5-0.5B body and the
 //                                             6564-wide speech head) or a small LLM
 // Options: --device cuda|cuda-sim (default cuda), --prefill ROWS (9), --ctx 128,1024 (decode contexts),
-// --steps N (decode steps timed per context, 32), --no-check, --json OUT.
+// --steps N (decode steps timed per context, 32), --fused 0|1|both (decode-step kernels; default:
+// the backend's choice, see CudaQwen2::fused_step; both: two device copies, each timed), --no-check,
+// --json OUT.
 //
 // Check: the same random embeddings (a prefill of --prefill rows in chunks, then 4 decode steps) on
 // the device and on the CPU backend; exit status 1 when the logits differ by more than 5% (relative
@@ -166,11 +168,15 @@ std::vector<int64_t> parse_list(const std::string& s) {
   return out;
 }
 
+json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill, int64_t steps,
+                  const std::vector<int64_t>& ctxs);
+
 int run(int argc, char** argv) {
   std::string bundle, size, module = "llm", device = "cuda", json_out;
   int64_t prefill = 9, steps = 32;
   std::vector<int64_t> ctxs = {128, 1024};
   bool check = true;
+  std::string fused;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -186,10 +192,13 @@ int run(int argc, char** argv) {
     else if (a == "--ctx") ctxs = parse_list(next());
     else if (a == "--json") json_out = next();
     else if (a == "--no-check") check = false;
+    else if (a == "--fused") fused = next();
     else MINMO_THROW(minmo::ErrorCode::InvalidArgument, "unknown argument " << a << " (see the file's header)");
   }
   MINMO_CHECK(bundle.empty() != size.empty(), minmo::ErrorCode::InvalidArgument, "give --bundle DIR or --size S");
   MINMO_CHECK(prefill >= 1 && steps >= 1, minmo::ErrorCode::InvalidArgument, "--prefill and --steps must be >= 1");
+  MINMO_CHECK(fused.empty() || fused == "0" || fused == "1" || fused == "both", minmo::ErrorCode::InvalidArgument,
+              "--fused must be 0, 1 or both");
 
   const auto dev = minmo::open_device(device);
   MINMO_CHECK(dev != nullptr, minmo::ErrorCode::InvalidArgument, "--device must be cuda or cuda-sim");
@@ -216,14 +225,22 @@ int run(int argc, char** argv) {
   }
   const double t_weights = now_ms() - t0;
   t0 = now_ms();
-  // The device model first: the CPU model repacks the fp32 weights in place when it loads. A voice
+  // The device models first: the CPU model repacks the fp32 weights in place when it loads. A voice
   // LM is checked through its body with the speech head (VoiceLM::body()).
-  const auto gpu = load_decoder(module, weights, config, dev);
-  const double t_upload = now_ms() - t0;
+  std::vector<std::shared_ptr<const minmo::Qwen2Decoder>> variants;
+  for (const char* f : {"0", "1"}) {
+    if (fused != "both" && fused != f && !(fused.empty() && variants.empty())) continue;
+    if (!fused.empty()) setenv("MINMO_CUDA_FUSED", fused == "both" ? f : fused.c_str(), 1);
+    variants.push_back(load_decoder(module, weights, config, dev));
+    if (fused != "both") break;
+  }
+  const auto& gpu = variants.front();
+  const double t_upload = (now_ms() - t0) / static_cast<double>(variants.size());
   const auto& cq = dynamic_cast<const minmo::cuda::CudaQwen2&>(*gpu);
   const minmo::Qwen2Config& c = gpu->config();
   const int64_t H = c.hidden_size;
-  std::cerr << "decoder: " << c.num_hidden_layers << " layers, hidden " << H << ", " << cq.weight_format() << ", "
+  std::cerr << "decoder: " << c.num_hidden_layers << " layers, hidden " << H << ", " << cq.weight_format()
+            << (cq.fused_step() ? ", fused" : ", unfused") << " decode step, "
             << (cq.weight_bytes() / 1e9) << " GB on " << dev->description() << " (load " << t_weights / 1e3
             << " s, upload " << t_upload / 1e3 << " s)\n";
 
@@ -236,24 +253,48 @@ int run(int argc, char** argv) {
   fill_random(embeds, 99, 0.f, 1.f);
 
   int rc = 0;
-  if (check) {
+  if (check) {  // every variant against the CPU backend
     const Tensor sub({prefill + 4, H}, std::vector<float>(embeds.data.begin(), embeds.data.begin() + (prefill + 4) * H));
-    const Tensor got = schedule_logits(*gpu, sub, prefill);
+    std::vector<Tensor> got;
+    for (const auto& v : variants) got.push_back(schedule_logits(*v, sub, prefill));
     const auto cpu = load_decoder(module, weights, config, nullptr);
     const Tensor want = schedule_logits(*cpu, sub, prefill);
-    const double err = rel_err(got, want);
-    report["check"] = {{"logits_rel_err_vs_cpu", err}, {"tolerance", 0.05}, {"rows", prefill + 4}};
-    std::cerr << "check vs CPU backend: logits rel err " << err << (err <= 0.05 ? " (ok)\n" : " (FAILED)\n");
-    if (!(err <= 0.05)) rc = 1;
+    for (size_t i = 0; i < variants.size(); ++i) {
+      const std::string key = dynamic_cast<const minmo::cuda::CudaQwen2&>(*variants[i]).fused_step() ? "fused" : "unfused";
+      const double err = rel_err(got[i], want);
+      report["check"][key] = {{"logits_rel_err_vs_cpu", err}, {"tolerance", 0.05}, {"rows", prefill + 4}};
+      std::cerr << "check (" << key << ") vs CPU backend: logits rel err " << err << (err <= 0.05 ? " (ok)\n" : " (FAILED)\n");
+      if (!(err <= 0.05)) rc = 1;
+    }
   }
 
-  auto state = gpu->new_state(static_cast<int>(max_ctx + steps + prefill));
+  for (const auto& v : variants) {
+    const std::string key = dynamic_cast<const minmo::cuda::CudaQwen2&>(*v).fused_step() ? "fused" : "unfused";
+    std::cerr << key << " decode step:\n";
+    report["timings"][key] = time_decoder(*v, embeds, prefill, steps, ctxs);
+  }
+  const std::string text = report.dump(2);
+  if (!json_out.empty()) std::ofstream(json_out) << text << "\n";
+  std::cout << text << "\n";
+  return rc;
+}
+
+// Prefill of `prefill` rows from an empty state, then `steps` decode steps at each context; wall
+// times of forward() as a session calls it.
+json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill, int64_t steps,
+                  const std::vector<int64_t>& ctxs) {
+  const auto& cq = dynamic_cast<const minmo::cuda::CudaQwen2&>(m);
+  const minmo::Qwen2Config& c = m.config();
+  const int64_t H = c.hidden_size;
+  const int64_t max_ctx = *std::max_element(ctxs.begin(), ctxs.end());
+  json report;
+  auto state = m.new_state(static_cast<int>(max_ctx + steps + prefill));
   Tensor logits, hidden;
   std::vector<double> pre;
   for (int r = 0; r < 1 + std::max<int64_t>(5, steps / 4); ++r) {
     state->reset();
     const double a = now_ms();
-    gpu->forward(*state, embeds.ptr(), prefill, &hidden, &logits, true);
+    m.forward(*state, embeds.ptr(), prefill, &hidden, &logits, true);
     if (r > 0) pre.push_back(now_ms() - a);  // the first run captures nothing but loads the kernels
   }
   report["prefill"] = stats(pre);
@@ -262,11 +303,12 @@ int run(int argc, char** argv) {
   const size_t kv_row = static_cast<size_t>(c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * 2);
   for (int64_t ctx : ctxs) {
     state->reset();
-    for (int64_t at = 0; at < ctx; at += 8) gpu->forward(*state, embeds.ptr() + at * H, std::min<int64_t>(8, ctx - at), nullptr, nullptr);
+    for (int64_t at = 0; at < ctx; at += 8)
+      m.forward(*state, embeds.ptr() + at * H, std::min<int64_t>(8, ctx - at), nullptr, nullptr);
     std::vector<double> ms;
     for (int64_t i = 0; i <= steps; ++i) {
       const double a = now_ms();
-      gpu->forward(*state, embeds.ptr() + (ctx + i) * H, 1, &hidden, &logits, true);
+      m.forward(*state, embeds.ptr() + (ctx + i) * H, 1, &hidden, &logits, true);
       if (i > 0) ms.push_back(now_ms() - a);  // step 0 captures the graph
     }
     json s = stats(ms);
@@ -277,10 +319,7 @@ int run(int argc, char** argv) {
     std::cerr << "decode at ctx " << ctx << ": p50 " << s["p50_ms"].get<double>() << " ms, p99 "
               << s["p99_ms"].get<double>() << " ms, " << s["gb_per_s_at_p50"].get<double>() << " GB/s\n";
   }
-  const std::string text = report.dump(2);
-  if (!json_out.empty()) std::ofstream(json_out) << text << "\n";
-  std::cout << text << "\n";
-  return rc;
+  return report;
 }
 
 }  // namespace

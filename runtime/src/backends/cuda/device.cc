@@ -57,6 +57,7 @@ std::shared_ptr<Device> Device::open(const std::string& name) {
   cudaDeviceProp prop{};
   check_cuda(cudaGetDeviceProperties(&prop, ordinal), "cudaGetDeviceProperties");
   d->cc_ = prop.major * 10 + prop.minor;
+  d->sm_count_ = prop.multiProcessorCount;
   MINMO_CHECK(d->cc_ >= 80, ErrorCode::DeviceError,
               "device 'cuda': " << prop.name << " is sm_" << d->cc_ << "; the kernels need bf16 (sm_80 or newer)");
   std::ostringstream desc;

@@ -112,6 +112,8 @@ class Device : public std::enable_shared_from_this<Device> {
   int compute_capability() const { return cc_; }
   // Whether the fp8 products run (sm_89+ device and library; always in the sim).
   bool fp8_supported() const;
+  // Streaming multiprocessors (8 for the sim): sizes split-K grids.
+  int sm_count() const { return sm_count_; }
 
  private:
   explicit Device(DeviceKind kind);
@@ -121,6 +123,7 @@ class Device : public std::enable_shared_from_this<Device> {
 
   DeviceKind kind_;
   int cc_ = 0;
+  int sm_count_ = 8;
   std::string description_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -169,7 +170,13 @@ class CudaQwen2State final : public DecoderState {
     const int64_t ws = minmo_decode_attention_workspace_floats(Hq, D, capacity, kSplitSize);
     MINMO_CHECK(ws > 0, ErrorCode::Internal, "cuda qwen2: no split-K workspace size for capacity " << capacity);
     ws_ = arena_.add_array<float>(ws);
+    const int64_t fws = minmo_decode_attention_fused_workspace_floats(Hq, D, owner->attn_splits_);
+    MINMO_CHECK(fws > 0, ErrorCode::Internal, "cuda qwen2: no fused attention workspace size");
+    fused_ws_ = arena_.add_array<float>(fws);
+    counters_ = arena_.add_array<uint32_t>(1 + Hkv);  // gemv_norm's, then one per KV head for the attention
     arena_.commit(dev);
+    stream_.memset(at<uint32_t>(counters_), 0, sizeof(uint32_t) * static_cast<size_t>(1 + Hkv));
+    stream_.sync();
     in_ = Allocation(dev, sizeof(float) * R * H, MemoryKind::PinnedHost);
     pos_host_ = Allocation(dev, sizeof(int32_t), MemoryKind::PinnedHost);
     hidden_host_ = Allocation(dev, sizeof(minmo_bf16) * R * H, MemoryKind::PinnedHost);
@@ -196,6 +203,7 @@ class CudaQwen2State final : public DecoderState {
   Arena arena_;
   std::vector<size_t> k_, v_;
   size_t pos_ = 0, resid_ = 0, hn_ = 0, qkv_ = 0, q_ = 0, attn_ = 0, o_ = 0, act_ = 0, down_ = 0, logits_ = 0, ws_ = 0;
+  size_t fused_ws_ = 0, counters_ = 0;  // fused decode step: attention workspace, self-resetting counters
   Allocation in_, pos_host_, hidden_host_, logits_host_;
   Graph step_[2];  // decode steps (one row) without / with the logits, each captured at its first use
 };
@@ -252,6 +260,10 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   m->head_bias_ = h.b;
   m->weights_.commit(device);
   up.run(device);
+  m->attn_splits_ = std::max<int64_t>(1, 2 * device->sm_count() / Hkv);
+  const char* env = std::getenv("MINMO_CUDA_FUSED");
+  const bool want_fused = env && *env ? std::string(env) != "0" : H <= 1024;
+  m->fused_step_ = want_fused && minmo_args::decode_fused_ok(Hq, Hkv, D, 1, m->attn_splits_);
   return m;
 }
 
@@ -274,30 +286,68 @@ void CudaQwen2::embed_into(const int64_t* ids, size_t n, float* out) const {
   cpu::embedding(embed_tokens_, ids, out, static_cast<int64_t>(n), cfg_.vocab_size, cfg_.hidden_size);
 }
 
+CudaQwen2::Weights CudaQwen2::weights_of(const DeviceLinear& l) const {
+  return {weights_.at<uint8_t>(l.w), weights_.at<float>(l.scale), weights_.at<minmo_bf16>(l.scale),
+          weights_.at<uint8_t>(l.zero)};
+}
+
 void CudaQwen2::product(const Stream& d, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows,
                         bool gated) const {
   const int64_t n = gated ? l.n / 2 : l.n;
-  const void* w = weights_.at<void>(l.w);
-  const float* scale = weights_.at<float>(l.scale);
+  const Weights w = weights_of(l);
+  const auto* w8 = reinterpret_cast<const int8_t*>(w.q);
+  const auto* wb = reinterpret_cast<const minmo_bf16*>(w.q);
   if (l.format == "bf16") {
-    const auto* wb = static_cast<const minmo_bf16*>(w);
     if (gated) MINMO_DEVICE_CALL(d, gemv_silu_bf16, x, wb, y, rows, n, l.k);
     else MINMO_DEVICE_CALL(d, gemv_bf16, x, wb, y, rows, n, l.k);
   } else if (l.format == "int8") {
-    const auto* wi = static_cast<const int8_t*>(w);
-    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_int8, x, wi, scale, y, rows, n, l.k);
-    else MINMO_DEVICE_CALL(d, gemv_int8, x, wi, scale, y, rows, n, l.k);
+    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_int8, x, w8, w.scale, y, rows, n, l.k);
+    else MINMO_DEVICE_CALL(d, gemv_int8, x, w8, w.scale, y, rows, n, l.k);
   } else if (l.format == "fp8") {
-    const auto* wf = static_cast<const uint8_t*>(w);
-    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_fp8, x, wf, scale, y, rows, n, l.k);
-    else MINMO_DEVICE_CALL(d, gemv_fp8, x, wf, scale, y, rows, n, l.k);
+    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_fp8, x, w.q, w.scale, y, rows, n, l.k);
+    else MINMO_DEVICE_CALL(d, gemv_fp8, x, w.q, w.scale, y, rows, n, l.k);
+  } else if (gated) {
+    MINMO_DEVICE_CALL(d, gemv_silu_int4, x, w.q, w.scale_bf16, w.zero, y, rows, n, l.k, l.group);
   } else {
-    const auto* wq = static_cast<const uint8_t*>(w);
-    const auto* sb = weights_.at<minmo_bf16>(l.scale);
-    const auto* z = weights_.at<uint8_t>(l.zero);
-    if (gated) MINMO_DEVICE_CALL(d, gemv_silu_int4, x, wq, sb, z, y, rows, n, l.k, l.group);
-    else MINMO_DEVICE_CALL(d, gemv_int4, x, wq, sb, z, y, rows, n, l.k, l.group);
+    MINMO_DEVICE_CALL(d, gemv_int4, x, w.q, w.scale_bf16, w.zero, y, rows, n, l.k, l.group);
   }
+}
+
+void CudaQwen2::product_norm(const Stream& d, const DeviceLinear& l, const minmo_bf16* x, float* residual,
+                             const minmo_bf16* gamma, minmo_bf16* out, uint32_t* counter) const {
+  const Weights w = weights_of(l);
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  if (l.format == "bf16")
+    MINMO_DEVICE_CALL(d, gemv_norm_bf16, x, reinterpret_cast<const minmo_bf16*>(w.q), residual, gamma, out, counter,
+                      l.n, l.k, eps);
+  else if (l.format == "int8")
+    MINMO_DEVICE_CALL(d, gemv_norm_int8, x, reinterpret_cast<const int8_t*>(w.q), w.scale, residual, gamma, out,
+                      counter, l.n, l.k, eps);
+  else if (l.format == "fp8")
+    MINMO_DEVICE_CALL(d, gemv_norm_fp8, x, w.q, w.scale, residual, gamma, out, counter, l.n, l.k, eps);
+  else
+    MINMO_DEVICE_CALL(d, gemv_norm_int4, x, w.q, w.scale_bf16, w.zero, residual, gamma, out, counter, l.n, l.k,
+                      l.group, eps);
+}
+
+void CudaQwen2::product_qkv_rope(const Stream& d, const Layer& L, const minmo_bf16* x, const int32_t* pos,
+                                 minmo_bf16* q, minmo_bf16* kc, minmo_bf16* vc, int64_t capacity) const {
+  const DeviceLinear& l = L.qkv;
+  const Weights w = weights_of(l);
+  const auto* bias = weights_.at<minmo_bf16>(L.qkv_bias);
+  const int64_t Hq = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads, D = cfg_.head_dim;
+  const float theta = static_cast<float>(cfg_.rope_theta);
+  if (l.format == "bf16")
+    MINMO_DEVICE_CALL(d, gemv_qkv_rope_bf16, x, reinterpret_cast<const minmo_bf16*>(w.q), bias, pos, q, kc, vc, Hq,
+                      Hkv, D, capacity, l.k, theta);
+  else if (l.format == "int8")
+    MINMO_DEVICE_CALL(d, gemv_qkv_rope_int8, x, reinterpret_cast<const int8_t*>(w.q), w.scale, bias, pos, q, kc, vc,
+                      Hq, Hkv, D, capacity, l.k, theta);
+  else if (l.format == "fp8")
+    MINMO_DEVICE_CALL(d, gemv_qkv_rope_fp8, x, w.q, w.scale, bias, pos, q, kc, vc, Hq, Hkv, D, capacity, l.k, theta);
+  else
+    MINMO_DEVICE_CALL(d, gemv_qkv_rope_int4, x, w.q, w.scale_bf16, w.zero, bias, pos, q, kc, vc, Hq, Hkv, D, capacity,
+                      l.k, l.group, theta);
 }
 
 void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
@@ -346,6 +396,44 @@ void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_row
   }
 }
 
+void CudaQwen2::enqueue_fused_step(CudaQwen2State& s, int64_t logit_rows) const {
+  const Stream& d = s.stream_;
+  const Qwen2Config& c = cfg_;
+  const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  auto* resid = s.at<float>(s.resid_);
+  auto* hn = s.at<minmo_bf16>(s.hn_);
+  auto* q = s.at<minmo_bf16>(s.q_);
+  auto* attn = s.at<minmo_bf16>(s.attn_);
+  auto* act = s.at<minmo_bf16>(s.act_);
+  auto* norm_counter = s.at<uint32_t>(s.counters_);
+  const auto* pos = s.at<int32_t>(s.pos_);
+  auto bf16_w = [this](size_t off) { return weights_.at<minmo_bf16>(off); };
+
+  d.upload(resid, s.in_.data(), sizeof(float) * H);
+  d.upload(s.at<int32_t>(s.pos_), s.pos_host_.data(), sizeof(int32_t));
+  MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, nullptr, resid, bf16_w(layers_[0].in_norm), hn, 1, H, eps);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    auto* kc = s.at<minmo_bf16>(s.k_[l]);
+    auto* vc = s.at<minmo_bf16>(s.v_[l]);
+    const minmo_bf16* gamma_next = bf16_w(l + 1 < layers_.size() ? layers_[l + 1].in_norm : final_norm_);
+    product_qkv_rope(d, L, hn, pos, q, kc, vc, s.capacity_);
+    MINMO_DEVICE_CALL(d, decode_attention_fused_bf16, q, kc, vc, pos, attn, s.at<float>(s.fused_ws_),
+                      norm_counter + 1, Hq, Hkv, D, s.capacity_, attn_splits_, scale);
+    product_norm(d, L.o, attn, resid, bf16_w(L.post_norm), hn, norm_counter);
+    product(d, L.gate_up, hn, act, 1, true);
+    product_norm(d, L.down, act, resid, gamma_next, hn, norm_counter);
+  }
+  d.download(s.hidden_host_.data(), hn, sizeof(minmo_bf16) * H);
+  if (logit_rows > 0) {
+    auto* logits = s.at<minmo_bf16>(s.logits_);
+    product(d, head_, hn, logits, 1, false);
+    d.download(s.logits_host_.data(), logits, sizeof(minmo_bf16) * head_.n);
+  }
+}
+
 void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
                         bool last_only) const {
   auto* own = dynamic_cast<CudaQwen2State*>(&base);
@@ -371,7 +459,11 @@ void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tens
     *s.pos_host_.as<int32_t>() = static_cast<int32_t>(s.length_);
     if (rows == 1) {  // a decode step: its captured graph
       Graph& g = s.step_[logit_rows];
-      if (g.empty()) g = d.capture([&s, logit_rows, this] { enqueue_chunk(s, 1, logit_rows); });
+      if (g.empty())
+        g = d.capture([&s, logit_rows, this] {
+          if (fused_step_) enqueue_fused_step(s, logit_rows);
+          else enqueue_chunk(s, 1, logit_rows);
+        });
       d.launch(g);
     } else {
       enqueue_chunk(s, rows, logit_rows);
