@@ -337,3 +337,30 @@ def test_bench_and_transcribe_on_sim(tmp_path, capsys):
     capsys.readouterr()
     assert minmo_cli.main(["transcribe", bundle, minmo_cli.DEMO_WAV, "--device", "cuda-sim"]) == 0
     assert minmo_cli.DEMO_TEXT in capsys.readouterr().out
+
+
+def test_state_too_large_for_the_device_is_a_device_error(qwen):
+    """A KV cache the device cannot hold: DeviceError naming the size, and nothing half-made."""
+    _, path, cfg = qwen
+    with pytest.raises(minmo_rt.DeviceError, match="cannot allocate"):
+        TL.Qwen2Runner(path, cfg, 2**30, "cuda-sim")  # 2^30 positions: 1 TiB of bf16 KV cache
+    assert TL.Qwen2Runner(path, cfg, 8, "cuda-sim").capacity == 8
+
+
+def test_concurrent_states_share_one_model(llm_bundles, device):
+    """Sessions on several threads share the device weights; each state has its own stream and buffers,
+    so concurrent calls give what sequential ones give."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt = minmo_rt.Runtime(llm_bundles["int8"], device=device)
+    hidden = rt.manifest["modules"]["llm"]["config"]["hidden_size"]
+    inputs = [np.random.default_rng(i).standard_normal((n, hidden)).astype(np.float32) for i, n in
+              enumerate([1, 9, 3, 17, 1, 5])]
+    sequential = [rt.run_module("llm", {"embeds": x})["logits"] for x in inputs]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        concurrent = list(pool.map(lambda x: rt.run_module("llm", {"embeds": x})["logits"], inputs))
+    for a, b in zip(sequential, concurrent):
+        if device == "cuda-sim":
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert rel_err(b, a) <= 1e-6
