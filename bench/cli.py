@@ -212,8 +212,13 @@ def _wer_main(args) -> int:
         return 2
     engines = ("native",) if args.no_onnx else ("native", "onnx")
     try:
+        modes = [m.strip() for m in (args.quant_modes or "").split(",") if m.strip()]
+        bad = [m for m in modes if m not in ("int8", "int4", "fp8")]
+        if bad or (modes and args.bundle):
+            raise ValueError(f"--quant-modes takes int8,int4,fp8 and needs a checkpoint, not a BUNDLE (got {modes})")
         report = run_wer(bundle=args.bundle, checkpoint=args.checkpoint, workdir=args.workdir, seed=args.wer_seed,
-                         n=args.wer_n, engines=engines, chunk_ms=args.chunk_ms, threads=args.threads)
+                         n=args.wer_n, engines=engines, chunk_ms=args.chunk_ms, threads=args.threads,
+                         quant_modes=modes, device=args.device)
     except (MinmoError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"minmo-bench: error: {e}", file=sys.stderr)
         return 2
@@ -249,6 +254,8 @@ def main(argv=None) -> int:
     w.add_argument("--wer-seed", type=int, default=1000, help="seed of the held-out utterances (training uses 1 and 2)")
     w.add_argument("--wer-n", type=int, default=100, help="held-out utterances (default 100)")
     w.add_argument("--workdir", default="out/wer", help="where the bundles of --checkpoint are built")
+    w.add_argument("--quant-modes", default=None, metavar="M[,M]",
+                   help="also score the checkpoint with its LLM quantized in each mode (int8,int4,fp8; native engine)")
     args = p.parse_args(argv)
     if args.wer:
         return _wer_main(args)

@@ -131,15 +131,19 @@ def score(samples: list[dict], transcribe: Callable[[np.ndarray], tuple[str, lis
 
 
 def evaluate_bundle(bundle: str, samples: list[dict], *, engines=("native", "onnx"), chunk_ms: float = 160.0,
-                    threads: Optional[int] = None, log=print) -> dict:
-    """{engine: score} for one bundle (its streaming mode is whatever it was built with)."""
+                    threads: Optional[int] = None, device: str = "cpu", log=print) -> dict:
+    """{engine: score} for one bundle (its streaming mode and LLM quantization are whatever it was
+    built with); ``device``: the native engine's runtime device."""
     from .. import Runtime
 
-    rt = Runtime(bundle, num_threads=threads)
+    rt = Runtime(bundle, device=device, num_threads=threads)
     if rt.mode == "asr-ctc" or "llm" not in rt.manifest.get("modules", {}):
         raise ValueError(f"{bundle}: the WER gate needs a speech-to-text bundle with an LLM")
     mode = ((rt.manifest.get("streaming") or {}).get("encoder_attention")) or "full"
-    out = {"bundle": rt.bundle_dir, "encoder_attention": mode, "engines": {}}
+    quant = rt.manifest["modules"]["llm"].get("quant", "none")
+    label = mode if quant == "none" else f"{mode}/{quant}"
+    out = {"bundle": rt.bundle_dir, "encoder_attention": mode, "quant": quant, "device": device,
+           "module_devices": rt.module_devices, "engines": {}}
     for engine in engines:
         if engine == "native":
             fn = lambda w: native_transcribe(rt, w, chunk_ms)  # noqa: E731
@@ -149,7 +153,7 @@ def evaluate_bundle(bundle: str, samples: list[dict], *, engines=("native", "onn
             raise ValueError(f"unknown engine {engine!r}")
         r = score(samples, fn)
         out["engines"][engine] = r
-        log(f"  {mode:8s} {engine:7s} WER {100 * r['wer']:6.2f}%  sentence errors {100 * r['sentence_error_rate']:5.1f}%"
+        log(f"  {label:13s} {engine:7s} WER {100 * r['wer']:6.2f}%  sentence errors {100 * r['sentence_error_rate']:5.1f}%"
             f"  turn-taking F1 {r['turn_taking']['f1']:.3f}  ({r['ms_per_utterance']:.0f} ms/utt)")
         for e in r["errors"][:3]:
             log(f"           ref: {e['ref']}\n           hyp: {e['hyp']}")
@@ -162,24 +166,30 @@ def default_checkpoint() -> str:
     return os.path.join(os.path.dirname(pkg_file), "assets", "minmo_tiny")
 
 
-def build_mode_bundles(checkpoint: str, workdir: str, onnx: bool = True, log=print) -> dict:
-    """One bundle per encoder mode (full, chunked) from ``checkpoint``, reused when already built."""
+def build_mode_bundles(checkpoint: str, workdir: str, onnx: bool = True, quant_modes=(), log=print) -> dict:
+    """One bundle per encoder mode (full, chunked) from ``checkpoint``, and one per (mode, quant
+    mode) for ``quant_modes`` (LLM weight-only int8 / int4 / fp8; no ONNX files)."""
     from ..export import cli as export_cli
 
     out = {}
-    for mode in ("full", "chunked"):
-        path = os.path.join(workdir, f"bundle_{mode}")
-        args = ["build", checkpoint, "-o", path, "--streaming", mode, "--force", "-q"] + ([] if onnx else ["--no-onnx"])
-        if export_cli.main(args):
-            raise RuntimeError(f"building the {mode} bundle from {checkpoint} failed")
-        out[mode] = path
+    for quant in (None,) + tuple(quant_modes):
+        for mode in ("full", "chunked"):
+            name = mode if quant is None else f"{mode}_{quant}"
+            path = os.path.join(workdir, f"bundle_{name}")
+            args = ["build", checkpoint, "-o", path, "--streaming", mode, "--force", "-q"]
+            args += ([] if onnx and quant is None else ["--no-onnx"]) + ([] if quant is None else ["--quant", quant])
+            if export_cli.main(args):
+                raise RuntimeError(f"building the {name} bundle from {checkpoint} failed")
+            out[name] = path
     return out
 
 
 def run_wer(*, bundle: Optional[str], checkpoint: Optional[str], workdir: str, seed: int, n: int,
-            engines=("native", "onnx"), chunk_ms: float = 160.0, threads: Optional[int] = None, log=print) -> dict:
+            engines=("native", "onnx"), chunk_ms: float = 160.0, threads: Optional[int] = None,
+            quant_modes=(), device: str = "cpu", log=print) -> dict:
     """The whole gate: the given bundle, or both encoder modes of ``checkpoint`` (default: the
-    shipped minmo-tiny)."""
+    shipped minmo-tiny), each also with its LLM quantized in ``quant_modes`` (native engine only:
+    what quantization costs in WER)."""
     t0 = time.perf_counter()
     samples = heldout(seed, n)
     log(f"minmo-bench --wer: {n} held-out utterances (espeak-ng, seed {seed}), "
@@ -189,8 +199,11 @@ def run_wer(*, bundle: Optional[str], checkpoint: Optional[str], workdir: str, s
     else:
         checkpoint = checkpoint or default_checkpoint()
         log(f"  building full and chunked bundles of {checkpoint} in {workdir}")
-        bundles = build_mode_bundles(checkpoint, workdir, onnx="onnx" in engines)
-    results = [evaluate_bundle(b, samples, engines=engines, chunk_ms=chunk_ms, threads=threads, log=log)
-               for b in bundles.values()]
-    return {"seed": seed, "utterances": n, "checkpoint": checkpoint, "chunk_ms": chunk_ms, "results": results,
-            "elapsed_s": time.perf_counter() - t0}
+        bundles = build_mode_bundles(checkpoint, workdir, onnx="onnx" in engines, quant_modes=quant_modes)
+    results = []
+    for name, b in bundles.items():
+        quantized = "_" in name
+        results.append(evaluate_bundle(b, samples, engines=("native",) if quantized else engines, chunk_ms=chunk_ms,
+                                       threads=threads, device=device, log=log))
+    return {"seed": seed, "utterances": n, "checkpoint": checkpoint, "chunk_ms": chunk_ms, "device": device,
+            "results": results, "elapsed_s": time.perf_counter() - t0}

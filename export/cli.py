@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--quant-modes", default=None, metavar="M[,M]",
                    help="also quantize the bundle's fp32 llm in memory with each mode (int8,int4,fp8) and report "
                    "its error against fp32")
+    v.add_argument("--wer", type=int, default=0, metavar="N",
+                   help="also transcribe N held-out synthetic utterances (minmo-tiny's domain, espeak-ng) through "
+                   "the runtime and check the word error rate (speech-to-text bundles)")
+    v.add_argument("--max-wer", type=float, default=0.05, help="WER bound of --wer (default 0.05)")
+    v.add_argument("--wer-seed", type=int, default=1000, help="seed of the --wer utterances (training uses 1 and 2)")
+    v.add_argument("--device", default="cpu", choices=("cpu", "cuda", "cuda-sim"), help="runtime device of --wer")
     return p
 
 
@@ -181,6 +187,10 @@ def cmd_verify(args) -> int:
         from .verify import simulate_quant_rows
 
         rows += simulate_quant_rows(args.bundle, [m.strip() for m in args.quant_modes.split(",") if m.strip()], args.seed)
+    if args.wer > 0:
+        from .verify import wer_rows
+
+        rows += wer_rows(args.bundle, args.wer, args.wer_seed, args.max_wer, args.device)
     print(format_table(rows))
     payload = rows_json(os.path.abspath(args.bundle), args.seed, rows)
     if args.json:

@@ -214,6 +214,19 @@ def simulate_quant_rows(bundle: str, modes, seed: int = 0) -> list[Row]:
     return rows
 
 
+def wer_rows(bundle: str, n: int, seed: int = 1000, max_wer: float = 0.05, device: str = "cpu") -> list[Row]:
+    """Word error rate of the bundle's streaming session (native engine, greedy) on ``n`` held-out
+    synthetic utterances (minmo-tiny's espeak-ng domain, ``seed`` unused by training): the accuracy a
+    quantization mode really costs. Needs espeak-ng; the bundle must be a speech-to-text one."""
+    from ..bench.wer import evaluate_bundle, heldout
+
+    r = evaluate_bundle(bundle, heldout(seed, n), engines=("native",), device=device, log=lambda *_: None)
+    score = r["engines"]["native"]
+    label = "fp32" if r["quant"] == "none" else r["quant"]
+    return [Row("pipeline", f"WER native ({label}, {device})", float("nan"), float(score["wer"]), max_wer,
+                bool(score["wer"] <= max_wer), f"{score['words']} words, {n} utterances, seed {seed}")]
+
+
 def format_table(rows: list[Row]) -> str:
     head = ["module", "output", "max abs err", "rel err", "tolerance", "ok"]
     body = [[r.module, r.output, f"{r.max_abs_err:.3e}", f"{r.rel_err:.3e}", f"{r.tolerance:.2g}",

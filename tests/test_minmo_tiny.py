@@ -98,6 +98,40 @@ def test_heldout_wer_cuda_backend(bundle_paths, device):
     assert wer(refs, hyps) <= 0.05, list(zip(refs, hyps))
 
 
+@needs_espeak
+def test_verify_reports_wer(bundle_paths, tmp_path, capsys):
+    """minmo-export verify --wer: the trained model passes its WER bound; a random-weight bundle with
+    the same modules fails it (the row can fail)."""
+    from minmo_rt.export.checkpoints.synthetic import write_minmo_checkpoint
+
+    out = tmp_path / "verify.json"
+    assert export_cli.main(["verify", bundle_paths["chunked"], "--wer", "6", "--json", str(out)]) == 0
+    rows = [r for r in json.loads(out.read_text())["rows"] if r["module"] == "pipeline"]
+    assert len(rows) == 1 and rows[0]["ok"] and rows[0]["rel_err"] <= 0.05 and "fp32, cpu" in rows[0]["output"]
+    rand_ckpt, rand = str(tmp_path / "rand-ckpt"), str(tmp_path / "rand")
+    write_minmo_checkpoint(rand_ckpt, seed=0)
+    assert export_cli.main(["build", rand_ckpt, "-o", rand, "--no-onnx", "-q"]) == 0
+    capsys.readouterr()
+    assert export_cli.main(["verify", rand, "--wer", "2"]) == 1
+    assert "WER native (fp32, cpu)" in capsys.readouterr().out
+
+
+@needs_espeak
+def test_wer_gate_per_quant_mode(tmp_path):
+    """minmo-bench --wer --quant-modes: every mode scored by the native engine; int8 stays within the
+    target on this small set."""
+    from minmo_rt.bench import cli as bench_cli
+
+    out = tmp_path / "wer.json"
+    assert bench_cli.main(["--wer", "--wer-n", "4", "--no-onnx", "--quant-modes", "int8,int4",
+                           "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert sorted((r["encoder_attention"], r["quant"]) for r in results) == sorted(
+        (m, q) for m in ("full", "chunked") for q in ("none", "int8", "int4"))
+    assert all(r["engines"]["native"]["wer"] <= 0.05 for r in results if r["quant"] in ("none", "int8"))
+    assert bench_cli.main(["--wer", "--quant-modes", "int3", "--no-onnx"]) == 2
+
+
 @pytest.mark.slow
 def test_heldout_wer_onnx(tmp_path):
     path = str(tmp_path / "onnx_chunked")
