@@ -298,17 +298,23 @@ def test_shape_the_kernels_do_not_run_is_a_bundle_error(tmp_path):
 
 # ---- the standalone tool ------------------------------------------------------------------------
 
-def test_decoder_bench_tool_on_sim(tmp_path):
-    """runtime/tools/decoder_bench.cc (built by `make cuda-compile`): checks the device decoder against
-    the CPU backend on random weights and reports timings as JSON."""
+def _cuda_check_tool() -> str:
     import os
+
+    tool = os.path.join(os.path.dirname(__file__), "..", "build", "cuda-check", "runtime", "minmo_cuda_check")
+    if not os.path.exists(tool):
+        pytest.skip("minmo_cuda_check not built (make cuda-compile builds it where nvcc is installed)")
+    return tool
+
+
+def test_cuda_check_decoder_on_sim(tmp_path):
+    """minmo_cuda_check decoder (runtime/tools): the device decoder against the CPU backend on random
+    weights, both decode-step kinds timed, as JSON."""
     import subprocess
 
-    tool = os.path.join(os.path.dirname(__file__), "..", "build", "cuda-check", "runtime", "minmo_decoder_bench")
-    if not os.path.exists(tool):
-        pytest.skip("minmo_decoder_bench not built (make cuda-compile builds it where nvcc is installed)")
+    tool = _cuda_check_tool()
     out = tmp_path / "bench.json"
-    r = subprocess.run([tool, "--size", "small", "--device", "cuda-sim", "--ctx", "16", "--steps", "2",
+    r = subprocess.run([tool, "decoder", "--size", "small", "--device", "cuda-sim", "--ctx", "16", "--steps", "2",
                         "--fused", "both", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
@@ -317,8 +323,37 @@ def test_decoder_bench_tool_on_sim(tmp_path):
         assert report["check"][variant]["logits_rel_err_vs_cpu"] < 0.02
         t = report["timings"][variant]
         assert t["decode"]["16"]["count"] == 2 and t["prefill"]["rows"] == 9
-    bad = subprocess.run([tool, "--size", "huge", "--device", "cuda-sim"], capture_output=True, text=True)
+    bad = subprocess.run([tool, "decoder", "--size", "huge", "--device", "cuda-sim"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--size must be" in bad.stderr
+    assert subprocess.run([tool], capture_output=True).returncode == 2
+
+
+def test_cuda_check_session_on_sim(tmp_path):
+    """minmo_cuda_check session: minmo-tiny's streaming turn on the CPU and on cuda-sim gives the same
+    response tokens (the demo WAV, its ASR prompt ids as the Python layer makes them)."""
+    import os
+    import subprocess
+
+    from minmo_rt import cli as minmo_cli
+
+    tool = _cuda_check_tool()
+    bundle = str(tmp_path / "tiny")
+    assert cli.main(["build", minmo_cli.TINY_CHECKPOINT, "-o", bundle, "--no-onnx", "-q"]) == 0
+    rt = minmo_rt.Runtime(bundle)
+    prefix, suffix, stops = rt.prompt_ids("asr")
+    audio, _ = minmo_rt.read_wav(minmo_cli.DEMO_WAV)
+    np.ascontiguousarray(audio, np.float32).tofile(tmp_path / "demo.f32")
+    (tmp_path / "session.json").write_text(json.dumps({"prefix_ids": prefix, "suffix_ids": suffix, "stop_ids": stops}))
+    out = tmp_path / "session_report.json"
+    r = subprocess.run([tool, "session", "--bundle", bundle, "--audio", str(tmp_path / "demo.f32"), "--prompt",
+                        str(tmp_path / "session.json"), "--device", "cuda-sim", "--runs", "2", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["tokens_match"] and report["backends"]["cuda-sim"]["module_devices"]["llm"] == "cuda-sim"
+    assert rt.tokenizer.decode(report["backends"]["cpu"]["tokens"]).strip() == minmo_cli.DEMO_TEXT
+    assert report["backends"]["cuda-sim"]["stages"]["first_token"]["count"] == 2
+    assert os.path.getsize(tmp_path / "demo.f32") == 4 * audio.size
 
 
 def test_bench_and_transcribe_on_sim(tmp_path, capsys):

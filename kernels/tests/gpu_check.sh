@@ -7,10 +7,11 @@
 #      fused kernels' small cases
 #   4. run bench/gpu/decode_bench.py
 #   5. run bench/gpu/latency_table.py (the paper's latency table at full MinMo sizes)
-#   6. when build/gpu-carry exists (kernels/tests/gpu_carry.sh, made on the build machine): the
-#      runtime's CUDA backend (minmo_decoder_bench) against its CPU backend on minmo-tiny in every
-#      quant mode and on a voice LM, then its prefill / decode timings at Qwen2.5-7B and
-#      CosyVoice2-0.5B voice LM sizes
+#   6. when build/gpu-carry exists (`make gpu-carry` on the build machine): the runtime's CUDA
+#      backend (minmo_cuda_check) against its CPU backend: minmo-tiny's LLM in every quant mode, a
+#      voice LM, a whole streaming turn of minmo-tiny (same response tokens); then its prefill /
+#      decode timings at Qwen2.5-7B and CosyVoice2-0.5B voice LM sizes, fused and unfused steps;
+#      the decoder check again under compute-sanitizer memcheck
 # Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
 # decode_bench.json, bench.txt, latency_table.json, latency.txt, runtime_*.json, runtime.txt, build.txt,
 # summary.txt. Exit status: non-zero when the build, the harness, memcheck, racecheck or a runtime
@@ -88,30 +89,32 @@ grep -E "Error|error" "$OUT/latency.txt" | head -n 20
 
 RUNTIME=0
 CARRY=$ROOT/build/gpu-carry
-if [ -x "$CARRY/minmo_decoder_bench" ]; then
+if [ -x "$CARRY/minmo_cuda_check" ]; then
   : > "$OUT/runtime.txt"
-  rt() {  # rt NAME ARGS...: one decoder check / bench, JSON to runtime_NAME.json
+  rt() {  # rt NAME SUBCOMMAND ARGS...: one check / bench, JSON to runtime_NAME.json
     local name=$1; shift
     echo "== $name: $*" >> "$OUT/runtime.txt"
-    timeout 300 "$CARRY/minmo_decoder_bench" --device cuda --json "$OUT/runtime_$name.json" "$@" \
+    timeout 300 "$CARRY/minmo_cuda_check" "$@" --device cuda --json "$OUT/runtime_$name.json" \
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
-    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^check|^decode at|^prefill|decode step:$' | tr '\n' ';')"
+    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^check|^decode at|^prefill|decode step:$|^response|^cpu:|^cuda:' | tr '\n' ';')"
   }
-  for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16; done
-  rt small_voice_lm --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16
-  rt qwen2_7b --size 7b --ctx 128,1024 --steps 32 --fused both
-  rt voice_lm_0p5b --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
+  for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" decoder --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16 --fused both; done
+  rt small_voice_lm decoder --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16 --fused both
+  rt tiny_session session --bundle "$CARRY/tiny-fp32" --audio "$CARRY/tiny-fp32/demo.f32" \
+    --prompt "$CARRY/tiny-fp32/session.json" --runs 10
+  rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --fused both
+  rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
   if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)
-    timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_decoder_bench" --device cuda \
-      --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 > "$OUT/runtime_memcheck.txt" 2>&1
+    timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_cuda_check" decoder --device cuda \
+      --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 --fused both > "$OUT/runtime_memcheck.txt" 2>&1
     RMC=$?
     [ $RMC -ne 0 ] && RUNTIME=$RMC
     stamp "runtime memcheck: rc=$RMC, $(grep -E 'ERROR SUMMARY' "$OUT/runtime_memcheck.txt" | tail -n 1)"
   fi
 else
-  stamp "runtime: build/gpu-carry not found (kernels/tests/gpu_carry.sh on the build machine), skipped"
+  stamp "runtime: build/gpu-carry not found (make gpu-carry on the build machine), skipped"
 fi
 
 stamp "done: harness=$HARNESS memcheck=$MEMCHECK racecheck=$RACECHECK bench=$BENCH latency=$LATENCY runtime=$RUNTIME"

@@ -1,11 +1,11 @@
-// minmo_decoder_bench: the runtime's Qwen2 decoder on a device, checked against the CPU backend
-// and timed, without Python (runs on a GPU machine that has only the CUDA driver).
+// `minmo_cuda_check decoder`: the runtime's Qwen2 decoder on a device, checked against the CPU
+// backend and timed.
 //
-//   minmo_decoder_bench --bundle DIR [--module llm|voice_lm]
+//   minmo_cuda_check decoder --bundle DIR [--module llm|voice_lm]
 //                                             a bundle's LLM (any quant mode) or voice LM (body and
 //                                             speech head); only the manifest and that module's
 //                                             weights file need to be there
-//   minmo_decoder_bench --size 7b|voice-0.5b|small
+//   minmo_cuda_check decoder --size 7b|voice-0.5b|small
 //                                             random fp32 weights in memory: Qwen2.5-7B (MinMo's LLM),
 //                                             CosyVoice2-0.5B's voice LM (Qwen2.5-0.5B body and the
 //                                             6564-wide speech head) or a small LLM
@@ -33,6 +33,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "tools/tools.h"
 
 #include "backends/backend.h"
 #include "backends/cuda/qwen2_cuda.h"
@@ -125,16 +127,6 @@ double rel_err(const Tensor& a, const Tensor& b) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-json stats(std::vector<double> ms) {
-  std::sort(ms.begin(), ms.end());
-  auto q = [&](double p) { return ms[std::min(ms.size() - 1, static_cast<size_t>(p * (ms.size() - 1) + 0.5))]; };
-  return {{"p50_ms", q(0.5)}, {"p99_ms", q(0.99)}, {"min_ms", ms.front()}, {"count", ms.size()}};
-}
-
 // The logits of a fixed schedule (prefill in chunks of 5 and the rest, then 4 single steps).
 Tensor schedule_logits(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill) {
   const int64_t H = m.hidden_size(), V = m.vocab_size(), T = embeds.rows();
@@ -171,18 +163,21 @@ std::vector<int64_t> parse_list(const std::string& s) {
 json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill, int64_t steps,
                   const std::vector<int64_t>& ctxs);
 
-int run(int argc, char** argv) {
+}  // namespace
+
+namespace minmo {
+namespace tools {
+
+int decoder_check(int argc, char** argv) {
   std::string bundle, size, module = "llm", device = "cuda", json_out;
   int64_t prefill = 9, steps = 32;
   std::vector<int64_t> ctxs = {128, 1024};
   bool check = true;
   std::string fused;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      MINMO_CHECK(i + 1 < argc, minmo::ErrorCode::InvalidArgument, a << " needs a value");
-      return argv[++i];
-    };
+  Args args(argc, argv);
+  while (args.more()) {
+    const std::string a = args.flag();
+    auto next = [&] { return args.value(a); };
     if (a == "--bundle") bundle = next();
     else if (a == "--size") size = next();
     else if (a == "--module") module = next();
@@ -273,11 +268,17 @@ int run(int argc, char** argv) {
     std::cerr << key << " decode step:\n";
     report["timings"][key] = time_decoder(*v, embeds, prefill, steps, ctxs);
   }
-  const std::string text = report.dump(2);
-  if (!json_out.empty()) std::ofstream(json_out) << text << "\n";
-  std::cout << text << "\n";
+  write_report(report, json_out);
   return rc;
 }
+
+}  // namespace tools
+}  // namespace minmo
+
+namespace {
+
+using minmo::tools::now_ms;
+using minmo::tools::stats;
 
 // Prefill of `prefill` rows from an empty state, then `steps` decode steps at each context; wall
 // times of forward() as a session calls it.
@@ -323,15 +324,3 @@ json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t pr
 }
 
 }  // namespace
-
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const minmo::Error& e) {
-    std::cerr << "minmo_decoder_bench: " << minmo::error_code_name(e.code()) << ": " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "minmo_decoder_bench: " << e.what() << "\n";
-    return 2;
-  }
-}

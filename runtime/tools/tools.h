@@ -1,0 +1,42 @@
+// minmo_cuda_check: the runtime's CUDA backend checked against its CPU backend and timed, without
+// Python, so it runs on a GPU machine that has only the CUDA driver (kernels/tests/gpu_carry.sh
+// packs it). Subcommands (tools/cuda_check.cc dispatches):
+//   decoder  the LLM or voice LM decoder on a bundle or on random weights (tools/decoder_check.cc)
+//   session  a streaming speech-to-text session on a bundle (tools/session_check.cc)
+// Each prints a JSON report (and writes it with --json OUT); exit status 0: checks passed, 1: a check
+// failed, 2: bad arguments or an error (message on stderr).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace minmo {
+namespace tools {
+
+// The flags of a subcommand: argv[0] is the subcommand.
+class Args {
+ public:
+  Args(int argc, char** argv) : argc_(argc), argv_(argv) {}
+  bool more() const { return i_ + 1 < argc_; }
+  std::string flag() { return argv_[++i_]; }
+  // The value after `flag`; InvalidArgument when there is none.
+  std::string value(const std::string& flag);
+
+ private:
+  int argc_, i_ = 0;
+  char** argv_;
+};
+
+double now_ms();
+// p50 / p99 / min / count of wall times in milliseconds.
+nlohmann::json stats(std::vector<double> ms);
+// Prints the report; also writes it to `path` unless empty.
+void write_report(const nlohmann::json& report, const std::string& path);
+
+int decoder_check(int argc, char** argv);
+int session_check(int argc, char** argv);
+
+}  // namespace tools
+}  // namespace minmo
