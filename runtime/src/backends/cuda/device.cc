@@ -6,7 +6,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <sstream>
 
 namespace minmo {
@@ -86,7 +85,7 @@ void* Device::allocate(size_t bytes, MemoryKind kind) const {
   void* p = nullptr;
   const cudaError_t rc = pinned ? cudaMallocHost(&p, bytes) : cudaMalloc(&p, bytes);
   if (rc != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free allocation error
+    cudaGetLastError();  // an allocation failure is not sticky: clear it so later calls work
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
     MINMO_THROW(ErrorCode::DeviceError, "cuda: cannot allocate " << (static_cast<double>(bytes) / (1 << 20)) << " MiB of "
