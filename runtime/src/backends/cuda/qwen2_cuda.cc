@@ -152,30 +152,41 @@ class CudaQwen2State final : public DecoderState {
     const Qwen2Config& c = owner->cfg_;
     const std::shared_ptr<Device>& dev = owner->device_;
     const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
-    const int64_t R = kMaxRows;
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      k_.push_back(arena_.add_array<minmo_bf16>(Hkv * capacity * D));
-      v_.push_back(arena_.add_array<minmo_bf16>(Hkv * capacity * D));
-    }
-    pos_ = arena_.add_array<int32_t>(1);
-    resid_ = arena_.add_array<float>(R * H);
-    hn_ = arena_.add_array<minmo_bf16>(R * H);
-    qkv_ = arena_.add_array<minmo_bf16>(R * (Hq + 2 * Hkv) * D);
-    q_ = arena_.add_array<minmo_bf16>(R * Hq * D);
-    attn_ = arena_.add_array<minmo_bf16>(R * Hq * D);
-    o_ = arena_.add_array<minmo_bf16>(R * H);
-    act_ = arena_.add_array<minmo_bf16>(R * c.intermediate_size);
-    down_ = arena_.add_array<minmo_bf16>(R * H);
-    logits_ = arena_.add_array<minmo_bf16>(R * owner->head_.n);
+    const int64_t R = kMaxRows, L = c.num_hidden_layers;
     const int64_t ws = minmo_decode_attention_workspace_floats(Hq, D, capacity, kSplitSize);
-    MINMO_CHECK(ws > 0, ErrorCode::Internal, "cuda qwen2: no split-K workspace size for capacity " << capacity);
-    ws_ = arena_.add_array<float>(ws);
     const int64_t fws = minmo_decode_attention_fused_workspace_floats(Hq, D, owner->attn_splits_);
-    MINMO_CHECK(fws > 0, ErrorCode::Internal, "cuda qwen2: no fused attention workspace size");
-    fused_ws_ = arena_.add_array<float>(fws);
-    counters_ = arena_.add_array<uint32_t>(1 + Hkv);  // gemv_norm's, then one per KV head for the attention
+    MINMO_CHECK(ws > 0 && fws > 0, ErrorCode::Internal, "cuda qwen2: no attention workspace size for capacity " << capacity);
+    std::vector<size_t> k, v;
+    for (int64_t l = 0; l < L; ++l) {
+      k.push_back(arena_.add_array<minmo_bf16>(Hkv * capacity * D));
+      v.push_back(arena_.add_array<minmo_bf16>(Hkv * capacity * D));
+    }
+    const size_t pos = arena_.add_array<int32_t>(1), resid = arena_.add_array<float>(R * H);
+    const size_t hn = arena_.add_array<minmo_bf16>(R * H), qkv = arena_.add_array<minmo_bf16>(R * (Hq + 2 * Hkv) * D);
+    const size_t q = arena_.add_array<minmo_bf16>(R * Hq * D), attn = arena_.add_array<minmo_bf16>(R * Hq * D);
+    const size_t o = arena_.add_array<minmo_bf16>(R * H), act = arena_.add_array<minmo_bf16>(R * c.intermediate_size);
+    const size_t down = arena_.add_array<minmo_bf16>(R * H), logits = arena_.add_array<minmo_bf16>(R * owner->head_.n);
+    const size_t wsp = arena_.add_array<float>(ws), fwsp = arena_.add_array<float>(fws);
+    const size_t counters = arena_.add_array<uint32_t>(1 + Hkv);  // gemv_norm's, then one per KV head (attention)
     arena_.commit(dev);
-    stream_.memset(at<uint32_t>(counters_), 0, sizeof(uint32_t) * static_cast<size_t>(1 + Hkv));
+    for (int64_t l = 0; l < L; ++l) {
+      b.k.push_back(arena_.at<minmo_bf16>(k[l]));
+      b.v.push_back(arena_.at<minmo_bf16>(v[l]));
+    }
+    b.pos = arena_.at<int32_t>(pos);
+    b.resid = arena_.at<float>(resid);
+    b.hn = arena_.at<minmo_bf16>(hn);
+    b.qkv = arena_.at<minmo_bf16>(qkv);
+    b.q = arena_.at<minmo_bf16>(q);
+    b.attn = arena_.at<minmo_bf16>(attn);
+    b.o = arena_.at<minmo_bf16>(o);
+    b.act = arena_.at<minmo_bf16>(act);
+    b.down = arena_.at<minmo_bf16>(down);
+    b.logits = arena_.at<minmo_bf16>(logits);
+    b.ws = arena_.at<float>(wsp);
+    b.fused_ws = arena_.at<float>(fwsp);
+    b.counters = arena_.at<uint32_t>(counters);
+    stream_.memset(b.counters, 0, sizeof(uint32_t) * static_cast<size_t>(1 + Hkv));
     stream_.sync();
     in_ = Allocation(dev, sizeof(float) * R * H, MemoryKind::PinnedHost);
     pos_host_ = Allocation(dev, sizeof(int32_t), MemoryKind::PinnedHost);
@@ -194,16 +205,23 @@ class CudaQwen2State final : public DecoderState {
 
  private:
   friend class CudaQwen2;
-  template <typename T>
-  T* at(size_t offset) const { return arena_.at<T>(offset); }
+  // Device buffers (in arena_): per layer K / V caches [Hkv, capacity, D]; the position; the fp32
+  // residual stream and bf16 activations of up to kMaxRows rows; the attention workspaces and the
+  // fused kernels' self-resetting counters (gemv_norm's, then one per KV head).
+  struct Buffers {
+    std::vector<minmo_bf16*> k, v;
+    int32_t* pos;
+    float* resid;
+    minmo_bf16 *hn, *qkv, *q, *attn, *o, *act, *down, *logits;
+    float *ws, *fused_ws;
+    uint32_t* counters;
+  };
 
   const CudaQwen2* owner_;
   int64_t capacity_, length_ = 0;
   Stream stream_;
   Arena arena_;
-  std::vector<size_t> k_, v_;
-  size_t pos_ = 0, resid_ = 0, hn_ = 0, qkv_ = 0, q_ = 0, attn_ = 0, o_ = 0, act_ = 0, down_ = 0, logits_ = 0, ws_ = 0;
-  size_t fused_ws_ = 0, counters_ = 0;  // fused decode step: attention workspace, self-resetting counters
+  Buffers b{};
   Allocation in_, pos_host_, hidden_host_, logits_host_;
   Graph step_[2];  // decode steps (one row) without / with the logits, each captured at its first use
 };
@@ -350,88 +368,71 @@ void CudaQwen2::product_qkv_rope(const Stream& d, const Layer& L, const minmo_bf
                       l.k, l.group, theta);
 }
 
+void CudaQwen2::enqueue_inputs(CudaQwen2State& s, int64_t rows) const {
+  s.stream_.upload(s.b.resid, s.in_.data(), sizeof(float) * rows * cfg_.hidden_size);
+  s.stream_.upload(s.b.pos, s.pos_host_.data(), sizeof(int32_t));
+}
+
+void CudaQwen2::enqueue_outputs(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
+  const Stream& d = s.stream_;
+  const int64_t H = cfg_.hidden_size;
+  d.download(s.hidden_host_.data(), s.b.hn, sizeof(minmo_bf16) * rows * H);
+  if (logit_rows > 0) {
+    product(d, head_, s.b.hn + (rows - logit_rows) * H, s.b.logits, logit_rows, false);
+    d.download(s.logits_host_.data(), s.b.logits, sizeof(minmo_bf16) * logit_rows * head_.n);
+  }
+}
+
 void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
   const Stream& d = s.stream_;
+  const CudaQwen2State::Buffers& b = s.b;
   const Qwen2Config& c = cfg_;
   const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const int64_t cap = s.capacity_;
   const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  auto* resid = s.at<float>(s.resid_);
-  auto* hn = s.at<minmo_bf16>(s.hn_);
-  auto* qkv = s.at<minmo_bf16>(s.qkv_);
-  auto* q = s.at<minmo_bf16>(s.q_);
-  auto* attn = s.at<minmo_bf16>(s.attn_);
-  auto* o = s.at<minmo_bf16>(s.o_);
-  auto* act = s.at<minmo_bf16>(s.act_);
-  auto* down = s.at<minmo_bf16>(s.down_);
-  const auto* pos = s.at<int32_t>(s.pos_);
-  auto bf16_w = [this](size_t off) { return weights_.at<minmo_bf16>(off); };
-
-  d.upload(resid, s.in_.data(), sizeof(float) * rows * H);
-  d.upload(s.at<int32_t>(s.pos_), s.pos_host_.data(), sizeof(int32_t));
+  enqueue_inputs(s, rows);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
-    auto* kc = s.at<minmo_bf16>(s.k_[l]);
-    auto* vc = s.at<minmo_bf16>(s.v_[l]);
-    MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, l ? down : nullptr, resid, bf16_w(L.in_norm), hn, rows, H, eps);
-    product(d, L.qkv, hn, qkv, rows, false);
-    MINMO_DEVICE_CALL(d, qkv_rope_append_bf16, qkv, bf16_w(L.qkv_bias), pos, q, kc, vc, rows, Hq, Hkv, D, cap, theta);
+    MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, l ? b.down : nullptr, b.resid, bf16(L.in_norm), b.hn, rows, H, eps);
+    product(d, L.qkv, b.hn, b.qkv, rows, false);
+    MINMO_DEVICE_CALL(d, qkv_rope_append_bf16, b.qkv, bf16(L.qkv_bias), b.pos, b.q, b.k[l], b.v[l], rows, Hq, Hkv, D,
+                      cap, theta);
     if (rows == 1)
-      MINMO_DEVICE_CALL(d, decode_attention_bf16, q, kc, vc, pos, attn, s.at<float>(s.ws_), Hq, Hkv, D, cap, kSplitSize,
-                        scale);
+      MINMO_DEVICE_CALL(d, decode_attention_bf16, b.q, b.k[l], b.v[l], b.pos, b.attn, b.ws, Hq, Hkv, D, cap,
+                        kSplitSize, scale);
     else
-      MINMO_DEVICE_CALL(d, prefill_attention_bf16, q, kc, vc, pos, attn, rows, Hq, Hkv, D, cap, scale);
-    product(d, L.o, attn, o, rows, false);
-    MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, o, resid, bf16_w(L.post_norm), hn, rows, H, eps);
-    product(d, L.gate_up, hn, act, rows, true);
-    product(d, L.down, act, down, rows, false);
+      MINMO_DEVICE_CALL(d, prefill_attention_bf16, b.q, b.k[l], b.v[l], b.pos, b.attn, rows, Hq, Hkv, D, cap, scale);
+    product(d, L.o, b.attn, b.o, rows, false);
+    MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, b.o, b.resid, bf16(L.post_norm), b.hn, rows, H, eps);
+    product(d, L.gate_up, b.hn, b.act, rows, true);
+    product(d, L.down, b.act, b.down, rows, false);
   }
-  MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, down, resid, bf16_w(final_norm_), hn, rows, H, eps);
-  d.download(s.hidden_host_.data(), hn, sizeof(minmo_bf16) * rows * H);
-  if (logit_rows > 0) {
-    auto* logits = s.at<minmo_bf16>(s.logits_);
-    product(d, head_, hn + (rows - logit_rows) * H, logits, logit_rows, false);
-    d.download(s.logits_host_.data(), logits, sizeof(minmo_bf16) * logit_rows * head_.n);
-  }
+  MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, b.down, b.resid, bf16(final_norm_), b.hn, rows, H, eps);
+  enqueue_outputs(s, rows, logit_rows);
 }
 
 void CudaQwen2::enqueue_fused_step(CudaQwen2State& s, int64_t logit_rows) const {
   const Stream& d = s.stream_;
+  const CudaQwen2State::Buffers& b = s.b;
   const Qwen2Config& c = cfg_;
   const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  auto* resid = s.at<float>(s.resid_);
-  auto* hn = s.at<minmo_bf16>(s.hn_);
-  auto* q = s.at<minmo_bf16>(s.q_);
-  auto* attn = s.at<minmo_bf16>(s.attn_);
-  auto* act = s.at<minmo_bf16>(s.act_);
-  auto* norm_counter = s.at<uint32_t>(s.counters_);
-  const auto* pos = s.at<int32_t>(s.pos_);
-  auto bf16_w = [this](size_t off) { return weights_.at<minmo_bf16>(off); };
-
-  d.upload(resid, s.in_.data(), sizeof(float) * H);
-  d.upload(s.at<int32_t>(s.pos_), s.pos_host_.data(), sizeof(int32_t));
-  MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, nullptr, resid, bf16_w(layers_[0].in_norm), hn, 1, H, eps);
+  uint32_t* norm_counter = b.counters;
+  enqueue_inputs(s, 1);
+  MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, nullptr, b.resid, bf16(layers_[0].in_norm), b.hn, 1, H, eps);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
-    auto* kc = s.at<minmo_bf16>(s.k_[l]);
-    auto* vc = s.at<minmo_bf16>(s.v_[l]);
-    const minmo_bf16* gamma_next = bf16_w(l + 1 < layers_.size() ? layers_[l + 1].in_norm : final_norm_);
-    product_qkv_rope(d, L, hn, pos, q, kc, vc, s.capacity_);
-    MINMO_DEVICE_CALL(d, decode_attention_fused_bf16, q, kc, vc, pos, attn, s.at<float>(s.fused_ws_),
-                      norm_counter + 1, Hq, Hkv, D, s.capacity_, attn_splits_, scale);
-    product_norm(d, L.o, attn, resid, bf16_w(L.post_norm), hn, norm_counter);
-    product(d, L.gate_up, hn, act, 1, true);
-    product_norm(d, L.down, act, resid, gamma_next, hn, norm_counter);
+    const minmo_bf16* gamma_next = bf16(l + 1 < layers_.size() ? layers_[l + 1].in_norm : final_norm_);
+    product_qkv_rope(d, L, b.hn, b.pos, b.q, b.k[l], b.v[l], s.capacity_);
+    MINMO_DEVICE_CALL(d, decode_attention_fused_bf16, b.q, b.k[l], b.v[l], b.pos, b.attn, b.fused_ws, b.counters + 1,
+                      Hq, Hkv, D, s.capacity_, attn_splits_, scale);
+    product_norm(d, L.o, b.attn, b.resid, bf16(L.post_norm), b.hn, norm_counter);
+    product(d, L.gate_up, b.hn, b.act, 1, true);
+    product_norm(d, L.down, b.act, b.resid, gamma_next, b.hn, norm_counter);
   }
-  d.download(s.hidden_host_.data(), hn, sizeof(minmo_bf16) * H);
-  if (logit_rows > 0) {
-    auto* logits = s.at<minmo_bf16>(s.logits_);
-    product(d, head_, hn, logits, 1, false);
-    d.download(s.logits_host_.data(), logits, sizeof(minmo_bf16) * head_.n);
-  }
+  enqueue_outputs(s, 1, logit_rows);
 }
 
 void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,

@@ -86,8 +86,13 @@ class CudaQwen2 final : public Qwen2Decoder {
   // *s.pos: the embeddings are in s's pinned input buffer; afterwards its pinned outputs hold the
   // hidden states (all rows) and the logits of the last `logit_rows` rows.
   void enqueue_chunk(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
-  // Enqueues the fused decode step (one row; fused_step_).
+  // Enqueues the fused decode step (one row; fused_step_), same inputs and outputs.
   void enqueue_fused_step(class CudaQwen2State& s, int64_t logit_rows) const;
+  // The copies around a chunk: the pinned embeddings and position in; the final-norm hidden
+  // states out, and the head's logits of the last logit_rows rows.
+  void enqueue_inputs(class CudaQwen2State& s, int64_t rows) const;
+  void enqueue_outputs(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
+  const minmo_bf16* bf16(size_t offset) const { return weights_.at<minmo_bf16>(offset); }
   // Device pointers of a product's weight arguments (the ones its format uses).
   struct Weights {
     const uint8_t* q;
