@@ -32,6 +32,8 @@ TOLERANCES = {"frontend": 1e-4, "encoder": 1e-4, "projector": 1e-4, "llm": 1e-4,
 # are a worst case, e.g. hidden 1024 x 4 layers gives int8 0.03, fp8 0.10, int4 0.40; the 2-layer
 # test MinMo int8 0.002, fp8 0.011, int4 0.026. Task accuracy (WER) is the real measure.
 QUANT_TOLERANCES = {"int8": 0.1, "fp8": 0.25, "int4": 0.6}
+# The bf16 floor (the CUDA backend's weights, rounded to bf16) against fp32: measured 0.002-0.004.
+BF16_TOLERANCE = 0.02
 FLOW_CHUNK_TOKENS, FLOW_LEFT_CHUNKS = 15, 4
 
 
@@ -181,7 +183,8 @@ def quant_rows(name: str, entry: dict) -> list[Row]:
 def simulate_quant_rows(bundle: str, modes, seed: int = 0) -> list[Row]:
     """For a bundle's fp32 Qwen2 llm: quantize it in memory with each mode (as ``build --quant``
     would, int4 calibrated on the bundle's own audio path) and report the logits / hidden error
-    against fp32 on random inputs."""
+    against fp32 and against the same model with bf16 weights (the CUDA backend's bf16 path, also
+    reported against fp32), on random inputs."""
     from types import SimpleNamespace
 
     from safetensors.torch import load_file
@@ -203,14 +206,21 @@ def simulate_quant_rows(bundle: str, modes, seed: int = 0) -> list[Row]:
     emb = lm.state_dict["model.embed_tokens.weight"].to(torch.float32)
     ids = torch.randint(0, emb.shape[0], (24,), generator=g)
     test_in = torch.cat([emb[ids], torch.randn(8, emb.shape[1], generator=g) * float(emb.std())])
-    rows = []
+    def err_rows(err: dict, label: str, tol: float) -> list[Row]:
+        return [Row("llm", f"{out} ({label}, simulated)", float("nan"), err[f"{out}_rel_err"], tol,
+                    bool(err[f"{out}_rel_err"] <= tol), "quantization error") for out in ("logits", "hidden")]
+
+    # bf16 weights: every tensor the CUDA backend stores as bf16 (all but the embedding table).
+    bf16 = {k: v.to(torch.bfloat16) if v.is_floating_point() and k != "model.embed_tokens.weight" else v
+            for k, v in lm.state_dict.items()}
+    rows = err_rows(logits_error(lm.state_dict, bf16, lm.config, test_in), "bf16 weights vs fp32", BF16_TOLERANCE)
     for mode in modes:
         check_mode(mode)
         calib = calibration_embeds(plan, ChunkSpec.from_dict(manifest["streaming"]), seed=seed) if mode == "int4" else None
-        err = logits_error(lm.state_dict, quantize_qwen2(lm.state_dict, lm.config, mode, calib)[0], lm.config, test_in)
+        quantized = quantize_qwen2(lm.state_dict, lm.config, mode, calib)[0]
         tol = QUANT_TOLERANCES[mode]
-        rows += [Row("llm", f"{out} ({mode} vs fp32, simulated)", float("nan"), err[f"{out}_rel_err"], tol,
-                     bool(err[f"{out}_rel_err"] <= tol), "quantization error") for out in ("logits", "hidden")]
+        rows += err_rows(logits_error(lm.state_dict, quantized, lm.config, test_in), f"{mode} vs fp32", tol)
+        rows += err_rows(logits_error(bf16, quantized, lm.config, test_in), f"{mode} vs bf16", tol)
     return rows
 
 

@@ -157,11 +157,16 @@ def _load_modified(bundle, man, tmp_path):
     core.load_manifest(str(dst), False)
 
 
-def test_verify_simulates_each_mode_on_fp32_bundle(bundles, capsys):
-    assert cli.main(["verify", bundles["fp32"], "--quant-modes", "int8,int4,fp8"]) == 0
+def test_verify_simulates_each_mode_on_fp32_bundle(bundles, capsys, tmp_path):
+    out_json = tmp_path / "v.json"
+    assert cli.main(["verify", bundles["fp32"], "--quant-modes", "int8,int4,fp8", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     for mode in QUANT_MODES:
-        assert f"logits ({mode} vs fp32, simulated)" in out
+        assert f"logits ({mode} vs fp32, simulated)" in out and f"logits ({mode} vs bf16, simulated)" in out
+    rows = {r["output"]: r["rel_err"] for r in json.loads(out_json.read_text())["rows"] if r["module"] == "llm"}
+    bf16 = rows["logits (bf16 weights vs fp32, simulated)"]
+    assert 1e-5 < bf16 < 0.02  # the bf16 floor is real and small
+    assert rows["logits (int4 vs fp32, simulated)"] > bf16  # int4 costs more than bf16 rounding
     assert cli.main(["verify", bundles["int8"], "--quant-modes", "int4"]) == 2
     assert "already quantized (int8)" in capsys.readouterr().err
     assert cli.main(["verify", bundles["fp32"], "--quant-modes", "int5"]) == 2
