@@ -1,11 +1,14 @@
 """Small bundles built once per test run from the synthetic checkpoints (real formats, random weights)."""
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 
 _ROOT = tempfile.mkdtemp(prefix="minmo-test-bundles-")
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
 
 
 @functools.lru_cache(maxsize=None)

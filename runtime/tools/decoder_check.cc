@@ -280,6 +280,8 @@ namespace {
 using minmo::tools::now_ms;
 using minmo::tools::stats;
 
+constexpr double kOrinBytesPerS = 204.8e9;  // Jetson AGX Orin 64GB memory bandwidth (LPDDR5)
+
 // Prefill of `prefill` rows from an empty state, then `steps` decode steps at each context; wall
 // times of forward() as a session calls it.
 json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill, int64_t steps,
@@ -316,9 +318,11 @@ json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t pr
     const double bytes = static_cast<double>(cq.weight_bytes()) + static_cast<double>(kv_row) * (ctx + steps / 2);
     s["bytes_per_step"] = bytes;
     s["gb_per_s_at_p50"] = bytes / (s["p50_ms"].get<double>() / 1e3) / 1e9;
+    s["orin_floor_ms"] = bytes / kOrinBytesPerS * 1e3;  // reading those bytes once at Jetson AGX Orin's peak
     report["decode"][std::to_string(ctx)] = s;
     std::cerr << "decode at ctx " << ctx << ": p50 " << s["p50_ms"].get<double>() << " ms, p99 "
-              << s["p99_ms"].get<double>() << " ms, " << s["gb_per_s_at_p50"].get<double>() << " GB/s\n";
+              << s["p99_ms"].get<double>() << " ms, " << s["gb_per_s_at_p50"].get<double>() << " GB/s; Orin floor "
+              << s["orin_floor_ms"].get<double>() << " ms\n";
   }
   return report;
 }

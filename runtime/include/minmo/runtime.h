@@ -54,6 +54,7 @@ enum class EventKind : int { Text = 0, Duplex = 1, Tag = 2, End = 3, Audio = 4, 
 // Something a session produced. time_ms is stream time: milliseconds of turn audio the event
 // refers to (the end of an audio token for Duplex; the end of speech for Text/Tag/End).
 struct Event {
+  Event(EventKind kind_, double time_ms_ = 0.0, int64_t token_ = -1) : kind(kind_), time_ms(time_ms_), token(token_) {}
   EventKind kind;
   double time_ms = 0.0;
   int64_t token = -1;      // Text / Tag: token id
