@@ -223,7 +223,7 @@ class CudaQwen2State final : public DecoderState {
   Arena arena_;
   Buffers b{};
   Allocation in_, pos_host_, hidden_host_, logits_host_;
-  Graph step_[2];  // decode steps (one row) without / with the logits, each captured at its first use
+  Graph step_[2];  // decode steps (one row) without / with the logits (CudaQwen2::step_graph)
 };
 
 // ---- model -------------------------------------------------------------------------------------
@@ -296,7 +296,19 @@ std::string CudaQwen2::unsupported(const Qwen2Config& c) {
 std::unique_ptr<DecoderState> CudaQwen2::new_state(int capacity_tokens) const {
   MINMO_CHECK(capacity_tokens >= 1, ErrorCode::InvalidArgument,
               "qwen2 decoder: state capacity must be >= 1 position, got " << capacity_tokens);
-  return std::make_unique<CudaQwen2State>(this, capacity_tokens);
+  auto s = std::make_unique<CudaQwen2State>(this, capacity_tokens);
+  step_graph(*s, 1);  // captured now, when the session starts, not on its first response token
+  return s;
+}
+
+const Graph& CudaQwen2::step_graph(CudaQwen2State& s, int64_t logit_rows) const {
+  Graph& g = s.step_[logit_rows];
+  if (g.empty())
+    g = s.stream_.capture([&s, logit_rows, this] {
+      if (fused_step_) enqueue_fused_step(s, logit_rows);
+      else enqueue_chunk(s, 1, logit_rows);
+    });
+  return g;
 }
 
 void CudaQwen2::embed_into(const int64_t* ids, size_t n, float* out) const {
@@ -458,14 +470,8 @@ void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tens
     const int64_t logit_rows = !logits_out ? 0 : !last_only ? rows : (t0 + rows == T ? 1 : 0);
     std::memcpy(s.in_.data(), embeds + t0 * H, sizeof(float) * rows * H);
     *s.pos_host_.as<int32_t>() = static_cast<int32_t>(s.length_);
-    if (rows == 1) {  // a decode step: its captured graph
-      Graph& g = s.step_[logit_rows];
-      if (g.empty())
-        g = d.capture([&s, logit_rows, this] {
-          if (fused_step_) enqueue_fused_step(s, logit_rows);
-          else enqueue_chunk(s, 1, logit_rows);
-        });
-      d.launch(g);
+    if (rows == 1) {  // a decode step: its graph
+      d.launch(step_graph(s, logit_rows));
     } else {
       enqueue_chunk(s, rows, logit_rows);
     }

@@ -12,11 +12,12 @@
 // the activation buffers, the split-K workspace) and pinned host staging buffers, all made when
 // the state is created: states run concurrently, and nothing is allocated after. forward() runs the positions in chunks of up to 8 rows through the batched products
 // (prefill attention for a chunk, split-K decode attention for one row), with the residual
-// stream in fp32 and activations in bf16. A decode step (T = 1) is one CUDA graph, captured at the
-// state's first step: copy the embedding in, 8 launches per layer, final norm, the head, copy the
-// hidden state and logits out; the position is read on the device, so the graph replays at any
-// position. The head is the LM head or a module's own (Qwen2Head: the voice LM's llm_decoder,
-// whose bias is added on the host to the copied-out logits).
+// stream in fp32 and activations in bf16. A decode step (T = 1) is one CUDA graph, captured when
+// the state is made (a session's start, not its first token): copy the embedding in, 8 launches
+// per layer (5 fused), final norm, the head, copy the hidden state and logits out; the position is
+// read on the device, so the graph replays at any position. The head is the LM head or a module's
+// own (Qwen2Head: the voice LM's llm_decoder, whose bias is added on the host to the copied-out
+// logits).
 #pragma once
 
 #include <cstdint>
@@ -86,6 +87,9 @@ class CudaQwen2 final : public Qwen2Decoder {
   // *s.pos: the embeddings are in s's pinned input buffer; afterwards its pinned outputs hold the
   // hidden states (all rows) and the logits of the last `logit_rows` rows.
   void enqueue_chunk(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
+  // The state's decode-step graph with (1) or without (0) the logits, captured on first use; the
+  // one with logits is captured when the state is made.
+  const Graph& step_graph(class CudaQwen2State& s, int64_t logit_rows) const;
   // Enqueues the fused decode step (one row; fused_step_), same inputs and outputs.
   void enqueue_fused_step(class CudaQwen2State& s, int64_t logit_rows) const;
   // The copies around a chunk: the pinned embeddings and position in; the final-norm hidden
