@@ -399,3 +399,20 @@ def test_concurrent_states_share_one_model(llm_bundles, device):
             np.testing.assert_array_equal(a, b)
         else:
             assert rel_err(b, a) <= 1e-6
+
+
+def test_session_turns_reuse_the_device_state(tmp_path):
+    """One session, three turns of the same speech on cuda-sim: the KV cache and its captured decode
+    graph are reset between turns, not remade, and every turn transcribes the same."""
+    from minmo_rt import cli as minmo_cli
+
+    bundle = str(tmp_path / "tiny")
+    assert cli.main(["build", minmo_cli.TINY_CHECKPOINT, "-o", bundle, "--no-onnx", "-q"]) == 0
+    audio, rate = minmo_rt.read_wav(minmo_cli.DEMO_WAV)
+    texts = []
+    with minmo_rt.Runtime(bundle, device="cuda-sim").session(task="asr") as s:
+        for _ in range(3):
+            s.push(audio, rate)
+            s.end_of_turn()
+            texts.append("".join(e.text for e in s.events() if e.kind == "text"))
+    assert texts == [minmo_cli.DEMO_TEXT] * 3

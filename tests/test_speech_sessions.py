@@ -97,6 +97,27 @@ def test_speech_to_speech_matches_reference_and_streams(rt, refs):
     assert [e.token_id for e in plain.events() if e.kind == "text"] == text
 
 
+def test_turns_reuse_their_states(rt):
+    """A session keeps its LLM KV cache and its voice LM state across turns (reset, not remade): a
+    second turn with the same audio and seed says exactly what the first said, also after a
+    cancelled response in between."""
+    audio = _speechlike(1.0, seed=7)
+    s = rt.session(max_new_tokens=10, speak=True, speech_output="tokens", speech_seed=3)
+    turns = []
+    for cancel in (False, True, False):
+        s.push(audio, 16000)
+        s.end_of_turn()
+        events = []
+        for e in s.events():
+            events.append(e)
+            if cancel and e.kind == "speech_token":
+                s.cancel()
+                break
+        if not cancel:
+            turns.append(([e.token_id for e in events if e.kind == "text"], list(s.speech_tokens)))
+    assert turns[0] == turns[1] and turns[0][1]
+
+
 def test_cancel_mid_speech_frees_state(rt):
     audio = _speechlike(0.9, seed=4)
     s = rt.session(max_new_tokens=40, speak=True, speech_output="tokens")

@@ -176,9 +176,15 @@ void VoiceLM::forward(DecoderState& state, const float* embeds, int64_t T, Tenso
   body_->forward(state, embeds, T, nullptr, &logits, last_only);
 }
 
-VoiceTokenStream::VoiceTokenStream(std::shared_ptr<const VoiceLM> lm, uint64_t seed, int capacity)
+VoiceTokenStream::VoiceTokenStream(std::shared_ptr<const VoiceLM> lm, uint64_t seed, int capacity,
+                                   std::unique_ptr<DecoderState> reuse)
     : lm_(std::move(lm)), cfg_(lm_->config()), rng_(seed), in_block_(cfg_.speech_ratio) {
-  state_ = lm_->body().new_state(capacity);
+  if (reuse && reuse->capacity() == capacity) {
+    state_ = std::move(reuse);
+    state_->reset();
+  } else {
+    state_ = lm_->body().new_state(capacity);
+  }
   append_pending(lm_->sos(), 1);
 }
 

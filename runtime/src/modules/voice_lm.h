@@ -122,8 +122,14 @@ class VoiceTokenStream {
   static constexpr int64_t kNeedText = -1;
   static constexpr int64_t kEnded = -2;
 
-  // capacity: LM positions reserved (the sequence must fit: text + speech + 2).
-  VoiceTokenStream(std::shared_ptr<const VoiceLM> lm, uint64_t seed, int capacity);
+  // capacity: LM positions reserved (the sequence must fit: text + speech + 2). reuse: a state of
+  // an earlier stream of this LM (release_state()); taken, reset and used when its capacity is the
+  // same, so a session's responses do not each allocate a KV cache (device memory, a captured
+  // graph on the CUDA backend).
+  VoiceTokenStream(std::shared_ptr<const VoiceLM> lm, uint64_t seed, int capacity,
+                   std::unique_ptr<DecoderState> reuse = nullptr);
+  // Hands the LM state over for a later stream; this stream cannot step after it.
+  std::unique_ptr<DecoderState> release_state() { return std::move(state_); }
   // Appends n text vectors [n, H] (semantic vectors or text embeddings). InvalidArgument after
   // end_text(); CacheFull when text + its maximum speech would not fit the capacity.
   void push_text(const float* rows, int64_t n);

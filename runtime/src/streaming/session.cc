@@ -48,6 +48,7 @@ struct Session::Impl {
   std::unique_ptr<DecoderState> llm_state;
   std::unique_ptr<DuplexState> duplex_state;
   std::unique_ptr<SpeechPath> speech;  // speak mode: the response's speaking state
+  std::unique_ptr<DecoderState> spare_voice_state;  // the last response's voice LM state, reused
   std::vector<int64_t> speech_tokens;  // speak mode: the last response's speech tokens once it ended
   std::vector<float> semantic;         // speak mode: one semantic vector (scratch)
   bool text_done = false;              // speak mode: the text of the response ended, speech goes on
@@ -98,7 +99,7 @@ struct Session::Impl {
     audio_tokens = 0;
     last_token = -1;
     response.clear();
-    speech.reset();
+    drop_speech();
     speech_tokens.clear();
     text_done = false;
     first_token_ms = -1.0;
@@ -110,7 +111,8 @@ struct Session::Impl {
     }
     frames = make_frame_stream(*models);
     tokens = make_token_stream(*models);
-    llm_state = models->llm->new_state(capacity);
+    if (llm_state) llm_state->reset();  // the session's KV cache serves every turn
+    else llm_state = models->llm->new_state(capacity);
     duplex_state = models->duplex ? models->duplex->new_state(capacity) : nullptr;
     if (!opt.prefix_ids.empty()) {
       StageTimer t(times, "prompt_prefill");
@@ -217,7 +219,7 @@ struct Session::Impl {
       models->llm->forward(*llm_state, emb, opt.speak ? &hidden : nullptr, &logits, true);
     }
     phase = Phase::Responding;
-    if (opt.speak) speech = std::make_unique<SpeechPath>(*models, opt.speech);
+    if (opt.speak) speech = std::make_unique<SpeechPath>(*models, opt.speech, std::move(spare_voice_state));
     emit_sampled(logits, hidden);
     first_token_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     times["first_token"].ms.push_back(first_token_ms);
@@ -291,9 +293,15 @@ struct Session::Impl {
     if (speech->ended()) finish_response();
   }
 
+  // Frees the response's speaking state, keeping its voice LM state for the next response.
+  void drop_speech() {
+    if (speech) spare_voice_state = speech->release_voice_state();
+    speech.reset();
+  }
+
   void finish_response() {
     if (speech) speech_tokens = speech->tokens();
-    speech.reset();
+    drop_speech();
     events.push_back(Event{EventKind::End, stream_ms()});
     phase = Phase::Done;
   }
@@ -353,6 +361,7 @@ void Session::close() {
   impl_->llm_state.reset();
   impl_->duplex_state.reset();
   impl_->speech.reset();
+  impl_->spare_voice_state.reset();
   impl_->events.clear();
   impl_->ctc_features = Tensor();
 }

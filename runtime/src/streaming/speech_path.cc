@@ -27,8 +27,8 @@ std::shared_ptr<const VoiceLM> require_voice_lm(const LoadedModels& m) {
 }
 }  // namespace
 
-SpeechPath::SpeechPath(const LoadedModels& models, const SpeechOptions& opt)
-    : stream_(require_voice_lm(models), opt.seed, voice_capacity(models, opt)) {
+SpeechPath::SpeechPath(const LoadedModels& models, const SpeechOptions& opt, std::unique_ptr<DecoderState> voice_state)
+    : stream_(require_voice_lm(models), opt.seed, voice_capacity(models, opt), std::move(voice_state)) {
   MINMO_CHECK(opt.output == "audio" || opt.output == "tokens", ErrorCode::InvalidArgument,
               "speech output must be 'audio' or 'tokens', not '" << opt.output << "'");
   if (opt.output == "audio") {

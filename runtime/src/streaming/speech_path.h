@@ -31,8 +31,11 @@ std::unique_ptr<AudioSink> make_audio_sink(const LoadedModels& models, const Spe
 class SpeechPath {
  public:
   // Throws InvalidArgument when the bundle cannot speak as asked (no voice_lm; no flow/hift for
-  // audio output; a speaker embedding of the wrong size).
-  SpeechPath(const LoadedModels& models, const SpeechOptions& opt);
+  // audio output; a speaker embedding of the wrong size). voice_state: an earlier response's voice
+  // LM state to reuse (release_voice_state()), or null.
+  SpeechPath(const LoadedModels& models, const SpeechOptions& opt, std::unique_ptr<DecoderState> voice_state = nullptr);
+  // The voice LM state, for the next response's SpeechPath; this one cannot advance after it.
+  std::unique_ptr<DecoderState> release_voice_state() { return stream_.release_state(); }
   // Appends text vectors [n, voice hidden]; CacheFull when the text is too long to speak.
   void push_text(const float* rows, int64_t n);
   void end_text();
