@@ -1,8 +1,10 @@
-// Fused residual add + RMSNorm (fp32, and bf16 activations around an fp32 residual) and + LayerNorm
-// (bf16 around fp32, two reductions: mean, then the centred variance): one block per row. At decode there is a single row, so the kernel is latency-bound: each thread loads its
-// kPer elements of the row up front (all loads in flight at once), keeps them in registers for
-// the reduction and the output, and never re-reads the row. Rows wider than 1024 * 16 take a
-// strided two-pass loop. Each element is read and written by one thread, so out may alias x.
+// Fused residual add + RMSNorm (fp32, and bf16 activations around an fp32 residual) and residual
+// add + LayerNorm (bf16 around fp32; two block reductions: the mean, then the centred variance):
+// one block per row. At decode there is a single row, so the kernel is latency-bound: each thread
+// loads its kPer elements of the row up front (all loads in flight at once), keeps them in
+// registers for the reductions and the output, and never re-reads the row. Rows wider than
+// 1024 * 16 take a strided loop that re-reads the residual row. Each element is read and written
+// by one thread, so out may alias x.
 #include "../common/args.h"
 #include "cuda_util.cuh"
 
