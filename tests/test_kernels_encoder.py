@@ -171,8 +171,8 @@ def test_window_attention_streams_chunked_encoder_attention(k):
     scale = 1 / np.sqrt(d)
     q = bf16(RNG.standard_normal((n, hq, d)))
     kr, vr = bf16(RNG.standard_normal((n, hkv, d))), bf16(RNG.standard_normal((n, hkv, d)))
-    ref = attention(t64(q), t64(kr), t64(vr), chunk_attention_mask(n, ChunkSpec(encoder_attention="chunked", chunk_frames=chunk, left_chunks=left)),
-                    scale)
+    spec = ChunkSpec(encoder_attention="chunked", chunk_frames=chunk, left_chunks=left)
+    ref = attention(t64(q), t64(kr), t64(vr), chunk_attention_mask(n, spec), scale)
     kc, vc = poisoned16((hkv, n, d)), poisoned16((hkv, n, d))
     outs = []
     for p0 in range(0, n, chunk):

@@ -74,7 +74,8 @@ inline bool gemv_qkv_ok(const void* x, const void* w, const void* pos, const voi
 inline bool layernorm_ok(const void* x, const float* residual, const void* gamma, const void* out, int64_t rows,
                          int64_t dim) {
   return residual && gamma && out && rows >= 0 && rows <= 0x7fffffff && dim >= 1 && dim < (int64_t{1} << 31) &&
-         !overlap(out, rows * dim * 2, residual, rows * dim * 4) && !overlap(x, rows * dim * 2, residual, rows * dim * 4);
+         !overlap(out, rows * dim * 2, residual, rows * dim * 4) &&
+         !overlap(x, rows * dim * 2, residual, rows * dim * 4);
 }
 
 // Encoder epilogues (minmo_kernels/mlp.h): y [rows, n] bf16, bias [n] bf16 (nullable) must not
@@ -84,8 +85,8 @@ inline bool bias_act_ok(const void* y, const void* bias, int64_t rows, int64_t n
          act >= MINMO_ACT_NONE && act <= MINMO_ACT_RELU && !overlap(bias, n * 2, y, rows * n * 2);
 }
 inline bool bias_residual_ok(const void* y, const void* bias, const float* residual, int64_t rows, int64_t n) {
-  return bias_act_ok(y, bias, rows, n, MINMO_ACT_NONE) && residual && !overlap(y, rows * n * 2, residual, rows * n * 4) &&
-         !overlap(bias, n * 2, residual, rows * n * 4);
+  return bias_act_ok(y, bias, rows, n, MINMO_ACT_NONE) && residual &&
+         !overlap(y, rows * n * 2, residual, rows * n * 4) && !overlap(bias, n * 2, residual, rows * n * 4);
 }
 
 // minmo_window_attention_bf16: the prefill shapes, plus the window start pointer; out must not

@@ -19,7 +19,8 @@ void layernorm_case(int64_t rows, int64_t dim, bool with_x, bool with_beta) {
   std::vector<uint16_t> out_cpu(n);
   const float eps = 1e-5f;
   const int rc_cpu = minmo_layernorm_residual_bf16_cpu(with_x ? x.data() : nullptr, res_cpu.data(), gamma.data(),
-                                                       with_beta ? beta.data() : nullptr, out_cpu.data(), rows, dim, eps);
+                                                       with_beta ? beta.data() : nullptr, out_cpu.data(), rows, dim,
+                                                       eps);
   DevBuf<uint16_t> dx(x), dg(gamma), db(beta), dout = DevBuf<uint16_t>::poisoned(n);
   DevBuf<float> dr(res);
   const int rc = minmo_layernorm_residual_bf16(with_x ? dx.data() : nullptr, dr.data(), dg.data(),
@@ -152,7 +153,8 @@ void im2col_case(int64_t total_in, int64_t channels, int64_t t_out0, int64_t n_o
   const int rc_cpu =
       minmo_im2col_k3s2_bf16_cpu(x.data(), out_cpu.data(), t_out0, n_out, t_in0, n_in, channels, total_in);
   DevBuf<uint16_t> dx(x), dout = DevBuf<uint16_t>::poisoned(out_cpu.size());
-  const int rc = minmo_im2col_k3s2_bf16(dx.data(), dout.data(), t_out0, n_out, t_in0, n_in, channels, total_in, nullptr);
+  const int rc =
+      minmo_im2col_k3s2_bf16(dx.data(), dout.data(), t_out0, n_out, t_in0, n_in, channels, total_in, nullptr);
   harness::sync();
   // A copy: must match bit for bit (rel_err also fails on a NaN left in the output).
   const auto got = dout.host();

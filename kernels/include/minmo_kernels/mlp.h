@@ -1,5 +1,6 @@
 /* Gated MLP epilogue (Qwen2 SwiGLU) and the bias / activation / residual epilogues of the speech
- * encoder's products (the weight-only products of gemv.h have no bias). See minmo_kernels.h for the conventions shared by every kernel. */
+ * encoder's products (the weight-only products of gemv.h have no bias). See minmo_kernels.h for
+ * the conventions shared by every kernel. */
 #ifndef MINMO_KERNELS_MLP_H_
 #define MINMO_KERNELS_MLP_H_
 

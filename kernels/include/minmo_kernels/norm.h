@@ -1,5 +1,5 @@
-/* Fused residual add + RMSNorm (Qwen2 decoder layer boundary) and + LayerNorm (speech encoder). See minmo_kernels.h for the
- * conventions shared by every kernel. */
+/* Fused residual add + RMSNorm (Qwen2 decoder layer boundary) and residual add + LayerNorm (speech
+ * encoder). See minmo_kernels.h for the conventions shared by every kernel. */
 #ifndef MINMO_KERNELS_NORM_H_
 #define MINMO_KERNELS_NORM_H_
 
