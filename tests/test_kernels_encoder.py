@@ -118,6 +118,7 @@ def test_bias_epilogue_rejections(k):
     assert act(ptr(y), ptr(y[1]), 2, 16, GELU) == 1  # bias inside y
     assert resid(ptr(y), None, None, 2, 16) == 1
     assert resid(ptr(y), ptr(res[1]), ptr(res), 2, 16) == 1  # bias inside the residual
+    assert act(ptr(y), None, 1 << 40, 2, GELU) == 1  # sizes past the supported range (no overflow)
     assert act(ptr(y), None, 0, 16, GELU) == 0  # zero rows: nothing to do
 
 
@@ -255,6 +256,7 @@ def test_im2col_rejections(k):
     assert raw(ptr(x), ptr(x), 0, 2, 0, 10, 4, 10) == 1  # out overlaps x
     assert raw(ptr(x), ptr(out), -1, 1, 0, 10, 4, 10) == 1
     assert raw(ptr(x), ptr(out), 0, 1, 0, 10, 0, 10) == 1  # no channel
+    assert raw(ptr(x), ptr(out), 0, 1, 1 << 62, 1 << 62, 4, 10) == 1  # t_in0 + n_in would overflow
     assert np.all(out == NAN16)
     assert raw(ptr(x), ptr(out), 0, 0, 0, 10, 4, 10) == 0  # nothing to do
     # the last output of an odd-length input reads only the pad past the end: x may stop there

@@ -74,6 +74,7 @@ inline bool gemv_qkv_ok(const void* x, const void* w, const void* pos, const voi
 inline bool layernorm_ok(const void* x, const float* residual, const void* gamma, const void* out, int64_t rows,
                          int64_t dim) {
   return residual && gamma && out && rows >= 0 && rows <= 0x7fffffff && dim >= 1 && dim < (int64_t{1} << 31) &&
+         rows <= (int64_t{1} << 40) / dim &&
          !overlap(out, rows * dim * 2, residual, rows * dim * 4) &&
          !overlap(x, rows * dim * 2, residual, rows * dim * 4);
 }
@@ -106,7 +107,8 @@ inline bool im2col_k3s2_ok(const void* x, const void* out, int64_t t_out0, int64
                            int64_t n_in, int64_t channels, int64_t total_in) {
   constexpr int64_t kMax = int64_t{1} << 31;
   if (!x || !out || t_out0 < 0 || n_out < 0 || t_in0 < 0 || n_in < 0 || channels < 1 || total_in < 0 ||
-      channels > kMax / 3 || total_in > kMax || n_out > kMax || t_in0 + n_in > total_in ||
+      channels > kMax / 3 || total_in > kMax || n_out > kMax || t_out0 > kMax || t_in0 > kMax || n_in > kMax ||
+      t_in0 + n_in > total_in ||
       t_out0 + n_out > (total_in + 1) / 2 || n_out * channels * 3 > (int64_t{1} << 40))
     return false;
   if (n_out == 0) return true;
