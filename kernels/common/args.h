@@ -3,6 +3,7 @@
 #ifndef MINMO_KERNELS_COMMON_ARGS_H_
 #define MINMO_KERNELS_COMMON_ARGS_H_
 
+#include <algorithm>
 #include <cstdint>
 
 #include "minmo_kernels.h"
@@ -66,6 +67,54 @@ inline bool gemv_qkv_ok(const void* x, const void* w, const void* pos, const voi
   return attention_ok(1, heads_q, heads_kv, head_dim, max_seq) &&
          gemv1_ok(x, w, (heads_q + 2 * heads_kv) * head_dim, k) && pos && q_out && k_cache && v_cache && theta > 0 &&
          !overlap(q_out, heads_q * head_dim * 2, x, k * 2);
+}
+
+// minmo_layernorm_residual_bf16: residual / gamma / out required (x, beta nullable); out (bf16
+// [rows, dim]) must not overlap the fp32 residual, x must not overlap it either (out may alias x).
+inline bool layernorm_ok(const void* x, const float* residual, const void* gamma, const void* out, int64_t rows,
+                         int64_t dim) {
+  return residual && gamma && out && rows >= 0 && rows <= 0x7fffffff && dim >= 1 && dim < (int64_t{1} << 31) &&
+         rows <= (int64_t{1} << 40) / dim &&
+         !overlap(out, rows * dim * 2, residual, rows * dim * 4) &&
+         !overlap(x, rows * dim * 2, residual, rows * dim * 4);
+}
+
+// Encoder epilogues (minmo_kernels/mlp.h): y [rows, n] bf16, bias [n] bf16 (nullable) must not
+// overlap y (in place) or the residual; act one of MINMO_ACT_*.
+inline bool bias_act_ok(const void* y, const void* bias, int64_t rows, int64_t n, int act) {
+  return y && rows >= 0 && n >= 1 && n < (int64_t{1} << 38) && rows <= (int64_t{1} << 40) / n &&
+         act >= MINMO_ACT_NONE && act <= MINMO_ACT_RELU && !overlap(bias, n * 2, y, rows * n * 2);
+}
+inline bool bias_residual_ok(const void* y, const void* bias, const float* residual, int64_t rows, int64_t n) {
+  return bias_act_ok(y, bias, rows, n, MINMO_ACT_NONE) && residual &&
+         !overlap(y, rows * n * 2, residual, rows * n * 4) && !overlap(bias, n * 2, residual, rows * n * 4);
+}
+
+// minmo_window_attention_bf16: the prefill shapes, plus the window start pointer; out must not
+// overlap q.
+inline bool window_attention_ok(const void* q, const void* k_cache, const void* v_cache, const int32_t* pos,
+                                const int32_t* lo, const void* out, int64_t tokens, int64_t heads_q, int64_t heads_kv,
+                                int64_t head_dim, int64_t max_seq) {
+  return q && k_cache && v_cache && pos && lo && out && attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq) &&
+         tokens * (heads_q / heads_kv) <= 0x7ffffff0 &&
+         !overlap(q, tokens * heads_q * head_dim * 2, out, tokens * heads_q * head_dim * 2);
+}
+
+// minmo_im2col_k3s2_bf16 (minmo_kernels/conv.h): input rows [t_in0, t_in0 + n_in) of an input of
+// total_in rows, output rows [t_out0, t_out0 + n_out) of the conv1d_out_len(total_in) = (total_in +
+// 1) / 2 outputs; every input row that those outputs read inside [0, total_in) must be in x.
+inline bool im2col_k3s2_ok(const void* x, const void* out, int64_t t_out0, int64_t n_out, int64_t t_in0,
+                           int64_t n_in, int64_t channels, int64_t total_in) {
+  constexpr int64_t kMax = int64_t{1} << 31;
+  if (!x || !out || t_out0 < 0 || n_out < 0 || t_in0 < 0 || n_in < 0 || channels < 1 || total_in < 0 ||
+      channels > kMax / 3 || total_in > kMax || n_out > kMax || t_out0 > kMax || t_in0 > kMax || n_in > kMax ||
+      t_in0 + n_in > total_in ||
+      t_out0 + n_out > (total_in + 1) / 2 || n_out * channels * 3 > (int64_t{1} << 40))
+    return false;
+  if (n_out == 0) return true;
+  const int64_t need_lo = std::max<int64_t>(2 * t_out0 - 1, 0), need_hi = std::min(2 * (t_out0 + n_out), total_in);
+  if (need_lo < need_hi && (need_lo < t_in0 || need_hi > t_in0 + n_in)) return false;
+  return !overlap(x, n_in * channels * 2, out, n_out * channels * 6);
 }
 
 }  // namespace minmo_args

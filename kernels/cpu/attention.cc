@@ -135,3 +135,26 @@ extern "C" int minmo_decode_attention_fused_bf16_cpu(const minmo_bf16* q, const 
   return minmo_prefill_attention_bf16_cpu(q, k_cache, v_cache, pos, out, 1, heads_q, heads_kv, head_dim, max_seq,
                                           scale);
 }
+
+extern "C" int minmo_window_attention_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_cache,
+                                               const minmo_bf16* v_cache, const int32_t* pos, const int32_t* lo,
+                                               minmo_bf16* out, int64_t tokens, int64_t heads_q, int64_t heads_kv,
+                                               int64_t head_dim, int64_t max_seq, float scale) {
+  if (!minmo_args::window_attention_ok(q, k_cache, v_cache, pos, lo, out, tokens, heads_q, heads_kv, head_dim,
+                                       max_seq))
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  const int64_t group = heads_q / heads_kv, D = head_dim;
+  const int64_t k_begin = std::max<int64_t>(*lo, 0), k_end = std::min(int64_t(*pos) + tokens, max_seq);
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t h = 0; h < heads_q; ++h) {
+      minmo_bf16* o = out + (t * heads_q + h) * D;
+      if (k_begin >= k_end) {
+        for (int64_t i = 0; i < D; ++i) o[i] = 0;
+        continue;
+      }
+      const int64_t base = (h / group) * max_seq * D + k_begin * D;
+      attend_row(q + (t * heads_q + h) * D, k_cache + base, v_cache + base, k_end - k_begin, D, scale, o);
+    }
+  return MINMO_KERNEL_OK;
+}

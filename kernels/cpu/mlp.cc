@@ -30,3 +30,32 @@ extern "C" int minmo_silu_mul_bf16_cpu(const minmo_bf16* gate_up, minmo_bf16* ou
 extern "C" int minmo_silu_mul_f32_cpu(const float* gate_up, float* out, int64_t rows, int64_t ffn) {
   return silu_mul(gate_up, out, rows, ffn, [](float v) { return v; }, [](float v) { return v; });
 }
+
+extern "C" int minmo_bias_act_bf16_cpu(minmo_bf16* y, const minmo_bf16* bias, int64_t rows, int64_t n, int act) {
+  if (!minmo_args::bias_act_ok(y, bias, rows, n, act)) return MINMO_KERNEL_INVALID_ARGUMENT;
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < rows; ++m)
+    for (int64_t i = 0; i < n; ++i) {
+      minmo_bf16& e = y[m * n + i];
+      double v = double(minmo_cpu::bf16_to_f32(e)) + (bias ? minmo_cpu::bf16_to_f32(bias[i]) : 0.f);
+      if (act == MINMO_ACT_GELU)
+        v = 0.5 * v * (1.0 + std::erf(v * 0.70710678118654752440));
+      else if (act == MINMO_ACT_RELU)
+        v = v > 0 ? v : 0.0;
+      e = minmo_cpu::f32_to_bf16(static_cast<float>(v));
+    }
+  return MINMO_KERNEL_OK;
+}
+
+extern "C" int minmo_bias_residual_bf16_cpu(const minmo_bf16* y, const minmo_bf16* bias, float* residual, int64_t rows,
+                                            int64_t n) {
+  if (!minmo_args::bias_residual_ok(y, bias, residual, rows, n)) return MINMO_KERNEL_INVALID_ARGUMENT;
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < rows; ++m)
+    for (int64_t i = 0; i < n; ++i) {
+      float& r = residual[m * n + i];
+      r = static_cast<float>(double(r) + minmo_cpu::bf16_to_f32(y[m * n + i]) +
+                             (bias ? minmo_cpu::bf16_to_f32(bias[i]) : 0.f));
+    }
+  return MINMO_KERNEL_OK;
+}

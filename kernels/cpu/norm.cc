@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "../common/args.h"
 #include "twins.h"
 #include "minmo_kernels.h"
 
@@ -46,6 +47,29 @@ extern "C" int minmo_rmsnorm_residual_bf16_cpu(const minmo_bf16* x, float* resid
     if (x)
       for (int64_t d = 0; d < dim; ++d) r[d] += bf16_to_f32(x[m * dim + d]);
     minmo_cpu::rmsnorm_row_bf16(r, gamma, o, dim, eps);
+  }
+  return MINMO_KERNEL_OK;
+}
+
+extern "C" int minmo_layernorm_residual_bf16_cpu(const minmo_bf16* x, float* residual, const minmo_bf16* gamma,
+                                                 const minmo_bf16* beta, minmo_bf16* out, int64_t rows, int64_t dim,
+                                                 float eps) {
+  if (!minmo_args::layernorm_ok(x, residual, gamma, out, rows, dim)) return MINMO_KERNEL_INVALID_ARGUMENT;
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < rows; ++m) {
+    float* r = residual + m * dim;
+    minmo_bf16* o = out + m * dim;
+    if (x)
+      for (int64_t d = 0; d < dim; ++d) r[d] += bf16_to_f32(x[m * dim + d]);
+    double sum = 0.0;
+    for (int64_t d = 0; d < dim; ++d) sum += r[d];
+    const double mean = sum / static_cast<double>(dim);
+    double ss = 0.0;
+    for (int64_t d = 0; d < dim; ++d) ss += (r[d] - mean) * (r[d] - mean);
+    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(dim) + static_cast<double>(eps));
+    for (int64_t d = 0; d < dim; ++d)
+      o[d] = f32_to_bf16(static_cast<float>((r[d] - mean) * inv * bf16_to_f32(gamma[d]) +
+                                            (beta ? bf16_to_f32(beta[d]) : 0.f)));
   }
   return MINMO_KERNEL_OK;
 }

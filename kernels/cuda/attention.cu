@@ -168,6 +168,31 @@ __global__ void __launch_bounds__(kWarps * 32)
   store_row<D>(st, 1.f / st.l, o);
 }
 
+// Window attention: as prefill_kernel, but every row attends non-causally to the keys
+// [max(*lo, 0), min(*pos + tokens, max_seq)) (the same range for all rows).
+template <int D>
+__global__ void __launch_bounds__(kWarps * 32)
+    window_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ kc,
+                  const __nv_bfloat16* __restrict__ vc, const int32_t* __restrict__ pos,
+                  const int32_t* __restrict__ lo, __nv_bfloat16* out, int tokens, int heads_q, int group,
+                  int64_t max_seq, float scale) {
+  __shared__ __align__(16) __nv_bfloat16 q_s[kWarps][D];
+  const int warp = threadIdx.x / 32;
+  const int r = blockIdx.x * kWarps + warp, h = blockIdx.y;
+  if (r >= tokens * group) return;
+  const int t = r / group, hq = h * group + r % group;
+  const int64_t k_begin = *lo > 0 ? static_cast<int64_t>(*lo) : 0;
+  const int64_t k_end = min64(static_cast<int64_t>(*pos) + tokens, max_seq);
+  __nv_bfloat16* o = out + (static_cast<int64_t>(t) * heads_q + hq) * D;
+  if (k_begin >= k_end) {
+    for (int i = threadIdx.x & 31; i < D; i += 32) o[i] = __float2bfloat16_rn(0.f);
+    return;
+  }
+  load_q_row<D>(q + (static_cast<int64_t>(t) * heads_q + hq) * D, q_s[warp]);
+  const RowState st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
+  store_row<D>(st, 1.f / st.l, o);
+}
+
 // Grid (splits, Hkv, ceil(G / kWarps)). Partial for query head hq and split s at
 // ws[(hq * splits + s) * (D + 2)]: m, l, then D unnormalised outputs.
 template <int D>
@@ -456,5 +481,26 @@ extern "C" int minmo_decode_attention_fused_bf16(const minmo_bf16* q, const minm
   return by_head_dim(head_dim, [&](auto d) {
     decode_fused_kernel<decltype(d)::value><<<grid, static_cast<unsigned>(32 * group), smem, stream>>>(
         qb, kb, vb, pos, reinterpret_cast<__nv_bfloat16*>(out), workspace, counters, group, max_seq, scale);
+  });
+}
+
+extern "C" int minmo_window_attention_bf16(const minmo_bf16* q, const minmo_bf16* k_cache, const minmo_bf16* v_cache,
+                                           const int32_t* pos, const int32_t* lo, minmo_bf16* out, int64_t tokens,
+                                           int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq,
+                                           float scale, cudaStream_t stream) {
+  if (!minmo_args::window_attention_ok(q, k_cache, v_cache, pos, lo, out, tokens, heads_q, heads_kv, head_dim,
+                                       max_seq) ||
+      !aligned(q, k_cache, v_cache, out))
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  const int group = static_cast<int>(heads_q / heads_kv);
+  const int64_t rows = tokens * group;
+  const dim3 grid(static_cast<unsigned>((rows + kWarps - 1) / kWarps), static_cast<unsigned>(heads_kv));
+  const auto* qb = reinterpret_cast<const __nv_bfloat16*>(q);
+  const auto* kb = reinterpret_cast<const __nv_bfloat16*>(k_cache);
+  const auto* vb = reinterpret_cast<const __nv_bfloat16*>(v_cache);
+  return by_head_dim(head_dim, [&](auto d) {
+    window_kernel<decltype(d)::value><<<grid, kWarps * 32, 0, stream>>>(
+        qb, kb, vb, pos, lo, reinterpret_cast<__nv_bfloat16*>(out), static_cast<int>(tokens),
+        static_cast<int>(heads_q), group, max_seq, scale);
   });
 }

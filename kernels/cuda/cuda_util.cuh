@@ -22,8 +22,9 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum of v over the block (blockDim.x a multiple of 32, <= 1024), returned to every thread. Uses
-// static shared memory: call at most once per kernel.
+// Sum of v over the block (blockDim.x a multiple of 32, <= 1024), returned to every thread, by every
+// thread of the block. Uses static shared memory; calls in sequence are safe (a call's first barrier
+// orders the previous call's reads of `total` before its own write).
 __device__ __forceinline__ float block_sum(float v) {
   __shared__ float partial[32];
   __shared__ float total;

@@ -1,4 +1,6 @@
-// Gated MLP epilogue (minmo_kernels/mlp.h): elementwise, grid-stride.
+// Gated MLP epilogue and the encoder's bias / activation / residual epilogues (minmo_kernels/mlp.h):
+// elementwise, grid-stride. The bias epilogues use a 2-D grid (column blocks x row slices) so each
+// thread loads its bias element once and the index needs no division.
 #include <algorithm>
 
 #include "../common/args.h"
@@ -21,6 +23,38 @@ __global__ void silu_mul_f32_kernel(const float* __restrict__ gu, float* __restr
     const int64_t m = i / ffn, f = i - m * ffn;
     out[i] = silu_mul(gu[m * 2 * ffn + f], gu[m * 2 * ffn + ffn + f]);
   }
+}
+
+__device__ __forceinline__ float act_f(float v, int act) {
+  if (act == MINMO_ACT_GELU) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+  if (act == MINMO_ACT_RELU) return fmaxf(v, 0.f);
+  return v;
+}
+
+__global__ void bias_act_kernel(__nv_bfloat16* y, const __nv_bfloat16* __restrict__ bias, int64_t rows, int64_t n,
+                                int act) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float b = bias ? __bfloat162float(bias[i]) : 0.f;
+  for (int64_t m = blockIdx.y; m < rows; m += gridDim.y) {
+    __nv_bfloat16* e = y + m * n + i;
+    *e = __float2bfloat16_rn(act_f(__bfloat162float(*e) + b, act));
+  }
+}
+
+__global__ void bias_residual_kernel(const __nv_bfloat16* __restrict__ y, const __nv_bfloat16* __restrict__ bias,
+                                     float* __restrict__ residual, int64_t rows, int64_t n) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float b = bias ? __bfloat162float(bias[i]) : 0.f;
+  for (int64_t m = blockIdx.y; m < rows; m += gridDim.y) residual[m * n + i] += __bfloat162float(y[m * n + i]) + b;
+}
+
+// Grid of the bias epilogues: 256-thread column blocks x up to 65535 row slices, about 2^16 blocks at most.
+dim3 bias_grid(int64_t rows, int64_t n) {
+  const int64_t cols = (n + 255) / 256;
+  const int64_t slices = std::max<int64_t>(1, std::min<int64_t>({rows, 65535, std::max<int64_t>(1, 65536 / cols)}));
+  return dim3(static_cast<unsigned>(cols), static_cast<unsigned>(slices));
 }
 
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096)); }
@@ -46,5 +80,26 @@ extern "C" int minmo_silu_mul_f32(const float* gate_up, float* out, int64_t rows
   if (!args_ok(gate_up, out, rows, ffn)) return MINMO_KERNEL_INVALID_ARGUMENT;
   if (rows == 0) return MINMO_KERNEL_OK;
   silu_mul_f32_kernel<<<blocks_for(rows * ffn), 256, 0, stream>>>(gate_up, out, rows, ffn);
+  return minmo_cuda::launch_status();
+}
+
+extern "C" int minmo_bias_act_bf16(minmo_bf16* y, const minmo_bf16* bias, int64_t rows, int64_t n, int act,
+                                   cudaStream_t stream) {
+  if (!minmo_args::bias_act_ok(y, bias, rows, n, act))
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  if (rows == 0) return MINMO_KERNEL_OK;
+  bias_act_kernel<<<bias_grid(rows, n), 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(y),
+                                                          reinterpret_cast<const __nv_bfloat16*>(bias), rows, n, act);
+  return minmo_cuda::launch_status();
+}
+
+extern "C" int minmo_bias_residual_bf16(const minmo_bf16* y, const minmo_bf16* bias, float* residual, int64_t rows,
+                                        int64_t n, cudaStream_t stream) {
+  if (!minmo_args::bias_residual_ok(y, bias, residual, rows, n))
+    return MINMO_KERNEL_INVALID_ARGUMENT;
+  if (rows == 0) return MINMO_KERNEL_OK;
+  bias_residual_kernel<<<bias_grid(rows, n), 256, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(y),
+                                                               reinterpret_cast<const __nv_bfloat16*>(bias), residual,
+                                                               rows, n);
   return minmo_cuda::launch_status();
 }

@@ -47,6 +47,12 @@ _SIGNATURES = {
     "hift_istft_f32": "ppqiif",
     "hamming_crossfade_f32": "ppq",
     "sample_ras_f32": "pqpqpqSp",
+    # speech encoder (norm.h, mlp.h, attention.h, conv.h)
+    "layernorm_residual_bf16": "pppppqqf",
+    "bias_act_bf16": "ppqqi",
+    "bias_residual_bf16": "pppqq",
+    "window_attention_bf16": "ppppppqqqqqf",
+    "im2col_k3s2_bf16": "ppqqqqqq",
 }
 
 

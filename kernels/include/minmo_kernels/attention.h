@@ -89,6 +89,24 @@ int minmo_prefill_attention_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_ca
                                      const int32_t* pos, minmo_bf16* out, int64_t tokens, int64_t heads_q,
                                      int64_t heads_kv, int64_t head_dim, int64_t max_seq, float scale);
 
+/* Window (chunk) attention for the chunked streaming encoder: T query tokens of one chunk whose
+ * keys and values are already in the cache at positions p0 .. p0 + T - 1 (p0 = *pos; written by
+ * minmo_qkv_rope_append_bf16, RoPE at the absolute position). With w = *lo (a DEVICE pointer like
+ * pos; host pointers for the twin), every query attends NON-causally to the keys
+ *   j in [max(w, 0), min(p0 + T, max_seq))
+ * (the chunk itself and the left chunks still in the cache):
+ *   out[t, h, :] = bf16( softmax_j(scale * q[t, h, :] . k[h', j, :]) @ v[h', j, :] )
+ * An empty range gives zeros. q, out: bf16 [T, Hq, D]; out must not overlap q. Same shapes,
+ * alignment and GQA mapping as minmo_prefill_attention_bf16. */
+int minmo_window_attention_bf16(const minmo_bf16* q, const minmo_bf16* k_cache, const minmo_bf16* v_cache,
+                                const int32_t* pos, const int32_t* lo, minmo_bf16* out, int64_t tokens,
+                                int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq, float scale,
+                                cudaStream_t stream);
+int minmo_window_attention_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_cache, const minmo_bf16* v_cache,
+                                    const int32_t* pos, const int32_t* lo, minmo_bf16* out, int64_t tokens,
+                                    int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq,
+                                    float scale);
+
 #ifdef __cplusplus
 }
 #endif

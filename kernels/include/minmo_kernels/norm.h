@@ -1,5 +1,5 @@
-/* Fused residual add + RMSNorm (Qwen2 decoder layer boundary). See minmo_kernels.h for the
- * conventions shared by every kernel. */
+/* Fused residual add + RMSNorm (Qwen2 decoder layer boundary) and residual add + LayerNorm (speech
+ * encoder). See minmo_kernels.h for the conventions shared by every kernel. */
 #ifndef MINMO_KERNELS_NORM_H_
 #define MINMO_KERNELS_NORM_H_
 
@@ -26,6 +26,19 @@ int minmo_rmsnorm_residual_bf16(const minmo_bf16* x, float* residual, const minm
                                 int64_t rows, int64_t dim, float eps, cudaStream_t stream);
 int minmo_rmsnorm_residual_bf16_cpu(const minmo_bf16* x, float* residual, const minmo_bf16* gamma, minmo_bf16* out,
                                     int64_t rows, int64_t dim, float eps);
+
+/* Residual add + LayerNorm with bias (nn.LayerNorm: biased variance), bf16 activations around an
+ * fp32 residual stream (the speech encoder's attn_ln / mlp_ln / ln_post):
+ *   residual[m, :] += float(x[m, :])                                          (x not null)
+ *   out[m, :] = bf16((residual[m, :] - mean) * rsqrt(var + eps) * float(gamma[:]) + float(beta[:]))
+ * with mean and var = mean((residual - mean)^2) over the row (two passes over the row: fp32 on the
+ * GPU, fp64 in the twin). x (nullable), out: bf16 [M, D]; residual: fp32 [M, D]; gamma, beta
+ * (nullable: no bias): bf16 [D]. out may alias x; neither may overlap residual. One block per row. */
+int minmo_layernorm_residual_bf16(const minmo_bf16* x, float* residual, const minmo_bf16* gamma,
+                                  const minmo_bf16* beta, minmo_bf16* out, int64_t rows, int64_t dim, float eps,
+                                  cudaStream_t stream);
+int minmo_layernorm_residual_bf16_cpu(const minmo_bf16* x, float* residual, const minmo_bf16* gamma,
+                                      const minmo_bf16* beta, minmo_bf16* out, int64_t rows, int64_t dim, float eps);
 
 #ifdef __cplusplus
 }
