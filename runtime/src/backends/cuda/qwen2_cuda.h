@@ -28,18 +28,12 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cuda/device.h"
+#include "backends/cuda/weights.h"
 #include "core/safetensors.h"
 #include "modules/qwen2_decoder.h"
 
 namespace minmo {
 namespace cuda {
-
-// A weight-only product's weight on the device (offsets into the weight arena).
-struct DeviceLinear {
-  std::string format;  // "bf16", "int8", "int4", "fp8"
-  int64_t n = 0, k = 0, group = 0;
-  size_t w = 0, scale = 0, zero = 0;
-};
 
 class CudaQwen2 final : public Qwen2Decoder {
  public:
