@@ -19,7 +19,8 @@ from minmo_rt.export import cli
 from minmo_rt.export.bundle import build_reference_modules
 from minmo_rt.export.checkpoints import synthetic
 from minmo_rt.export.quantize import QUANT_MODES
-from minmo_rt.export.reference import Qwen2Config, VoiceLMConfig
+from minmo_rt.export.reference import ChunkSpec, Qwen2Config, SenseVoiceLargeConfig, VoiceLMConfig
+from minmo_rt.export.reference.encoder_large import SenseVoiceLargeEncoder as SenseVoiceLargeEncoderRef
 from minmo_rt.export.reference.voice_decoder import VoiceLM as VoiceLMRef
 from minmo_rt.export.reference.voice_decoder import generate_speech_tokens
 
@@ -416,3 +417,51 @@ def test_session_turns_reuse_the_device_state(tmp_path):
             s.end_of_turn()
             texts.append("".join(e.text for e in s.events() if e.kind == "text"))
     assert texts == [minmo_cli.DEMO_TEXT] * 3
+
+
+# ---- speech encoder (SenseVoice-Large style blocks on the device, chunked streaming) -------------
+
+ENC_CFG = SenseVoiceLargeConfig(n_mels=128, d_model=128, n_heads=4, n_blocks=2, fsmn_kernel=15)
+ENC_CHUNKS = {"chunk8_left1": ChunkSpec("chunked", 8, 1), "chunk8_left4": ChunkSpec("chunked", 8, 4),
+              "chunk10_left2": ChunkSpec("chunked", 10, 2)}  # 10 rows: products in slices of 8
+
+
+@pytest.fixture(scope="module")
+def encoder_weights(tmp_path_factory):
+    from test_audio_modules import randomize as randomize_enc, save as save_enc
+
+    enc = randomize_enc(SenseVoiceLargeEncoderRef(ENC_CFG), seed=5)
+    return enc.state_dict(), save_enc(tmp_path_factory.mktemp("enc"), "encoder", enc.state_dict())
+
+
+@pytest.mark.parametrize("mode", list(ENC_CHUNKS))
+@pytest.mark.parametrize("T", [3, 37, 101, 150])
+def test_encoder_vs_reference_and_streamed(encoder_weights, device, mode, T):
+    state, path = encoder_weights
+    chunk = ENC_CHUNKS[mode]
+    mel = (0.5 * np.random.default_rng(T).standard_normal((T, ENC_CFG.n_mels))).astype(np.float32)
+    ref_enc = SenseVoiceLargeEncoderRef(ENC_CFG, chunk)
+    ref_enc.load_state_dict(state)
+    with torch.no_grad():
+        ref = ref_enc.eval()(torch.from_numpy(mel)).numpy()
+    conf, cj = json.dumps(ENC_CFG.to_dict()), json.dumps(chunk.to_dict())
+    TA = _core.testing_audio
+    offline = TA.sensevoice_large_run(path, conf, cj, mel, device)
+    assert offline.shape == ref.shape and rel_err(offline, ref) <= BF16_TOL
+    for sched in ([1] * T, [int(v) | 1 for v in np.random.default_rng(T).integers(5, 40, size=6)], [T]):
+        out, _ = TA.sensevoice_large_streamed(path, conf, cj, mel, sched, device)
+        # the CPU convolutions in front round differently per push schedule, and bf16 rounding in the
+        # blocks turns those ulps into a few bf16 steps here and there (measured <= 0.003)
+        assert out.shape == offline.shape and rel_err(out, offline) <= 5e-3
+
+
+def test_encoder_configurations_the_kernels_lack(encoder_weights):
+    _, path = encoder_weights
+    conf, mel = json.dumps(ENC_CFG.to_dict()), np.zeros((20, ENC_CFG.n_mels), np.float32)
+    TA = _core.testing_audio
+    with pytest.raises(minmo_rt.BundleError, match="chunked streaming only"):
+        TA.sensevoice_large_run(path, conf, json.dumps({"encoder_attention": "full"}), mel, "cuda-sim")
+    with pytest.raises(minmo_rt.BundleError, match="shorter than the FSMN's left context"):
+        TA.sensevoice_large_run(path, conf, json.dumps(ChunkSpec("chunked", 4, 2).to_dict()), mel, "cuda-sim")
+    # the CPU backend runs both
+    TA.sensevoice_large_run(path, conf, json.dumps(ChunkSpec("chunked", 4, 2).to_dict()), mel, "cpu")

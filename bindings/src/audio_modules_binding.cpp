@@ -16,6 +16,7 @@
 
 #include "audio/fbank_frontend.h"
 #include "audio/whisper_frontend.h"
+#include "backends/backend.h"
 #include "core/safetensors.h"
 #include "minmo/status.h"
 #include "modules/sensevoice_large.h"
@@ -184,29 +185,33 @@ MINMO_PY_BINDING(bind_testing_audio) {
   // ---- SenseVoice-Large
   t.def(
       "sensevoice_large_run",
-      [](const std::string& weights_path, const std::string& config, const std::string& chunk, FloatArray mel) {
+      [](const std::string& weights_path, const std::string& config, const std::string& chunk, FloatArray mel,
+         const std::string& device) {
         check_2d(mel, "mel");
         minmo::Tensor out;
         {
           py::gil_scoped_release release;
           auto enc = minmo::SenseVoiceLargeEncoder::load(minmo::WeightStore::open(weights_path),
-                                                         parse_json(config, "config"), parse_json(chunk, "chunk"));
+                                                         parse_json(config, "config"), parse_json(chunk, "chunk"),
+                                                         minmo::open_device(device));
           out = enc->run(mel.data(), mel.shape(0), mel.shape(1));
         }
         return to_numpy(out);
       },
-      py::arg("weights_path"), py::arg("config"), py::arg("chunk"), py::arg("mel"),
-      "SenseVoice-Large encoder offline: mel [T, n_mels] -> frames [encoder_frames(T), d].");
+      py::arg("weights_path"), py::arg("config"), py::arg("chunk"), py::arg("mel"), py::arg("device") = "cpu",
+      "SenseVoice-Large encoder offline: mel [T, n_mels] -> frames [encoder_frames(T), d]; device: where the "
+      "blocks run ('cpu', 'cuda', 'cuda-sim'; BundleError for a configuration the CUDA kernels lack).");
   t.def(
       "sensevoice_large_streamed",
       [](const std::string& weights_path, const std::string& config, const std::string& chunk, FloatArray mel,
-         std::vector<int64_t> sizes) {
+         std::vector<int64_t> sizes, const std::string& device) {
         check_2d(mel, "mel");
         std::pair<minmo::Tensor, std::vector<int64_t>> res;
         {
           py::gil_scoped_release release;
           auto enc = minmo::SenseVoiceLargeEncoder::load(minmo::WeightStore::open(weights_path),
-                                                         parse_json(config, "config"), parse_json(chunk, "chunk"));
+                                                         parse_json(config, "config"), parse_json(chunk, "chunk"),
+                                                         minmo::open_device(device));
           minmo::LargeEncoderStream s(enc);
           const float* p = mel.data();
           const int64_t width = mel.shape(1);
@@ -218,6 +223,7 @@ MINMO_PY_BINDING(bind_testing_audio) {
         return py::make_tuple(to_numpy(res.first), res.second);
       },
       py::arg("weights_path"), py::arg("config"), py::arg("chunk"), py::arg("mel"), py::arg("push_sizes"),
+      py::arg("device") = "cpu",
       "Streamed chunked SenseVoice-Large encoder: pushes mel rows in pieces of push_sizes rows, then finish(). "
       "Returns (frames, frames out per push + [frames out of finish]).");
 }

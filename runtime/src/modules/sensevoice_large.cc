@@ -6,6 +6,7 @@
 #include <string>
 
 #include "backends/cpu/ops.h"
+#include "backends/cuda/encoder_cuda.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -61,12 +62,20 @@ SenseVoiceLargeEncoder::SenseVoiceLargeEncoder(const SenseVoiceLargeConfig& conf
   ln_post_ = load_norm(weights_, "ln_post", d);
 }
 
-std::shared_ptr<const SenseVoiceLargeEncoder> SenseVoiceLargeEncoder::load(const WeightStore& weights,
-                                                                          const nlohmann::json& config,
-                                                                          const nlohmann::json& streaming) {
-  return std::make_shared<const SenseVoiceLargeEncoder>(SenseVoiceLargeConfig::from_json(config),
-                                                        ChunkSpec::from_json(streaming), weights);
+std::shared_ptr<const SenseVoiceLargeEncoder> SenseVoiceLargeEncoder::load(
+    const WeightStore& weights, const nlohmann::json& config, const nlohmann::json& streaming,
+    const std::shared_ptr<cuda::Device>& device, std::string* cpu_fallback) {
+  auto e = std::make_shared<SenseVoiceLargeEncoder>(SenseVoiceLargeConfig::from_json(config),
+                                                    ChunkSpec::from_json(streaming), weights);
+  if (device) {
+    const std::string why = cuda::CudaEncoderBlocks::unsupported(e->cfg_, e->chunk_);
+    if (!why.empty() && cpu_fallback) *cpu_fallback = why;
+    else e->device_blocks_ = cuda::CudaEncoderBlocks::load(weights, e->cfg_, e->chunk_, device);
+  }
+  return e;
 }
+
+std::string SenseVoiceLargeEncoder::device() const { return device_blocks_ ? device_blocks_->device() : "cpu"; }
 
 int64_t SenseVoiceLargeEncoder::encoder_frames(int64_t n_mel) {
   auto conv_out = [](int64_t n) { return n > 0 ? (n - 1) / 2 + 1 : 0; };
@@ -192,7 +201,12 @@ Tensor SenseVoiceLargeEncoder::run(const float* mel, int64_t T, int64_t width) c
   ConvState s1, s2;
   Tensor y1 = conv_step(conv1_, s1, mel, T, true);
   Tensor x = conv_step(conv2_, s2, y1.ptr(), y1.rows(), true);
-  encode(x, 0, x.rows(), nullptr);
+  if (device_blocks_) {  // chunked: the same as streaming every chunk
+    auto state = device_blocks_->new_state(std::max<int64_t>(1, x.rows()));
+    device_blocks_->encode(*state, x.ptr(), 0, x.rows());
+  } else {
+    encode(x, 0, x.rows(), nullptr);
+  }
   return x;
 }
 
@@ -206,6 +220,8 @@ LargeEncoderStream::LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEnco
               "full attention re-encode the turn with SenseVoiceLargeEncoder::run");
   reset();
 }
+
+LargeEncoderStream::~LargeEncoderStream() = default;
 
 void LargeEncoderStream::reset() {
   conv1_ = {};
@@ -253,7 +269,12 @@ Tensor LargeEncoderStream::step(const float* rows, int64_t n, bool final) {
   if (m > 0) {
     std::memcpy(x.ptr(), pending_.data(), static_cast<size_t>(m * d) * sizeof(float));
     pending_.erase(pending_.begin(), pending_.begin() + m * d);
-    e.encode(x, frames_done_, frames_done_ + m, &caches_);
+    if (e.device_blocks_) {
+      if (!device_state_) device_state_ = e.device_blocks_->new_state(kDeviceFrames);
+      e.device_blocks_->encode(*device_state_, x.ptr(), frames_done_, m);
+    } else {
+      e.encode(x, frames_done_, frames_done_ + m, &caches_);
+    }
     frames_done_ += m;
   }
   return x;

@@ -36,6 +36,11 @@ struct SenseVoiceLargeConfig {
 };
 
 class LargeEncoderStream;
+namespace cuda {
+class Device;
+class CudaEncoderBlocks;
+class CudaEncoderState;
+}  // namespace cuda
 
 class SenseVoiceLargeEncoder {
  public:
@@ -43,8 +48,15 @@ class SenseVoiceLargeEncoder {
   // missing tensor, BundleError naming a tensor of the wrong shape (expected and actual).
   SenseVoiceLargeEncoder(const SenseVoiceLargeConfig& config, const ChunkSpec& chunk, const WeightStore& weights);
   // config: the module's config object; streaming: manifest["streaming"].
+  // device (null: CPU): the blocks run there (backends/cuda/encoder_cuda.h; the convolutions stay
+  // on the CPU); a configuration its kernels lack runs on the CPU, with the reason in
+  // *cpu_fallback when given (else BundleError).
   static std::shared_ptr<const SenseVoiceLargeEncoder> load(const WeightStore& weights, const nlohmann::json& config,
-                                                           const nlohmann::json& streaming);
+                                                           const nlohmann::json& streaming,
+                                                           const std::shared_ptr<cuda::Device>& device = nullptr,
+                                                           std::string* cpu_fallback = nullptr);
+  // "cpu", or the device the blocks run on.
+  std::string device() const;
 
   const SenseVoiceLargeConfig& config() const { return cfg_; }
   const ChunkSpec& chunk() const { return chunk_; }
@@ -87,6 +99,7 @@ class SenseVoiceLargeEncoder {
   SenseVoiceLargeConfig cfg_;
   ChunkSpec chunk_;
   WeightStore weights_;
+  std::shared_ptr<const cuda::CudaEncoderBlocks> device_blocks_;  // null: the blocks run on the CPU
   LinearW conv1_, conv2_;  // weight [d, cin * 3] (Conv1d layout), bias [d]
   std::vector<Block> blocks_;
   NormW ln_post_;
@@ -101,7 +114,11 @@ class SenseVoiceLargeEncoder {
 // (InvalidArgument otherwise: full attention re-encodes the turn with run()).
 class LargeEncoderStream {
  public:
+  // Frames per turn when the blocks run on a device (their K/V caches are made once): 4096 = 164 s
+  // of audio; a longer turn is CacheFull.
+  static constexpr int64_t kDeviceFrames = 4096;
   explicit LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder);
+  ~LargeEncoderStream();
   // rows [n, n_mels] (n may be 0) -> new frames [k, d_model]. InvalidArgument on a wrong width
   // or after finish().
   Tensor push(const Tensor& mel_rows);
@@ -119,6 +136,7 @@ class LargeEncoderStream {
   std::vector<float> pending_;  // subsampled frames not encoded yet, from frame frames_done_
   int64_t frames_done_ = 0;
   std::vector<SenseVoiceLargeEncoder::LayerCache> caches_;
+  std::unique_ptr<cuda::CudaEncoderState> device_state_;  // the blocks on the device (kept across reset())
   bool finished_ = false;
 };
 

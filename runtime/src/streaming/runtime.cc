@@ -55,7 +55,9 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     if (a == "kaldi_fbank") m->fbank = FbankFrontend::load(weights_of(e), e.config);
     else if (a == "whisper_logmel") m->whisper = WhisperFrontend::load(weights_of(e), e.config);
     else if (a == "sensevoice_small") m->small = SenseVoiceSmallEncoder::load(weights_of(e), e.config, m->manifest.streaming);
-    else if (a == "sensevoice_large") m->large = SenseVoiceLargeEncoder::load(weights_of(e), e.config, m->manifest.streaming);
+    else if (a == "sensevoice_large")
+      m->large = SenseVoiceLargeEncoder::load(weights_of(e), e.config, m->manifest.streaming, gpu,
+                                              &m->cpu_fallbacks[name]);
     else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
     else if (a == "qwen2") m->llm = load_qwen2_decoder(weights_of(e), e.config, gpu, {}, &m->cpu_fallbacks[name]);
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
@@ -93,6 +95,7 @@ std::map<std::string, std::string> Runtime::module_devices() const {
   for (const auto& [name, e] : m.manifest.modules) {
     if (e.arch == "qwen2" && m.llm) out[name] = m.llm->device();
     else if (e.arch == "voice_lm" && m.voice_lm) out[name] = m.voice_lm->body().device();
+    else if (e.arch == "sensevoice_large" && m.large) out[name] = m.large->device();
     else out[name] = "cpu";
   }
   return out;

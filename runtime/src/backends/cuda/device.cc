@@ -115,17 +115,19 @@ void Device::free(void* ptr, MemoryKind kind) const noexcept {
 #endif
 }
 
-void Stream::copy(void* dst, const void* src, size_t bytes, bool to_device) const {
+void Stream::copy(void* dst, const void* src, size_t bytes, Copy kind) const {
   if (bytes == 0) return;
   if (simulated()) {
-    std::memcpy(dst, src, bytes);
+    std::memmove(dst, src, bytes);
     return;
   }
 #if MINMO_WITH_CUDA
-  check_cuda(cudaMemcpyAsync(dst, src, bytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, stream_),
-             to_device ? "copy to device" : "copy to host");
+  const cudaMemcpyKind k = kind == Copy::ToDevice ? cudaMemcpyHostToDevice
+                           : kind == Copy::ToHost ? cudaMemcpyDeviceToHost
+                                                  : cudaMemcpyDeviceToDevice;
+  check_cuda(cudaMemcpyAsync(dst, src, bytes, k, stream_), "copy");
 #else
-  (void)to_device;
+  (void)kind;
 #endif
 }
 

@@ -142,8 +142,9 @@ class Stream {
   cudaStream_t get() const { return stream_; }
 
   // Copies in order with the kernels (asynchronous for pinned host memory).
-  void upload(void* dst, const void* src, size_t bytes) const { copy(dst, src, bytes, true); }
-  void download(void* dst, const void* src, size_t bytes) const { copy(dst, src, bytes, false); }
+  void upload(void* dst, const void* src, size_t bytes) const { copy(dst, src, bytes, Copy::ToDevice); }
+  void download(void* dst, const void* src, size_t bytes) const { copy(dst, src, bytes, Copy::ToHost); }
+  void copy_on_device(void* dst, const void* src, size_t bytes) const { copy(dst, src, bytes, Copy::OnDevice); }
   void memset(void* dst, int value, size_t bytes) const;
   // Waits for the stream; throws DeviceError on a failure reported by earlier asynchronous work.
   void sync() const;
@@ -157,7 +158,8 @@ class Stream {
   void check_kernel(const char* kernel, int status) const;
 
  private:
-  void copy(void* dst, const void* src, size_t bytes, bool to_device) const;
+  enum class Copy { ToDevice, ToHost, OnDevice };
+  void copy(void* dst, const void* src, size_t bytes, Copy kind) const;
   std::shared_ptr<Device> device_;
   cudaStream_t stream_ = nullptr;
 };

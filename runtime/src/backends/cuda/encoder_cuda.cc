@@ -1,0 +1,209 @@
+#include "backends/cuda/encoder_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "common/args.h"
+#include "cpu/cpu_util.h"
+#include "modules/sensevoice_large.h"
+
+namespace minmo {
+namespace cuda {
+
+namespace {
+
+// The rows [row0, row0 + n) of a stacked product's weight, as a product of their own.
+DeviceLinear row_slice(const DeviceLinear& l, int64_t row0, int64_t n) {
+  DeviceLinear s = l;
+  s.n = n;
+  if (l.format == "bf16") {
+    s.w += static_cast<size_t>(row0 * l.k * 2);
+  } else if (l.format == "int8" || l.format == "fp8") {
+    s.w += static_cast<size_t>(row0 * l.k);
+    s.scale += static_cast<size_t>(row0 * 4);
+  } else {  // int4
+    const int64_t groups = l.k / l.group;
+    s.w += static_cast<size_t>(row0 * l.k / 2);
+    s.scale += static_cast<size_t>(row0 * groups * 2);
+    s.zero += static_cast<size_t>(row0 * groups);
+  }
+  return s;
+}
+
+}  // namespace
+
+// ---- state -------------------------------------------------------------------------------------
+
+CudaEncoderState::CudaEncoderState(const CudaEncoderBlocks* owner, int64_t max_frames)
+  : owner_(owner), max_frames_(max_frames), stream_(owner->device_) {
+  const int64_t d = owner->d_, C = owner->chunk_.chunk_frames, L = static_cast<int64_t>(owner->blocks_.size());
+  std::vector<size_t> k, v, vh;
+  for (int64_t l = 0; l < L; ++l) {
+    k.push_back(arena_.add_array<minmo_bf16>(max_frames * d));
+    v.push_back(arena_.add_array<minmo_bf16>(max_frames * d));
+    vh.push_back(arena_.add_array<float>(2 * C * d));
+  }
+  const size_t pos = arena_.add_array<int32_t>(2), resid = arena_.add_array<float>(2 * C * d);
+  const size_t hn = arena_.add_array<minmo_bf16>(C * d), qkv = arena_.add_array<minmo_bf16>(C * 3 * d);
+  const size_t q = arena_.add_array<minmo_bf16>(C * d), attn = arena_.add_array<minmo_bf16>(C * d);
+  const size_t o = arena_.add_array<minmo_bf16>(C * d), vb = arena_.add_array<minmo_bf16>(C * d);
+  const size_t f = arena_.add_array<minmo_bf16>(C * 4 * d);
+  arena_.commit(owner->device_);
+  for (int64_t l = 0; l < L; ++l) {
+    b.k.push_back(arena_.at<minmo_bf16>(k[l]));
+    b.v.push_back(arena_.at<minmo_bf16>(v[l]));
+    b.vhist.push_back(arena_.at<float>(vh[l]));
+  }
+  b.pos = arena_.at<int32_t>(pos);
+  b.resid = arena_.at<float>(resid);
+  b.hn = arena_.at<minmo_bf16>(hn);
+  b.qkv = arena_.at<minmo_bf16>(qkv);
+  b.q = arena_.at<minmo_bf16>(q);
+  b.attn = arena_.at<minmo_bf16>(attn);
+  b.o = arena_.at<minmo_bf16>(o);
+  b.vb = arena_.at<minmo_bf16>(vb);
+  b.f = arena_.at<minmo_bf16>(f);
+  in_ = Allocation(owner->device_, sizeof(float) * C * d, MemoryKind::PinnedHost);
+  out_ = Allocation(owner->device_, sizeof(minmo_bf16) * C * d, MemoryKind::PinnedHost);
+  pos_host_ = Allocation(owner->device_, sizeof(int32_t) * 2, MemoryKind::PinnedHost);
+}
+
+
+// ---- model -------------------------------------------------------------------------------------
+
+CudaEncoderBlocks::CudaEncoderBlocks(int64_t d, int64_t heads, int64_t kernel, double theta, double eps,
+                                     const ChunkSpec& chunk, std::shared_ptr<Device> device)
+    : d_(d), heads_(heads), kernel_(kernel), theta_(theta), eps_(eps), chunk_(chunk), device_(std::move(device)) {}
+
+std::string CudaEncoderBlocks::unsupported(const SenseVoiceLargeConfig& c, const ChunkSpec& chunk) {
+  std::ostringstream os;
+  if (!chunk.chunked)
+    os << "full-context encoder attention re-encodes the whole turn; the CUDA encoder runs chunked streaming only";
+  else if (!minmo_args::attention_ok(1, c.n_heads, c.n_heads, c.d_model / c.n_heads, 1))
+    os << c.n_heads << " heads of dimension " << c.d_model / c.n_heads
+       << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/attention.h)";
+  else if (chunk.chunk_frames < (c.fsmn_kernel - 1) / 2)
+    os << "chunks of " << chunk.chunk_frames << " frames are shorter than the FSMN's left context ("
+       << (c.fsmn_kernel - 1) / 2 << " frames); the CUDA encoder keeps one previous chunk";
+  return os.str();
+}
+
+std::shared_ptr<const CudaEncoderBlocks> CudaEncoderBlocks::load(const WeightStore& w, const SenseVoiceLargeConfig& c,
+                                                                 const ChunkSpec& chunk,
+                                                                 std::shared_ptr<Device> device) {
+  const std::string why = unsupported(c, chunk);
+  MINMO_CHECK(why.empty(), ErrorCode::BundleError, "sensevoice_large encoder: " << why << "; use device='cpu'");
+  const int64_t d = c.d_model, K = c.fsmn_kernel;
+  auto m = std::make_shared<CudaEncoderBlocks>(d, c.n_heads, K, c.rope_theta, c.norm_eps, chunk, device);
+  Uploads up(m->weights_);
+  auto norm = [&](const std::string& name, size_t* g, size_t* b) {
+    const NormW n = load_norm(w, name, d);
+    *g = up.add_bf16(n.g, d);
+    *b = up.add_bf16(n.b, d);
+  };
+  for (int64_t i = 0; i < c.n_blocks; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    Block B;
+    norm(p + "attn_ln", &B.attn_ln_g, &B.attn_ln_b);
+    norm(p + "mlp_ln", &B.mlp_ln_g, &B.mlp_ln_b);
+    const LinearW q = load_linear(w, p + "attn.query", d, d), k = load_linear(w, p + "attn.key", d, d, false);
+    const LinearW v = load_linear(w, p + "attn.value", d, d), out = load_linear(w, p + "attn.out", d, d);
+    const LinearW fc1 = load_linear(w, p + "mlp.0", d, 4 * d), fc2 = load_linear(w, p + "mlp.2", 4 * d, d);
+    B.qkv = stack_linears(up, {q, k, v}, p + "attn.{query,key,value}");
+    B.v = row_slice(B.qkv, 2 * d, d);
+    B.qkv_bias = up.add(sizeof(minmo_bf16) * 3 * d, [q, v, d](uint8_t* dst) {
+      to_bf16(q.b, d, dst);
+      std::memset(dst + 2 * d, 0, 2 * d);  // the key has no bias
+      to_bf16(v.b, d, dst + 4 * d);
+    });
+    B.v_bias = B.qkv_bias + static_cast<size_t>(4 * d);
+    B.out = stack_linears(up, {out}, p + "attn.out");
+    B.out_bias = up.add_bf16(out.b, d);
+    B.fc1 = stack_linears(up, {fc1}, p + "mlp.0");
+    B.fc1_bias = up.add_bf16(fc1.b, 4 * d);
+    B.fc2 = stack_linears(up, {fc2}, p + "mlp.2");
+    B.fc2_bias = up.add_bf16(fc2.b, d);
+    const float* fsmn = load_tensor(w, p + "attn.fsmn.weight", {d, 1, K});  // = [d, K], as the kernel takes it
+    B.fsmn = up.add(sizeof(float) * d * K, [fsmn, d, K](uint8_t* dst) { std::memcpy(dst, fsmn, sizeof(float) * d * K); });
+    m->blocks_.push_back(B);
+  }
+  norm("ln_post", &m->ln_post_g_, &m->ln_post_b_);
+  m->weights_.commit(device);
+  up.run(device);
+  return m;
+}
+
+std::unique_ptr<CudaEncoderState> CudaEncoderBlocks::new_state(int64_t max_frames) const {
+  MINMO_CHECK(max_frames >= 1, ErrorCode::InvalidArgument, "sensevoice_large encoder: state needs >= 1 frame");
+  return std::make_unique<CudaEncoderState>(this, max_frames);
+}
+
+void CudaEncoderBlocks::encode(CudaEncoderState& s, float* x, int64_t q0, int64_t n) const {
+  const int64_t C = chunk_.chunk_frames, d = d_;
+  MINMO_CHECK(s.owner_ == this, ErrorCode::InvalidArgument, "sensevoice_large encoder: a state of another encoder");
+  MINMO_CHECK(q0 >= 0 && q0 % C == 0 && n >= 0, ErrorCode::Internal,
+              "sensevoice_large encoder: frames must start at a chunk boundary (q0 " << q0 << ")");
+  MINMO_CHECK(q0 + n <= s.max_frames_, ErrorCode::CacheFull,
+              "sensevoice_large encoder: the GPU encoder holds " << s.max_frames_ << " frames per turn ("
+                                                                  << s.max_frames_ / 25 << " s of audio), "
+                                                                  << q0 + n << " needed");
+  const Stream& st = s.stream_;
+  if (q0 == 0)  // a new stream: no previous chunk for the FSMN
+    for (float* vh : s.b.vhist) st.memset(vh, 0, sizeof(float) * 2 * C * d);
+  for (int64_t i = 0; i < n; i += C) {
+    const int64_t rows = std::min(C, n - i), p0 = q0 + i;
+    std::memcpy(s.in_.data(), x + i * d, sizeof(float) * rows * d);
+    int32_t* ph = s.pos_host_.as<int32_t>();
+    ph[0] = static_cast<int32_t>(p0);
+    ph[1] = static_cast<int32_t>(std::max<int64_t>(0, (p0 / C - chunk_.left_chunks) * C));
+    encode_chunk(s, p0, rows);
+    st.sync();
+    const auto* out = s.out_.as<minmo_bf16>();
+    for (int64_t j = 0; j < rows * d; ++j) x[i * d + j] = minmo_cpu::bf16_to_f32(out[j]);
+  }
+}
+
+void CudaEncoderBlocks::encode_chunk(CudaEncoderState& s, int64_t p0, int64_t rows) const {
+  (void)p0;  // read on the device (pos[0])
+  const Stream& st = s.stream_;
+  const CudaEncoderState::Buffers& b = s.b;
+  const int64_t C = chunk_.chunk_frames, d = d_, H = heads_, D = d_ / heads_, F = s.max_frames_;
+  const float eps = static_cast<float>(eps_), theta = static_cast<float>(theta_);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  float* x = b.resid + C * d;  // the chunk's rows of the residual stream
+  st.upload(x, s.in_.data(), sizeof(float) * rows * d);
+  st.memset(b.resid, 0, sizeof(float) * C * d);  // the FSMN's scratch rows
+  st.upload(b.pos, s.pos_host_.data(), sizeof(int32_t) * 2);
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const Block& B = blocks_[l];
+    float* vh = b.vhist[l];
+    MINMO_DEVICE_CALL(st, layernorm_residual_bf16, nullptr, x, bf16(B.attn_ln_g), bf16(B.attn_ln_b), b.hn, rows, d, eps);
+    linear_product(st, weights_, B.qkv, b.hn, b.qkv, rows, false);
+    MINMO_DEVICE_CALL(st, qkv_rope_append_bf16, b.qkv, bf16(B.qkv_bias), b.pos, b.q, b.k[l], b.v[l], rows, H, H, D, F,
+                      theta);
+    MINMO_DEVICE_CALL(st, window_attention_bf16, b.q, b.k[l], b.v[l], b.pos, b.pos + 1, b.attn, rows, H, H, D, F,
+                      scale);
+    linear_product(st, weights_, B.out, b.attn, b.o, rows, false);
+    MINMO_DEVICE_CALL(st, bias_residual_bf16, b.o, bf16(B.out_bias), x, rows, d);
+    // FSMN memory: v + bias of this chunk (fp32) after the previous chunk's, limited to this chunk's
+    // end; the kernel adds it to the residual rows (out aliases attn), the previous rows are scratch.
+    linear_product(st, weights_, B.v, b.hn, b.vb, rows, false);
+    st.memset(vh + C * d, 0, sizeof(float) * rows * d);
+    MINMO_DEVICE_CALL(st, bias_residual_bf16, b.vb, bf16(B.v_bias), vh + C * d, rows, d);
+    MINMO_DEVICE_CALL(st, fsmn_attn_f32, vh, b.resid, weights_.at<float>(B.fsmn), b.resid, C + rows, d, kernel_,
+                      (kernel_ - 1) / 2, C);
+    if (rows == C) st.copy_on_device(vh, vh + C * d, sizeof(float) * C * d);  // becomes the previous chunk
+    MINMO_DEVICE_CALL(st, layernorm_residual_bf16, nullptr, x, bf16(B.mlp_ln_g), bf16(B.mlp_ln_b), b.hn, rows, d, eps);
+    linear_product(st, weights_, B.fc1, b.hn, b.f, rows, false);
+    MINMO_DEVICE_CALL(st, bias_act_bf16, b.f, bf16(B.fc1_bias), rows, 4 * d, MINMO_ACT_GELU);
+    linear_product(st, weights_, B.fc2, b.f, b.o, rows, false);
+    MINMO_DEVICE_CALL(st, bias_residual_bf16, b.o, bf16(B.fc2_bias), x, rows, d);
+  }
+  MINMO_DEVICE_CALL(st, layernorm_residual_bf16, nullptr, x, bf16(ln_post_g_), bf16(ln_post_b_), b.hn, rows, d, eps);
+  st.download(s.out_.data(), b.hn, sizeof(minmo_bf16) * rows * d);
+}
+
+}  // namespace cuda
+}  // namespace minmo

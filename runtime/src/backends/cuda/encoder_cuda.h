@@ -1,0 +1,103 @@
+// The SenseVoice-Large style encoder's blocks on the CUDA backend (device "cuda" or "cuda-sim"),
+// chunked streaming attention only: the 2 strided convolutions stay on the host (a few million
+// weights), the n_blocks blocks and ln_post run here (modules/sensevoice_large.h has the math).
+//
+// Per chunk of C = chunk_frames frames at absolute frames p0 .. p0 + r - 1 (r <= C; a chunk
+// starts at a multiple of C), with the fp32 residual stream and bf16 activations:
+//   LN -> one stacked q|k|v product -> bias + RoPE at the absolute frame + K/V append
+//   (minmo_qkv_rope_append_bf16, MHA) -> window attention over [chunk start - left_chunks C, p0 + r)
+//   -> out product + bias into the residual; the FSMN memory (fp32: v + bias of the previous chunk
+//   and this one, the kernel limited to this chunk's end) added into the residual;
+//   LN -> fc1 + bias + GELU -> fc2 + bias into the residual; after the blocks ln_post.
+// The v product is run a second time, on its own, for the FSMN (its row layout differs from the
+// KV cache's): about 8 % more weight reads than the CPU path.
+// A state holds the K/V caches of max_frames absolute frames per block (a turn longer than that
+// is CacheFull), the previous chunk's v per block, and the activation buffers, all allocated when
+// the state is made.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/device.h"
+#include "backends/cuda/weights.h"
+#include "core/safetensors.h"
+#include "modules/audio_common.h"
+
+namespace minmo {
+
+struct SenseVoiceLargeConfig;
+
+namespace cuda {
+
+class CudaEncoderState;
+
+class CudaEncoderBlocks {
+ public:
+  // Why the kernels cannot run this encoder ("" when they can): full attention, head size.
+  static std::string unsupported(const SenseVoiceLargeConfig& cfg, const ChunkSpec& chunk);
+  // Uploads blocks.N.* and ln_post.* (names of modules/sensevoice_large.h). BundleError for a shape
+  // the kernels do not run, NotFound / BundleError for missing or misshapen tensors.
+  static std::shared_ptr<const CudaEncoderBlocks> load(const WeightStore& w, const SenseVoiceLargeConfig& cfg,
+                                                       const ChunkSpec& chunk, std::shared_ptr<Device> device);
+
+  std::unique_ptr<CudaEncoderState> new_state(int64_t max_frames) const;
+  // Blocks + ln_post over the conv output rows x [n, d_model] (host fp32, replaced by the encoder
+  // frames) at absolute frames q0 .. q0 + n - 1: q0 a multiple of chunk_frames, whole chunks but
+  // the last. q0 == 0 starts a new stream on the state. CacheFull past the state's max_frames.
+  void encode(CudaEncoderState& s, float* x, int64_t q0, int64_t n) const;
+  std::string device() const { return device_->name(); }
+
+  struct Block {
+    size_t attn_ln_g = 0, attn_ln_b = 0, mlp_ln_g = 0, mlp_ln_b = 0;
+    size_t qkv_bias = 0, out_bias = 0, v_bias = 0, fc1_bias = 0, fc2_bias = 0, fsmn = 0;
+    DeviceLinear qkv, v, out, fc1, fc2;
+  };
+
+  CudaEncoderBlocks(int64_t d, int64_t heads, int64_t kernel, double theta, double eps, const ChunkSpec& chunk,
+                    std::shared_ptr<Device> device);
+
+ private:
+  friend class CudaEncoderState;
+  void encode_chunk(CudaEncoderState& s, int64_t p0, int64_t rows) const;
+  const minmo_bf16* bf16(size_t off) const { return weights_.at<minmo_bf16>(off); }
+
+  int64_t d_, heads_, kernel_;
+  double theta_, eps_;
+  ChunkSpec chunk_;
+  std::shared_ptr<Device> device_;
+  Arena weights_;
+  std::vector<Block> blocks_;
+  size_t ln_post_g_ = 0, ln_post_b_ = 0;
+};
+
+// Per-stream state of a CudaEncoderBlocks (see the file comment).
+class CudaEncoderState {
+ public:
+  CudaEncoderState(const CudaEncoderBlocks* owner, int64_t max_frames);
+
+ private:
+  friend class CudaEncoderBlocks;
+  // Device buffers: per block the K / V caches [heads, max_frames, head size] (absolute frames) and
+  // the fp32 v + bias of the previous and the current chunk [2 C, d] (the FSMN's input); the
+  // position and the window start; the residual [2 C, d] (rows C.. the chunk, rows 0..C-1 scratch
+  // the FSMN writes for the previous chunk's rows); bf16 activations of one chunk.
+  struct Buffers {
+    std::vector<minmo_bf16*> k, v;
+    std::vector<float*> vhist;
+    int32_t* pos;  // [0]: the chunk's first frame, [1]: the first key frame of its window
+    float* resid;
+    minmo_bf16 *hn, *qkv, *q, *attn, *o, *vb, *f;
+  };
+  const CudaEncoderBlocks* owner_;
+  int64_t max_frames_;
+  Stream stream_;
+  Arena arena_;
+  Buffers b{};
+  Allocation in_, out_, pos_host_;
+};
+
+}  // namespace cuda
+}  // namespace minmo
