@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     d.add_argument("--chunk-ms", type=int, default=160, help="microphone chunk size")
     d.add_argument("--max-new-tokens", type=int, default=48)
     d.add_argument("--device", default="cpu", choices=("cpu", "cuda", "cuda-sim"),
-                   help="cuda: the LLM and voice LM on the GPU (default cpu)")
+                   help="cuda: the LLM, voice LM and encoder on the GPU (default cpu)")
     t = sub.add_parser("transcribe", help="stream a WAV file through a bundle and print the response")
     t.add_argument("bundle")
     t.add_argument("audio")

@@ -143,8 +143,9 @@ class TtsSession {
 
 class Runtime {
  public:
-  // Loads a bundle directory. device: "cpu"; "cuda" runs the LLM and the voice LM on the CUDA
-  // backend (the first visible GPU; the other modules stay on the CPU), "cuda-sim" the same code with the kernels'
+  // Loads a bundle directory. device: "cpu"; "cuda" runs the LLM, the voice LM and the chunked
+  // SenseVoice-Large encoder's blocks on the CUDA backend (the first visible GPU; the other
+  // modules stay on the CPU), "cuda-sim" the same code with the kernels'
   // CPU twins (testing without a GPU). verify_files: check every file's size and SHA-256 against
   // the manifest first. Throws BundleError / UnsupportedVersion with the reason, DeviceError when
   // the device is missing or lacks memory.

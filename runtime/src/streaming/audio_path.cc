@@ -14,6 +14,7 @@ class FrontendFeatures final : public FeatureStream {
   void push(const float* x, size_t n) override { stream_.push(x, n); }
   Tensor take_ready() override { return stream_.take_ready(); }
   Tensor finish() override { return stream_.finish(); }
+  void reset() override { stream_.reset(); }
 
  private:
   Stream stream_;
@@ -34,6 +35,7 @@ class WholeTurn final : public FrameStream, public TokenStream {
     buffer_ = Tensor();
     return out;
   }
+  void reset() override { buffer_ = Tensor(); }
 
  private:
   Fn fn_;
@@ -47,6 +49,7 @@ class Chunked final : public Base {
   explicit Chunked(M model) : stream_(std::move(model)) {}
   Tensor push(const Tensor& rows) override { return has_rows(rows) ? stream_.push(rows) : Tensor(); }
   Tensor finish() override { return stream_.finish(); }
+  void reset() override { stream_.reset(); }
 
  private:
   Stream stream_;

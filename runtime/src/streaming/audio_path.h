@@ -21,6 +21,7 @@ class FeatureStream {
   virtual void push(const float* samples, size_t n) = 0;
   virtual Tensor take_ready() = 0;
   virtual Tensor finish() = 0;
+  virtual void reset() = 0;
 };
 
 // feature rows -> encoder frames [T, encoder_dim]
@@ -29,6 +30,8 @@ class FrameStream {
   virtual ~FrameStream() = default;
   virtual Tensor push(const Tensor& features) = 0;
   virtual Tensor finish() = 0;
+  // Ready for a new turn, keeping what it allocated (device buffers of a GPU encoder).
+  virtual void reset() = 0;
 };
 
 // encoder frames -> audio tokens [T, llm_hidden]
@@ -37,6 +40,7 @@ class TokenStream {
   virtual ~TokenStream() = default;
   virtual Tensor push(const Tensor& frames) = 0;
   virtual Tensor finish() = 0;
+  virtual void reset() = 0;
 };
 
 // Appends the rows of src [n, w] below dst [m, w] (either may be empty).

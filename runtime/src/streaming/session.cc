@@ -109,8 +109,13 @@ struct Session::Impl {
       ctc_features = Tensor();
       return;
     }
-    frames = make_frame_stream(*models);
-    tokens = make_token_stream(*models);
+    if (frames) {  // the session's audio path serves every turn (a GPU encoder keeps its buffers)
+      frames->reset();
+      tokens->reset();
+    } else {
+      frames = make_frame_stream(*models);
+      tokens = make_token_stream(*models);
+    }
     if (llm_state) llm_state->reset();  // the session's KV cache serves every turn
     else llm_state = models->llm->new_state(capacity);
     duplex_state = models->duplex ? models->duplex->new_state(capacity) : nullptr;
