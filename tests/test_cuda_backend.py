@@ -329,6 +329,20 @@ def test_cuda_check_decoder_on_sim(tmp_path):
     assert subprocess.run([tool], capture_output=True).returncode == 2
 
 
+def test_cuda_check_encoder_on_sim(tmp_path):
+    """minmo_cuda_check encoder: the chunked encoder's blocks on the device against the CPU encoder,
+    random weights, timed per push that completes a chunk."""
+    import subprocess
+
+    out = tmp_path / "enc.json"
+    r = subprocess.run([_cuda_check_tool(), "encoder", "--size", "small", "--device", "cuda-sim", "--chunks", "3",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["frames"] == 3 * 8 + 2 and report["check"]["frames_rel_err_vs_cpu"] < 0.02
+    assert report["push_with_a_chunk"]["count"] == 3
+
+
 def test_cuda_check_session_on_sim(tmp_path):
     """minmo_cuda_check session: minmo-tiny's streaming turn on the CPU and on cuda-sim gives the same
     response tokens (the demo WAV, its ASR prompt ids as the Python layer makes them)."""

@@ -9,8 +9,9 @@
 #   5. run bench/gpu/latency_table.py (the paper's latency table at full MinMo sizes)
 #   6. when build/gpu-carry exists (`make gpu-carry` on the build machine): the runtime's CUDA
 #      backend (minmo_cuda_check) against its CPU backend: minmo-tiny's LLM in every quant mode, a
-#      voice LM, a whole streaming turn of minmo-tiny (same response tokens); then its prefill /
-#      decode timings at Qwen2.5-7B and CosyVoice2-0.5B voice LM sizes, fused and unfused steps;
+#      voice LM, a whole streaming turn of minmo-tiny (same response tokens), the chunked encoder
+#      at SenseVoice-Large size (checked and timed per 320 ms chunk); then prefill / decode timings
+#      at Qwen2.5-7B and CosyVoice2-0.5B voice LM sizes, fused and unfused steps;
 #      the decoder check again under compute-sanitizer memcheck
 # Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
 # decode_bench.json, bench.txt, latency_table.json, latency.txt, runtime_*.json, runtime.txt, build.txt,
@@ -98,12 +99,13 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
-    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^check|^decode at|^prefill|decode step:$|^response|^cpu:|^cuda:' | tr '\n' ';')"
+    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^check|^decode at|^prefill|decode step:$|^response|^cpu:|^cuda:|^encoder' | tr '\n' ';')"
   }
   for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" decoder --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16 --fused both; done
   rt small_voice_lm decoder --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16 --fused both
   rt tiny_session session --bundle "$CARRY/tiny-fp32" --audio "$CARRY/tiny-fp32/demo.f32" \
     --prompt "$CARRY/tiny-fp32/session.json" --runs 10
+  rt encoder_large encoder --size large --chunks 12
   rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --fused both
   rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
   if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)

@@ -1,6 +1,7 @@
 // minmo_cuda_check SUBCOMMAND [FLAGS]: see tools/tools.h.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -27,6 +28,30 @@ nlohmann::json stats(std::vector<double> ms) {
   return {{"p50_ms", q(0.5)}, {"p99_ms", q(0.99)}, {"min_ms", ms.front()}, {"count", ms.size()}};
 }
 
+void fill_random(Tensor& t, uint64_t seed, float mean, float std) {
+  const float half = std * std::sqrt(3.f);
+  const int64_t n = t.numel();
+  float* p = t.ptr();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(i);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    p[i] = mean + half * (static_cast<float>(z >> 40) * (2.f / 16777216.f) - 1.f);
+  }
+}
+
+double rel_err(const Tensor& a, const Tensor& b) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double d = static_cast<double>(a.data[i]) - b.data[i];
+    num += d * d;
+    den += static_cast<double>(b.data[i]) * b.data[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
 void write_report(const nlohmann::json& report, const std::string& path) {
   const std::string text = report.dump(2);
   if (!path.empty()) std::ofstream(path) << text << "\n";
@@ -37,14 +62,18 @@ void write_report(const nlohmann::json& report, const std::string& path) {
 }  // namespace minmo
 
 int main(int argc, char** argv) {
-  const char* usage = "usage: minmo_cuda_check decoder|session [FLAGS] (runtime/tools/*_check.cc)";
-  if (argc < 2 || (std::strcmp(argv[1], "decoder") != 0 && std::strcmp(argv[1], "session") != 0)) {
+  const char* usage = "usage: minmo_cuda_check decoder|encoder|session [FLAGS] (runtime/tools/*_check.cc)";
+  const std::string cmd = argc >= 2 ? argv[1] : "";
+  int (*run)(int, char**) = cmd == "decoder"   ? minmo::tools::decoder_check
+                            : cmd == "encoder" ? minmo::tools::encoder_check
+                            : cmd == "session" ? minmo::tools::session_check
+                                               : nullptr;
+  if (!run) {
     std::cerr << usage << "\n";
     return 2;
   }
   try {
-    return std::strcmp(argv[1], "decoder") == 0 ? minmo::tools::decoder_check(argc - 1, argv + 1)
-                                                : minmo::tools::session_check(argc - 1, argv + 1);
+    return run(argc - 1, argv + 1);
   } catch (const minmo::Error& e) {
     std::cerr << "minmo_cuda_check " << argv[1] << ": " << minmo::error_code_name(e.code()) << ": " << e.what() << "\n";
     return 2;

@@ -43,6 +43,8 @@
 #include "modules/voice_lm.h"
 
 using minmo::Tensor;
+using minmo::tools::fill_random;
+using minmo::tools::rel_err;
 using nlohmann::json;
 
 namespace {
@@ -58,22 +60,6 @@ json size_config(const std::string& size) {
             {"num_attention_heads", 8}, {"num_key_value_heads", 2}, {"head_dim", 64}, {"rope_theta", 10000.0},
             {"tie_word_embeddings", false}, {"max_position_embeddings", 4096}};
   MINMO_THROW(minmo::ErrorCode::InvalidArgument, "--size must be 7b, voice-0.5b or small, got " << size);
-}
-
-// Uniform values of standard deviation `std` around `mean` (a counter-based hash: fast, parallel,
-// reproducible).
-void fill_random(Tensor& t, uint64_t seed, float mean, float std) {
-  const float half = std * std::sqrt(3.f);
-  const int64_t n = t.numel();
-  float* p = t.ptr();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    uint64_t z = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(i);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    p[i] = mean + half * (static_cast<float>(z >> 40) * (2.f / 16777216.f) - 1.f);
-  }
 }
 
 // A Qwen2 decoder's tensors; with `voice`, a voice LM's: the body without a text head, plus its
@@ -115,16 +101,6 @@ minmo::WeightStore random_weights(const minmo::Qwen2Config& c, int64_t n_speech 
     add(p + "mlp.down_proj.weight", {H, I}, 0.f, 0.02f);
   }
   return minmo::WeightStore(std::move(f));
-}
-
-double rel_err(const Tensor& a, const Tensor& b) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double d = static_cast<double>(a.data[i]) - b.data[i];
-    num += d * d;
-    den += static_cast<double>(b.data[i]) * b.data[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 // The logits of a fixed schedule (prefill in chunks of 5 and the rest, then 4 single steps).

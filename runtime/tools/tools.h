@@ -2,6 +2,7 @@
 // Python, so it runs on a GPU machine that has only the CUDA driver (kernels/tests/gpu_carry.sh
 // packs it). Subcommands (tools/cuda_check.cc dispatches):
 //   decoder  the LLM or voice LM decoder on a bundle or on random weights (tools/decoder_check.cc)
+//   encoder  the chunked speech encoder at SenseVoice-Large size, random weights (tools/encoder_check.cc)
 //   session  a streaming speech-to-text session on a bundle (tools/session_check.cc)
 // Each prints a JSON report (and writes it with --json OUT); exit status 0: checks passed, 1: a check
 // failed, 2: bad arguments or an error (message on stderr).
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "core/tensor.h"
 
 namespace minmo {
 namespace tools {
@@ -32,10 +35,16 @@ class Args {
 double now_ms();
 // p50 / p99 / min / count of wall times in milliseconds.
 nlohmann::json stats(std::vector<double> ms);
+// Uniform values of standard deviation `std` around `mean` (a counter-based hash: fast, parallel,
+// reproducible).
+void fill_random(Tensor& t, uint64_t seed, float mean, float std);
+// ||a - b|| / ||b||.
+double rel_err(const Tensor& a, const Tensor& b);
 // Prints the report; also writes it to `path` unless empty.
 void write_report(const nlohmann::json& report, const std::string& path);
 
 int decoder_check(int argc, char** argv);
+int encoder_check(int argc, char** argv);
 int session_check(int argc, char** argv);
 
 }  // namespace tools
