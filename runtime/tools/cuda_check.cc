@@ -42,6 +42,13 @@ void fill_random(Tensor& t, uint64_t seed, float mean, float std) {
   }
 }
 
+void RandomTensors::add(const std::string& name, std::vector<int64_t> shape, float mean, float std) {
+  Tensor t(std::move(shape));
+  fill_random(t, seed_++, mean, std);
+  file_.dtype[name] = "F32";
+  file_.floats.emplace(name, std::move(t));
+}
+
 double rel_err(const Tensor& a, const Tensor& b) {
   double num = 0, den = 0;
   for (int64_t i = 0; i < a.numel(); ++i) {

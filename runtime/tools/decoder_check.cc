@@ -65,14 +65,9 @@ json size_config(const std::string& size) {
 // A Qwen2 decoder's tensors; with `voice`, a voice LM's: the body without a text head, plus its
 // sos/task table, speech embedding and speech head of n_speech rows.
 minmo::WeightStore random_weights(const minmo::Qwen2Config& c, int64_t n_speech = 0) {
-  minmo::SafetensorsFile f;
-  f.path = "<random weights>";
-  uint64_t seed = 1;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, float mean, float std) {
-    Tensor t(std::move(shape));
-    fill_random(t, seed++, mean, std);
-    f.dtype[name] = "F32";
-    f.floats.emplace(name, std::move(t));
+  minmo::tools::RandomTensors r("random weights", 1);
+  auto add = [&r](const std::string& name, std::vector<int64_t> shape, float mean, float std) {
+    r.add(name, std::move(shape), mean, std);
   };
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const int64_t q = c.num_attention_heads * D, kv = c.num_key_value_heads * D;
@@ -100,7 +95,7 @@ minmo::WeightStore random_weights(const minmo::Qwen2Config& c, int64_t n_speech 
     add(p + "mlp.up_proj.weight", {I, H}, 0.f, 0.02f);
     add(p + "mlp.down_proj.weight", {H, I}, 0.f, 0.02f);
   }
-  return minmo::WeightStore(std::move(f));
+  return r.store();
 }
 
 // The logits of a fixed schedule (prefill in chunks of 5 and the rest, then 4 single steps).

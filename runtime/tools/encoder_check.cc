@@ -27,14 +27,9 @@ namespace tools {
 namespace {
 
 WeightStore random_encoder(const SenseVoiceLargeConfig& c) {
-  SafetensorsFile f;
-  f.path = "<random encoder weights>";
-  uint64_t seed = 1000;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, float mean, float std) {
-    Tensor t(std::move(shape));
-    fill_random(t, seed++, mean, std);
-    f.dtype[name] = "F32";
-    f.floats.emplace(name, std::move(t));
+  RandomTensors r("random encoder weights", 1000);
+  auto add = [&r](const std::string& name, std::vector<int64_t> shape, float mean, float std) {
+    r.add(name, std::move(shape), mean, std);
   };
   const int64_t d = c.d_model;
   const float w = 1.f / std::sqrt(static_cast<float>(d));  // keeps the residual stream O(1)
@@ -58,7 +53,7 @@ WeightStore random_encoder(const SenseVoiceLargeConfig& c) {
   }
   add("ln_post.weight", {d}, 1.f, 0.1f);
   add("ln_post.bias", {d}, 0.f, 0.1f);
-  return WeightStore(std::move(f));
+  return r.store();
 }
 
 // Streams mel [T, n_mels] in 16-row (160 ms) pushes; returns all frames, and the wall time of each

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/safetensors.h"
 #include "core/tensor.h"
 
 namespace minmo {
@@ -38,6 +39,17 @@ nlohmann::json stats(std::vector<double> ms);
 // Uniform values of standard deviation `std` around `mean` (a counter-based hash: fast, parallel,
 // reproducible).
 void fill_random(Tensor& t, uint64_t seed, float mean, float std);
+// Random fp32 tensors by name, as a weight file would hold them (fill_random, one seed each).
+class RandomTensors {
+ public:
+  RandomTensors(std::string what, uint64_t seed) : seed_(seed) { file_.path = "<" + what + ">"; }
+  void add(const std::string& name, std::vector<int64_t> shape, float mean, float std);
+  WeightStore store() { return WeightStore(std::move(file_)); }
+
+ private:
+  SafetensorsFile file_;
+  uint64_t seed_;
+};
 // ||a - b|| / ||b||.
 double rel_err(const Tensor& a, const Tensor& b);
 // Prints the report; also writes it to `path` unless empty.

@@ -265,7 +265,11 @@ size_t Arena::add(size_t bytes) {
   return offset;
 }
 
-void Arena::commit(const std::shared_ptr<Device>& device) { memory_ = Allocation(device, size_, MemoryKind::Device); }
+void Arena::commit(const std::shared_ptr<Device>& device) {
+  memory_ = Allocation(device, size_, MemoryKind::Device);
+  for (const Place& p : places_) *p.ptr = at<void>(p.offset);
+  places_.clear();
+}
 
 }  // namespace cuda
 }  // namespace minmo

@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "minmo/status.h"
 #include "minmo_kernels.h"
@@ -58,8 +59,8 @@ class Allocation {
   MemoryKind kind_ = MemoryKind::Device;
 };
 
-// Sub-buffers of one device Allocation: add() every buffer first (offsets aligned to 256 bytes), then
-// commit() allocates once; pointers are valid from then on. No allocation after commit().
+// Sub-buffers of one device Allocation: add() or place() every buffer first (offsets aligned to 256
+// bytes), then commit() allocates once; pointers are valid from then on. No allocation after commit().
 class Arena {
  public:
   static constexpr size_t kAlign = 256;
@@ -67,13 +68,23 @@ class Arena {
   size_t add(size_t bytes);
   template <typename T>
   size_t add_array(int64_t n) { return add(sizeof(T) * static_cast<size_t>(n)); }
+  // Reserves n values of T; commit() sets *ptr to their address (ptr must stay valid until then).
+  template <typename T>
+  void place(T** ptr, int64_t n) {
+    places_.push_back({reinterpret_cast<void**>(ptr), add_array<T>(n)});
+  }
   void commit(const std::shared_ptr<Device>& device);
   template <typename T>
   T* at(size_t offset) const { return reinterpret_cast<T*>(static_cast<char*>(memory_.data()) + offset); }
   size_t bytes() const { return size_; }
 
  private:
+  struct Place {
+    void** ptr;
+    size_t offset;
+  };
   size_t size_ = 0;
+  std::vector<Place> places_;
   Allocation memory_;
 };
 

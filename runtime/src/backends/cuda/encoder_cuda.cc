@@ -39,32 +39,20 @@ DeviceLinear row_slice(const DeviceLinear& l, int64_t row0, int64_t n) {
 CudaEncoderState::CudaEncoderState(const CudaEncoderBlocks* owner, int64_t max_frames)
   : owner_(owner), max_frames_(max_frames), stream_(owner->device_) {
   const int64_t d = owner->d_, C = owner->chunk_.chunk_frames, L = static_cast<int64_t>(owner->blocks_.size());
-  std::vector<size_t> k, v, vh;
-  for (int64_t l = 0; l < L; ++l) {
-    k.push_back(arena_.add_array<minmo_bf16>(max_frames * d));
-    v.push_back(arena_.add_array<minmo_bf16>(max_frames * d));
-    vh.push_back(arena_.add_array<float>(2 * C * d));
+  b.k.resize(static_cast<size_t>(L));
+  b.v.resize(static_cast<size_t>(L));
+  b.vhist.resize(static_cast<size_t>(L));
+  for (size_t l = 0; l < b.k.size(); ++l) {
+    arena_.place(&b.k[l], max_frames * d);
+    arena_.place(&b.v[l], max_frames * d);
+    arena_.place(&b.vhist[l], 2 * C * d);
   }
-  const size_t pos = arena_.add_array<int32_t>(2), resid = arena_.add_array<float>(2 * C * d);
-  const size_t hn = arena_.add_array<minmo_bf16>(C * d), qkv = arena_.add_array<minmo_bf16>(C * 3 * d);
-  const size_t q = arena_.add_array<minmo_bf16>(C * d), attn = arena_.add_array<minmo_bf16>(C * d);
-  const size_t o = arena_.add_array<minmo_bf16>(C * d), vb = arena_.add_array<minmo_bf16>(C * d);
-  const size_t f = arena_.add_array<minmo_bf16>(C * 4 * d);
+  arena_.place(&b.pos, 2);
+  arena_.place(&b.resid, 2 * C * d);
+  for (minmo_bf16** p : {&b.hn, &b.q, &b.attn, &b.o, &b.vb}) arena_.place(p, C * d);
+  arena_.place(&b.qkv, 3 * C * d);
+  arena_.place(&b.f, 4 * C * d);
   arena_.commit(owner->device_);
-  for (int64_t l = 0; l < L; ++l) {
-    b.k.push_back(arena_.at<minmo_bf16>(k[l]));
-    b.v.push_back(arena_.at<minmo_bf16>(v[l]));
-    b.vhist.push_back(arena_.at<float>(vh[l]));
-  }
-  b.pos = arena_.at<int32_t>(pos);
-  b.resid = arena_.at<float>(resid);
-  b.hn = arena_.at<minmo_bf16>(hn);
-  b.qkv = arena_.at<minmo_bf16>(qkv);
-  b.q = arena_.at<minmo_bf16>(q);
-  b.attn = arena_.at<minmo_bf16>(attn);
-  b.o = arena_.at<minmo_bf16>(o);
-  b.vb = arena_.at<minmo_bf16>(vb);
-  b.f = arena_.at<minmo_bf16>(f);
   in_ = Allocation(owner->device_, sizeof(float) * C * d, MemoryKind::PinnedHost);
   out_ = Allocation(owner->device_, sizeof(minmo_bf16) * C * d, MemoryKind::PinnedHost);
   pos_host_ = Allocation(owner->device_, sizeof(int32_t) * 2, MemoryKind::PinnedHost);

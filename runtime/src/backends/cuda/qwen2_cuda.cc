@@ -36,36 +36,24 @@ class CudaQwen2State final : public DecoderState {
     const int64_t ws = minmo_decode_attention_workspace_floats(Hq, D, capacity, kSplitSize);
     const int64_t fws = minmo_decode_attention_fused_workspace_floats(Hq, D, owner->attn_splits_);
     MINMO_CHECK(ws > 0 && fws > 0, ErrorCode::Internal, "cuda qwen2: no attention workspace size for capacity " << capacity);
-    std::vector<size_t> k, v;
-    for (int64_t l = 0; l < L; ++l) {
-      k.push_back(arena_.add_array<minmo_bf16>(Hkv * capacity * D));
-      v.push_back(arena_.add_array<minmo_bf16>(Hkv * capacity * D));
+    b.k.resize(static_cast<size_t>(L));
+    b.v.resize(static_cast<size_t>(L));
+    for (size_t l = 0; l < b.k.size(); ++l) {
+      arena_.place(&b.k[l], Hkv * capacity * D);
+      arena_.place(&b.v[l], Hkv * capacity * D);
     }
-    const size_t pos = arena_.add_array<int32_t>(1), resid = arena_.add_array<float>(R * H);
-    const size_t hn = arena_.add_array<minmo_bf16>(R * H), qkv = arena_.add_array<minmo_bf16>(R * (Hq + 2 * Hkv) * D);
-    const size_t q = arena_.add_array<minmo_bf16>(R * Hq * D), attn = arena_.add_array<minmo_bf16>(R * Hq * D);
-    const size_t o = arena_.add_array<minmo_bf16>(R * H), act = arena_.add_array<minmo_bf16>(R * c.intermediate_size);
-    const size_t down = arena_.add_array<minmo_bf16>(R * H), logits = arena_.add_array<minmo_bf16>(R * owner->head_.n);
-    const size_t wsp = arena_.add_array<float>(ws), fwsp = arena_.add_array<float>(fws);
-    const size_t counters = arena_.add_array<uint32_t>(1 + Hkv);  // gemv_norm's, then one per KV head (attention)
+    arena_.place(&b.pos, 1);
+    arena_.place(&b.resid, R * H);
+    for (minmo_bf16** p : {&b.hn, &b.o, &b.down}) arena_.place(p, R * H);
+    arena_.place(&b.qkv, R * (Hq + 2 * Hkv) * D);
+    arena_.place(&b.q, R * Hq * D);
+    arena_.place(&b.attn, R * Hq * D);
+    arena_.place(&b.act, R * c.intermediate_size);
+    arena_.place(&b.logits, R * owner->head_.n);
+    arena_.place(&b.ws, ws);
+    arena_.place(&b.fused_ws, fws);
+    arena_.place(&b.counters, 1 + Hkv);  // gemv_norm's, then one per KV head (attention)
     arena_.commit(dev);
-    for (int64_t l = 0; l < L; ++l) {
-      b.k.push_back(arena_.at<minmo_bf16>(k[l]));
-      b.v.push_back(arena_.at<minmo_bf16>(v[l]));
-    }
-    b.pos = arena_.at<int32_t>(pos);
-    b.resid = arena_.at<float>(resid);
-    b.hn = arena_.at<minmo_bf16>(hn);
-    b.qkv = arena_.at<minmo_bf16>(qkv);
-    b.q = arena_.at<minmo_bf16>(q);
-    b.attn = arena_.at<minmo_bf16>(attn);
-    b.o = arena_.at<minmo_bf16>(o);
-    b.act = arena_.at<minmo_bf16>(act);
-    b.down = arena_.at<minmo_bf16>(down);
-    b.logits = arena_.at<minmo_bf16>(logits);
-    b.ws = arena_.at<float>(wsp);
-    b.fused_ws = arena_.at<float>(fwsp);
-    b.counters = arena_.at<uint32_t>(counters);
     stream_.memset(b.counters, 0, sizeof(uint32_t) * static_cast<size_t>(1 + Hkv));
     stream_.sync();
     in_ = Allocation(dev, sizeof(float) * R * H, MemoryKind::PinnedHost);
