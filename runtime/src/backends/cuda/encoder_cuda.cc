@@ -146,15 +146,19 @@ void CudaEncoderBlocks::encode(CudaEncoderState& s, float* x, int64_t q0, int64_
     int32_t* ph = s.pos_host_.as<int32_t>();
     ph[0] = static_cast<int32_t>(p0);
     ph[1] = static_cast<int32_t>(std::max<int64_t>(0, (p0 / C - chunk_.left_chunks) * C));
-    encode_chunk(s, p0, rows);
+    if (rows == C) {  // a whole chunk: one graph (it reads the frame and window start on the device)
+      if (s.chunk_graph_.empty()) s.chunk_graph_ = st.capture([&s, C, this] { encode_chunk(s, C); });
+      st.launch(s.chunk_graph_);
+    } else {
+      encode_chunk(s, rows);
+    }
     st.sync();
     const auto* out = s.out_.as<minmo_bf16>();
     for (int64_t j = 0; j < rows * d; ++j) x[i * d + j] = minmo_cpu::bf16_to_f32(out[j]);
   }
 }
 
-void CudaEncoderBlocks::encode_chunk(CudaEncoderState& s, int64_t p0, int64_t rows) const {
-  (void)p0;  // read on the device (pos[0])
+void CudaEncoderBlocks::encode_chunk(CudaEncoderState& s, int64_t rows) const {
   const Stream& st = s.stream_;
   const CudaEncoderState::Buffers& b = s.b;
   const int64_t C = chunk_.chunk_frames, d = d_, H = heads_, D = d_ / heads_, F = s.max_frames_;
