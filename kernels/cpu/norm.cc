@@ -14,6 +14,14 @@ void minmo_cpu::rmsnorm_row_bf16(const float* r, const minmo_bf16* gamma, minmo_
   for (int64_t d = 0; d < dim; ++d) out[d] = f32_to_bf16(static_cast<float>(r[d] * inv * bf16_to_f32(gamma[d])));
 }
 
+namespace {
+// residual[d] += x[d] (bf16) for one row; nothing when x is null.
+void add_bf16_row(const minmo_bf16* x, float* r, int64_t dim) {
+  if (x)
+    for (int64_t d = 0; d < dim; ++d) r[d] += bf16_to_f32(x[d]);
+}
+}  // namespace
+
 extern "C" int minmo_rmsnorm_residual_f32_cpu(const float* x, float* residual, const float* gamma, float* out,
                                               int64_t rows, int64_t dim, float eps) {
   if (!residual || !gamma || !out || rows < 0 || dim <= 0 || out == residual) return MINMO_KERNEL_INVALID_ARGUMENT;
@@ -44,8 +52,7 @@ extern "C" int minmo_rmsnorm_residual_bf16_cpu(const minmo_bf16* x, float* resid
   for (int64_t m = 0; m < rows; ++m) {
     float* r = residual + m * dim;
     minmo_bf16* o = out + m * dim;
-    if (x)
-      for (int64_t d = 0; d < dim; ++d) r[d] += bf16_to_f32(x[m * dim + d]);
+    add_bf16_row(x ? x + m * dim : nullptr, r, dim);
     minmo_cpu::rmsnorm_row_bf16(r, gamma, o, dim, eps);
   }
   return MINMO_KERNEL_OK;
@@ -59,8 +66,7 @@ extern "C" int minmo_layernorm_residual_bf16_cpu(const minmo_bf16* x, float* res
   for (int64_t m = 0; m < rows; ++m) {
     float* r = residual + m * dim;
     minmo_bf16* o = out + m * dim;
-    if (x)
-      for (int64_t d = 0; d < dim; ++d) r[d] += bf16_to_f32(x[m * dim + d]);
+    add_bf16_row(x ? x + m * dim : nullptr, r, dim);
     double sum = 0.0;
     for (int64_t d = 0; d < dim; ++d) sum += r[d];
     const double mean = sum / static_cast<double>(dim);

@@ -17,14 +17,10 @@ __device__ __forceinline__ float load_f(const __nv_bfloat16* p) { return __bfloa
 __device__ __forceinline__ void store_f(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_f(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
-template <int kPer, typename TX, typename TG, typename TO>
-__global__ void __launch_bounds__(1024) rmsnorm_reg_kernel(const TX* x, float* __restrict__ residual,
-                                                           const TG* __restrict__ gamma, TO* out, int dim, float eps) {
-  const int64_t row = blockIdx.x;
-  float* r = residual + row * dim;
-  const TX* xr = x ? x + row * dim : nullptr;
-  float v[kPer];
-  float ss = 0.f;
+// Row `row` of the residual plus x for the register-resident kernels: v[i] = residual[d] + x[d] at
+// d = threadIdx.x + i * blockDim.x (0 past the row); the sum is written back when x is given.
+template <int kPer, typename TX>
+__device__ __forceinline__ void add_residual_row(const TX* xr, float* r, int dim, float (&v)[kPer]) {
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
     const int d = threadIdx.x + i * blockDim.x;
@@ -35,8 +31,20 @@ __global__ void __launch_bounds__(1024) rmsnorm_reg_kernel(const TX* x, float* _
   for (int i = 0; i < kPer; ++i) {
     const int d = threadIdx.x + i * blockDim.x;
     if (xr && d < dim) r[d] = v[i];
-    ss += v[i] * v[i];
   }
+}
+
+template <int kPer, typename TX, typename TG, typename TO>
+__global__ void __launch_bounds__(1024) rmsnorm_reg_kernel(const TX* x, float* __restrict__ residual,
+                                                           const TG* __restrict__ gamma, TO* out, int dim, float eps) {
+  const int64_t row = blockIdx.x;
+  float* r = residual + row * dim;
+  const TX* xr = x ? x + row * dim : nullptr;
+  float v[kPer];
+  add_residual_row(xr, r, dim, v);
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) ss += v[i] * v[i];
   const float s = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
   TO* o = out + row * dim;
 #pragma unroll
@@ -78,19 +86,10 @@ __global__ void __launch_bounds__(1024) layernorm_reg_kernel(const __nv_bfloat16
   float* r = residual + row * dim;
   const __nv_bfloat16* xr = x ? x + row * dim : nullptr;
   float v[kPer];
+  add_residual_row(xr, r, dim, v);
   float s = 0.f;
 #pragma unroll
-  for (int i = 0; i < kPer; ++i) {
-    const int d = threadIdx.x + i * blockDim.x;
-    v[i] = 0.f;
-    if (d < dim) v[i] = r[d] + (xr ? load_f(xr + d) : 0.f);
-  }
-#pragma unroll
-  for (int i = 0; i < kPer; ++i) {
-    const int d = threadIdx.x + i * blockDim.x;
-    if (xr && d < dim) r[d] = v[i];
-    s += v[i];
-  }
+  for (int i = 0; i < kPer; ++i) s += v[i];
   const float mean = block_sum(s) / static_cast<float>(dim);
   float ss = 0.f;
 #pragma unroll

@@ -55,12 +55,12 @@ std::shared_ptr<Device> Device::open(const std::string& name) {
   check_cuda(cudaGetDevice(&ordinal), "cudaGetDevice");
   cudaDeviceProp prop{};
   check_cuda(cudaGetDeviceProperties(&prop, ordinal), "cudaGetDeviceProperties");
-  d->cc_ = prop.major * 10 + prop.minor;
+  const int cc = prop.major * 10 + prop.minor;
   d->sm_count_ = prop.multiProcessorCount;
-  MINMO_CHECK(d->cc_ >= 80, ErrorCode::DeviceError,
-              "device 'cuda': " << prop.name << " is sm_" << d->cc_ << "; the kernels need bf16 (sm_80 or newer)");
+  MINMO_CHECK(cc >= 80, ErrorCode::DeviceError,
+              "device 'cuda': " << prop.name << " is sm_" << cc << "; the kernels need bf16 (sm_80 or newer)");
   std::ostringstream desc;
-  desc << prop.name << ", sm_" << d->cc_ << ", " << (static_cast<double>(prop.totalGlobalMem) / (1 << 30)) << " GiB";
+  desc << prop.name << ", sm_" << cc << ", " << (static_cast<double>(prop.totalGlobalMem) / (1 << 30)) << " GiB";
   d->description_ = desc.str();
   return d;
 #else

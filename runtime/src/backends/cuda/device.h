@@ -113,14 +113,11 @@ class Device : public std::enable_shared_from_this<Device> {
   // no device is usable, InvalidArgument on another name.
   static std::shared_ptr<Device> open(const std::string& name);
 
-  DeviceKind kind() const { return kind_; }
   bool simulated() const { return kind_ == DeviceKind::Sim; }
   // "cuda" or "cuda-sim".
   std::string name() const { return simulated() ? "cuda-sim" : "cuda"; }
   // e.g. "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" or "CPU twins of the CUDA kernels (cuda-sim)".
   const std::string& description() const { return description_; }
-  // 10 * major + minor (87 Orin, 90 H100); 0 for the sim.
-  int compute_capability() const { return cc_; }
   // Whether the fp8 products run (sm_89+ device and library; always in the sim).
   bool fp8_supported() const;
   // Streaming multiprocessors (8 for the sim): sizes split-K grids.
@@ -133,7 +130,6 @@ class Device : public std::enable_shared_from_this<Device> {
   void free(void* ptr, MemoryKind kind) const noexcept;
 
   DeviceKind kind_;
-  int cc_ = 0;
   int sm_count_ = 8;
   std::string description_;
 };

@@ -143,7 +143,7 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   const LinearW h = head.is_lm_head() && c.tie_word_embeddings ? LinearW{m->embed_tokens_, nullptr, H, V, {}}
                                                                : load_linear(w, head.name, H, n_out, head.bias);
   m->head_ = stack_linears(up, {h}, head.name);
-  m->head_bias_ = h.b;
+  if (h.b) m->head_bias_ = up.add_bf16(h.b, n_out);
   m->weights_.commit(device);
   up.run(device);
   m->attn_splits_ = std::max<int64_t>(1, 2 * device->sm_count() / Hkv);
@@ -242,6 +242,7 @@ void CudaQwen2::enqueue_outputs(CudaQwen2State& s, int64_t rows, int64_t logit_r
   d.download(s.hidden_host_.data(), s.b.hn, sizeof(minmo_bf16) * rows * H);
   if (logit_rows > 0) {
     product(d, head_, s.b.hn + (rows - logit_rows) * H, s.b.logits, logit_rows, false);
+    if (head_bias_) MINMO_DEVICE_CALL(d, bias_act_bf16, s.b.logits, bf16(*head_bias_), logit_rows, head_.n, MINMO_ACT_NONE);
     d.download(s.logits_host_.data(), s.b.logits, sizeof(minmo_bf16) * logit_rows * head_.n);
   }
 }
@@ -337,9 +338,6 @@ void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tens
       const auto* lg = s.logits_host_.as<minmo_bf16>();
       float* dst = logits_out->ptr() + (last_only ? 0 : t0 * V);
       for (int64_t i = 0; i < logit_rows * V; ++i) dst[i] = minmo_cpu::bf16_to_f32(lg[i]);
-      if (head_bias_)
-        for (int64_t r = 0; r < logit_rows; ++r)
-          for (int64_t j = 0; j < V; ++j) dst[r * V + j] += head_bias_[j];
     }
   }
 }

@@ -16,12 +16,12 @@
 // the state is made (a session's start, not its first token): copy the embedding in, 8 launches
 // per layer (5 fused), final norm, the head, copy the hidden state and logits out; the position is
 // read on the device, so the graph replays at any position. The head is the LM head or a module's
-// own (Qwen2Head: the voice LM's llm_decoder, whose bias is added on the host to the copied-out
-// logits).
+// own (Qwen2Head: the voice LM's llm_decoder, with its bias).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,7 +60,6 @@ class CudaQwen2 final : public Qwen2Decoder {
   const std::string& weight_format() const { return format_; }
   // Device bytes of the weights (all layers, final norm, lm_head).
   size_t weight_bytes() const { return weights_.bytes(); }
-  const Device& device_ref() const { return *device_; }
   // Whether decode steps use the fused kernels (5 launches per layer: q|k|v+RoPE+append, one-launch
   // attention, o+residual+norm, gate|up+SiLU, down+residual+next norm) instead of 8. Default: fused
   // for hidden sizes up to 1024, where a step is bound by launches (CosyVoice2-0.5B's voice LM:
@@ -120,7 +119,7 @@ class CudaQwen2 final : public Qwen2Decoder {
   std::vector<Layer> layers_;
   size_t final_norm_ = 0;
   DeviceLinear head_;
-  const float* head_bias_ = nullptr;  // host [head_.n] or null
+  std::optional<size_t> head_bias_;  // bf16 [head_.n] in the weight arena, when the head has a bias
 };
 
 }  // namespace cuda
