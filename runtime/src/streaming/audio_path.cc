@@ -14,7 +14,6 @@ class FrontendFeatures final : public FeatureStream {
   void push(const float* x, size_t n) override { stream_.push(x, n); }
   Tensor take_ready() override { return stream_.take_ready(); }
   Tensor finish() override { return stream_.finish(); }
-  void reset() override { stream_.reset(); }
 
  private:
   Stream stream_;

@@ -21,7 +21,6 @@ class FeatureStream {
   virtual void push(const float* samples, size_t n) = 0;
   virtual Tensor take_ready() = 0;
   virtual Tensor finish() = 0;
-  virtual void reset() = 0;
 };
 
 // feature rows -> encoder frames [T, encoder_dim]

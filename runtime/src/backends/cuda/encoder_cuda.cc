@@ -18,9 +18,9 @@ namespace {
 DeviceLinear row_slice(const DeviceLinear& l, int64_t row0, int64_t n) {
   DeviceLinear s = l;
   s.n = n;
-  if (l.format == "bf16") {
+  if (l.kind == cpu::WeightQuant::None) {
     s.w += static_cast<size_t>(row0 * l.k * 2);
-  } else if (l.format == "int8" || l.format == "fp8") {
+  } else if (l.kind == cpu::WeightQuant::Int8 || l.kind == cpu::WeightQuant::Fp8) {
     s.w += static_cast<size_t>(row0 * l.k);
     s.scale += static_cast<size_t>(row0 * 4);
   } else {  // int4

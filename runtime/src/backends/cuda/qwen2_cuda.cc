@@ -131,7 +131,7 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
                                    load_linear(w, p + "mlp.up_proj", H, I, false)},
                               p + "mlp.{gate,up}_proj");
     L.down = stack_linears(up, {load_linear(w, p + "mlp.down_proj", I, H, false)}, p + "mlp.down_proj");
-    for (const DeviceLinear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) formats.insert(l->format);
+    for (const DeviceLinear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) formats.insert(l->format());
     m->layers_.push_back(L);
   }
   m->format_.clear();
@@ -198,13 +198,13 @@ void CudaQwen2::product_norm(const Stream& d, const DeviceLinear& l, const minmo
                              const minmo_bf16* gamma, minmo_bf16* out, uint32_t* counter) const {
   const Weights w = weights_of(l);
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  if (l.format == "bf16")
+  if (l.kind == cpu::WeightQuant::None)
     MINMO_DEVICE_CALL(d, gemv_norm_bf16, x, reinterpret_cast<const minmo_bf16*>(w.q), residual, gamma, out, counter,
                       l.n, l.k, eps);
-  else if (l.format == "int8")
+  else if (l.kind == cpu::WeightQuant::Int8)
     MINMO_DEVICE_CALL(d, gemv_norm_int8, x, reinterpret_cast<const int8_t*>(w.q), w.scale, residual, gamma, out,
                       counter, l.n, l.k, eps);
-  else if (l.format == "fp8")
+  else if (l.kind == cpu::WeightQuant::Fp8)
     MINMO_DEVICE_CALL(d, gemv_norm_fp8, x, w.q, w.scale, residual, gamma, out, counter, l.n, l.k, eps);
   else
     MINMO_DEVICE_CALL(d, gemv_norm_int4, x, w.q, w.scale_bf16, w.zero, residual, gamma, out, counter, l.n, l.k,
@@ -218,13 +218,13 @@ void CudaQwen2::product_qkv_rope(const Stream& d, const Layer& L, const minmo_bf
   const auto* bias = weights_.at<minmo_bf16>(L.qkv_bias);
   const int64_t Hq = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads, D = cfg_.head_dim;
   const float theta = static_cast<float>(cfg_.rope_theta);
-  if (l.format == "bf16")
+  if (l.kind == cpu::WeightQuant::None)
     MINMO_DEVICE_CALL(d, gemv_qkv_rope_bf16, x, reinterpret_cast<const minmo_bf16*>(w.q), bias, pos, q, kc, vc, Hq,
                       Hkv, D, capacity, l.k, theta);
-  else if (l.format == "int8")
+  else if (l.kind == cpu::WeightQuant::Int8)
     MINMO_DEVICE_CALL(d, gemv_qkv_rope_int8, x, reinterpret_cast<const int8_t*>(w.q), w.scale, bias, pos, q, kc, vc,
                       Hq, Hkv, D, capacity, l.k, theta);
-  else if (l.format == "fp8")
+  else if (l.kind == cpu::WeightQuant::Fp8)
     MINMO_DEVICE_CALL(d, gemv_qkv_rope_fp8, x, w.q, w.scale, bias, pos, q, kc, vc, Hq, Hkv, D, capacity, l.k, theta);
   else
     MINMO_DEVICE_CALL(d, gemv_qkv_rope_int4, x, w.q, w.scale_bf16, w.zero, bias, pos, q, kc, vc, Hq, Hkv, D, capacity,

@@ -29,13 +29,13 @@ void product_rows(const Stream& d, const Arena& weights, const DeviceLinear& l, 
   const float* scale = weights.at<float>(l.scale);
   const auto* w8 = reinterpret_cast<const int8_t*>(q);
   const auto* wb = reinterpret_cast<const minmo_bf16*>(q);
-  if (l.format == "bf16") {
+  if (l.kind == cpu::WeightQuant::None) {
     if (gated) MINMO_DEVICE_CALL(d, gemv_silu_bf16, x, wb, y, rows, n, l.k);
     else MINMO_DEVICE_CALL(d, gemv_bf16, x, wb, y, rows, n, l.k);
-  } else if (l.format == "int8") {
+  } else if (l.kind == cpu::WeightQuant::Int8) {
     if (gated) MINMO_DEVICE_CALL(d, gemv_silu_int8, x, w8, scale, y, rows, n, l.k);
     else MINMO_DEVICE_CALL(d, gemv_int8, x, w8, scale, y, rows, n, l.k);
-  } else if (l.format == "fp8") {
+  } else if (l.kind == cpu::WeightQuant::Fp8) {
     if (gated) MINMO_DEVICE_CALL(d, gemv_silu_fp8, x, q, scale, y, rows, n, l.k);
     else MINMO_DEVICE_CALL(d, gemv_fp8, x, q, scale, y, rows, n, l.k);
   } else {
@@ -47,6 +47,8 @@ void product_rows(const Stream& d, const Arena& weights, const DeviceLinear& l, 
 }
 
 }  // namespace
+
+const char* DeviceLinear::format() const { return format_of(kind); }
 
 void to_bf16(const float* src, int64_t n, uint8_t* dst) {
   auto* out = reinterpret_cast<minmo_bf16*>(dst);
@@ -86,7 +88,7 @@ DeviceLinear stack_linears(Uploads& up, const std::vector<LinearW>& parts, const
     if (p.qw.kind != kind || p.qw.group != d.group) kind = cpu::WeightQuant::None;
     d.n += p.out;
   }
-  d.format = format_of(kind);
+  d.kind = kind;
   const int64_t K = d.k;
   // Copies every part's rows of one per-row array (row_bytes(part) bytes per output row).
   auto stacked = [parts](std::function<const uint8_t*(const LinearW&)> src, size_t row_bytes,

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/quant_linear.h"
 #include "backends/cuda/device.h"
 #include "modules/audio_common.h"
 
@@ -17,7 +18,8 @@ namespace cuda {
 
 // A weight-only product's weight on the device (offsets into the weight arena).
 struct DeviceLinear {
-  std::string format;  // "bf16", "int8", "int4", "fp8"
+  cpu::WeightQuant kind = cpu::WeightQuant::None;  // None: bf16
+  const char* format() const;                     // "bf16", "int8", "int4", "fp8"
   int64_t n = 0, k = 0, group = 0;
   size_t w = 0, scale = 0, zero = 0;
 };
