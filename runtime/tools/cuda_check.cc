@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "minmo/status.h"
+#include "modules/voice_lm.h"
 #include "tools/tools.h"
 
 namespace minmo {
@@ -33,12 +34,9 @@ void fill_random(Tensor& t, uint64_t seed, float mean, float std) {
   const int64_t n = t.numel();
   float* p = t.ptr();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    uint64_t z = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(i);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    p[i] = mean + half * (static_cast<float>(z >> 40) * (2.f / 16777216.f) - 1.f);
+  for (int64_t i = 0; i < n; ++i) {  // counter-based: value i from its own SplitMix64 stream
+    SplitMix64 g(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(i));
+    p[i] = mean + half * static_cast<float>(2.0 * g.uniform() - 1.0);
   }
 }
 

@@ -36,8 +36,8 @@ class Args {
 double now_ms();
 // p50 / p99 / min / count of wall times in milliseconds.
 nlohmann::json stats(std::vector<double> ms);
-// Uniform values of standard deviation `std` around `mean` (a counter-based hash: fast, parallel,
-// reproducible).
+// Uniform values of standard deviation `std` around `mean` (value i from SplitMix64 seeded with
+// seed and i: parallel and reproducible).
 void fill_random(Tensor& t, uint64_t seed, float mean, float std);
 // Random fp32 tensors by name, as a weight file would hold them (fill_random, one seed each).
 class RandomTensors {
