@@ -479,3 +479,21 @@ def test_encoder_configurations_the_kernels_lack(encoder_weights):
         TA.sensevoice_large_run(path, conf, json.dumps(ChunkSpec("chunked", 4, 2).to_dict()), mel, "cuda-sim")
     # the CPU backend runs both
     TA.sensevoice_large_run(path, conf, json.dumps(ChunkSpec("chunked", 4, 2).to_dict()), mel, "cpu")
+
+
+# ---- the GPU's rules, enforced by the sim -----------------------------------------------------------
+
+@pytest.mark.parametrize("rule, message", [
+    ("host_pointer_kernel", "bias_act_bf16 argument 1 is not device memory"),
+    ("pageable_copy_in_graph", "pageable host memory"),
+    ("sync_in_graph", "synchronise inside a graph capture"),
+    ("device_as_host", "host side of a copy is device memory"),
+    ("host_value_in_graph", "graph replay enqueued different work"),
+])
+def test_sim_refuses_what_a_gpu_would_fault_on(rule, message):
+    """cuda-sim runs on host memory, so it checks what a GPU would enforce (device pointers for
+    kernels, pinned copies and no synchronisation in a graph, frozen graph arguments); every
+    backend test above runs under these checks."""
+    TL.cuda_sim_rule("none")
+    with pytest.raises(minmo_rt.MinmoError, match=message):
+        TL.cuda_sim_rule(rule)

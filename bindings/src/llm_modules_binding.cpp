@@ -154,12 +154,55 @@ MINMO_PY_BINDING(bind_devices) {
   m.attr("cuda_built") = minmo::cuda::cuda_built();
 }
 
+namespace {
+
+// Runs a few bias_act launches on a fresh cuda-sim stream, breaking the GPU rule named by `rule`
+// ("none" breaks nothing); the sim must refuse each broken rule with an Internal error.
+void cuda_sim_rule(const std::string& rule) {
+  using namespace minmo::cuda;
+  const auto dev = Device::open("cuda-sim");
+  const Stream st(dev);
+  constexpr int64_t n = 64;
+  Allocation y(dev, sizeof(minmo_bf16) * 2 * n, MemoryKind::Device);  // rows 1 or 2
+  Allocation bias(dev, sizeof(minmo_bf16) * n, MemoryKind::Device);
+  Allocation staged(dev, sizeof(minmo_bf16) * n, MemoryKind::PinnedHost);
+  std::vector<minmo_bf16> pageable(n, minmo_bf16{0});
+  std::memset(staged.data(), 0, staged.bytes());
+  st.upload(bias.data(), staged.data(), bias.bytes());
+  const minmo_bf16* bias_arg = rule == "host_pointer_kernel" ? pageable.data() : bias.as<minmo_bf16>();
+  int64_t rows = 1;
+  const Graph g = st.capture([&] {
+    st.upload(y.data(), rule == "pageable_copy_in_graph" ? static_cast<const void*>(pageable.data()) : staged.data(),
+              staged.bytes());
+    MINMO_DEVICE_CALL(st, bias_act_bf16, y.as<minmo_bf16>(), bias_arg, rows, n, MINMO_ACT_RELU);
+    if (rule == "sync_in_graph") st.sync();
+    st.download(rule == "device_as_host" ? bias.data() : staged.data(), y.data(), staged.bytes());
+  });
+  for (int i = 0; i < 3; ++i) {
+    st.launch(g);
+    if (rule == "host_value_in_graph") rows = 1 + (i + 1) % 2;  // frozen by a real graph
+  }
+  MINMO_CHECK(rule == "none" || rule == "host_value_in_graph", ErrorCode::InvalidArgument, "unknown rule '" << rule << "'");
+}
+
+}  // namespace
+
 MINMO_PY_BINDING(bind_testing_llm) {
   py::module_ t = m.def_submodule(
       "testing_llm",
       "Input projector, Qwen2 decoder, sampling and duplex predictor on numpy arrays (verification against the "
       "PyTorch reference). Modules load from `weights_path` (.safetensors) with `config` (JSON string of the "
       "module config) and, for the projector, `chunk` (JSON string of the manifest's streaming settings).");
+
+  t.def(
+      "cuda_sim_rule",
+      [](const std::string& rule) {
+        py::gil_scoped_release release;
+        cuda_sim_rule(rule);
+      },
+      py::arg("rule"),
+      "Breaks one GPU rule on cuda-sim ('none', 'host_pointer_kernel', 'pageable_copy_in_graph', "
+      "'sync_in_graph', 'device_as_host', 'host_value_in_graph'); raises MinmoError when the sim catches it.");
 
   // ---- input projector
   t.def(

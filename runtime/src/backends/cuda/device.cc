@@ -77,10 +77,25 @@ bool Device::fp8_supported() const {
   return true;
 }
 
+bool Device::holds(const void* p, MemoryKind kind) const {
+  if (!simulated()) return true;
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(live_mutex_);
+  auto it = live_.upper_bound(addr);
+  if (it == live_.begin()) return false;
+  --it;
+  return addr < it->first + it->second.first && it->second.second == kind;
+}
+
 void* Device::allocate(size_t bytes, MemoryKind kind) const {
   const bool pinned = kind == MemoryKind::PinnedHost;
   if (bytes == 0) bytes = 1;
-  if (simulated()) return host_alloc(bytes);
+  if (simulated()) {
+    void* p = host_alloc(bytes);
+    std::lock_guard<std::mutex> lock(live_mutex_);
+    live_[reinterpret_cast<uintptr_t>(p)] = {bytes, kind};
+    return p;
+  }
 #if MINMO_WITH_CUDA
   void* p = nullptr;
   const cudaError_t rc = pinned ? cudaMallocHost(&p, bytes) : cudaMalloc(&p, bytes);
@@ -104,6 +119,10 @@ void Device::free(void* ptr, MemoryKind kind) const noexcept {
   const bool pinned = kind == MemoryKind::PinnedHost;
   if (!ptr) return;
   if (simulated()) {
+    {
+      std::lock_guard<std::mutex> lock(live_mutex_);
+      live_.erase(reinterpret_cast<uintptr_t>(ptr));
+    }
     std::free(ptr);
     return;
   }
@@ -115,9 +134,36 @@ void Device::free(void* ptr, MemoryKind kind) const noexcept {
 #endif
 }
 
+void Stream::require_device(const char* what, int index, const void* p) const {
+  MINMO_CHECK(device_->holds(p, MemoryKind::Device), ErrorCode::Internal,
+              "cuda-sim: " << what << (index >= 0 ? " argument " : "") << (index >= 0 ? std::to_string(index) : "")
+                           << " is not device memory (" << p << "); a GPU would fault on it");
+}
+
+void Stream::record(const char* what, std::initializer_list<uint64_t> values) const {
+  if (trace_ == nullptr) return;
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a over the name and the values
+  for (const char* c = what; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 1099511628211ULL;
+  for (uint64_t v : values) h = (h ^ v) * 1099511628211ULL;
+  trace_->push_back(h);
+}
+
 void Stream::copy(void* dst, const void* src, size_t bytes, Copy kind) const {
   if (bytes == 0) return;
   if (simulated()) {
+    record("copy", {reinterpret_cast<uintptr_t>(dst), reinterpret_cast<uintptr_t>(src), bytes,
+                    static_cast<uint64_t>(kind)});
+    const void* host = kind == Copy::ToDevice ? src : kind == Copy::ToHost ? dst : nullptr;
+    if (kind != Copy::ToHost) require_device("copy destination", -1, dst);
+    if (kind != Copy::ToDevice) require_device("copy source", -1, src);
+    if (host != nullptr) {
+      const bool pinned = device_->holds(host, MemoryKind::PinnedHost);
+      MINMO_CHECK(pinned || !device_->holds(host, MemoryKind::Device), ErrorCode::Internal,
+                  "cuda-sim: the host side of a copy is device memory (" << host << ")");
+      MINMO_CHECK(pinned || !capturing_, ErrorCode::Internal,
+                  "cuda-sim: a copy inside a graph capture uses pageable host memory (" << host
+                      << "); CUDA cannot capture it: stage it in a pinned buffer");
+    }
     std::memmove(dst, src, bytes);
     return;
   }
@@ -134,6 +180,8 @@ void Stream::copy(void* dst, const void* src, size_t bytes, Copy kind) const {
 void Stream::memset(void* dst, int value, size_t bytes) const {
   if (bytes == 0) return;
   if (simulated()) {
+    record("memset", {reinterpret_cast<uintptr_t>(dst), static_cast<uint64_t>(value), bytes});
+    require_device("memset", -1, dst);
     std::memset(dst, value, bytes);
     return;
   }
@@ -143,6 +191,8 @@ void Stream::memset(void* dst, int value, size_t bytes) const {
 }
 
 void Stream::sync() const {
+  MINMO_CHECK(!capturing_, ErrorCode::Internal,
+              "cuda backend: stream synchronise inside a graph capture (CUDA invalidates the capture)");
 #if MINMO_WITH_CUDA
   if (!simulated()) check_cuda(cudaStreamSynchronize(stream_), "stream synchronize");
 #endif
@@ -179,7 +229,31 @@ Graph Stream::capture(const std::function<void()>& enqueue) const {
 void Stream::launch(const Graph& graph) const {
   MINMO_CHECK(!graph.empty(), ErrorCode::Internal, "cuda backend: launch of an empty graph");
   if (simulated()) {
-    graph.replay_();
+    // A replay runs the recorded enqueue under the rules of a capture, and must enqueue exactly
+    // what the first replay did: a CUDA graph replays the captured arguments, so an argument
+    // computed on the host per call would be frozen on a GPU.
+    std::vector<uint64_t> trace;
+    capturing_ = true;
+    trace_ = &trace;
+    try {
+      graph.replay_();
+    } catch (...) {
+      capturing_ = false;
+      trace_ = nullptr;
+      throw;
+    }
+    capturing_ = false;
+    trace_ = nullptr;
+    if (graph.trace_.empty()) {
+      graph.trace_ = std::move(trace);
+      return;
+    }
+    size_t i = 0;
+    while (i < trace.size() && i < graph.trace_.size() && trace[i] == graph.trace_[i]) ++i;
+    MINMO_CHECK(i == trace.size() && i == graph.trace_.size(), ErrorCode::Internal,
+                "cuda-sim: a graph replay enqueued different work than its first replay (call "
+                    << i << " of " << graph.trace_.size() << " differs); a CUDA graph would replay the first "
+                    << "arguments: pass per-call values through device memory");
     return;
   }
 #if MINMO_WITH_CUDA
@@ -213,12 +287,15 @@ Stream::~Stream() {
 // ---- Graph -------------------------------------------------------------------------------------
 
 Graph::~Graph() { release(); }
-Graph::Graph(Graph&& o) noexcept : exec_(o.exec_), replay_(std::move(o.replay_)) { o.exec_ = nullptr; }
+Graph::Graph(Graph&& o) noexcept : exec_(o.exec_), replay_(std::move(o.replay_)), trace_(std::move(o.trace_)) {
+  o.exec_ = nullptr;
+}
 Graph& Graph::operator=(Graph&& o) noexcept {
   if (this != &o) {
     release();
     exec_ = o.exec_;
     replay_ = std::move(o.replay_);
+    trace_ = std::move(o.trace_);
     o.exec_ = nullptr;
   }
   return *this;
@@ -229,6 +306,7 @@ void Graph::release() {
 #endif
   exec_ = nullptr;
   replay_ = nullptr;
+  trace_.clear();
 }
 
 // ---- memory ------------------------------------------------------------------------------------

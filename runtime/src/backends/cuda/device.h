@@ -7,7 +7,11 @@
 //   - "cuda-sim": host memory and every kernel replaced by its CPU twin (kernels/cpu), run at
 //     once; a captured graph records the enqueue function and replays it. For testing the
 //     backend on a machine without a GPU: slow, and it says nothing about the CUDA kernels
-//     themselves (kernels/tests checks those on a GPU).
+//     themselves (kernels/tests checks those on a GPU). It does enforce the rules that a real GPU
+//     enforces and plain host memory would hide, throwing Internal naming the call: every pointer
+//     a kernel receives lies in a device allocation; a copy's device side lies in device memory
+//     and its host side does not; a graph's work uses pinned host buffers, does not synchronise,
+//     and is the same at every replay (a CUDA graph freezes the arguments it captured).
 // Kernels are called through MINMO_DEVICE_CALL(stream, name, args...), which picks minmo_<name>
 // (enqueued on the stream) or minmo_<name>_cpu and throws on a non-zero status.
 #pragma once
@@ -15,8 +19,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "minmo/status.h"
@@ -105,6 +113,7 @@ class Graph {
   void release();
   void* exec_ = nullptr;          // cudaGraphExec_t
   std::function<void()> replay_;  // sim
+  mutable std::vector<uint64_t> trace_;  // sim: hashes of the first replay's calls
 };
 
 class Device : public std::enable_shared_from_this<Device> {
@@ -122,6 +131,8 @@ class Device : public std::enable_shared_from_this<Device> {
   bool fp8_supported() const;
   // Streaming multiprocessors (8 for the sim): sizes split-K grids.
   int sm_count() const { return sm_count_; }
+  // Sim only: whether p lies inside a live allocation of this kind (always true on "cuda").
+  bool holds(const void* p, MemoryKind kind) const;
 
  private:
   explicit Device(DeviceKind kind);
@@ -132,6 +143,9 @@ class Device : public std::enable_shared_from_this<Device> {
   DeviceKind kind_;
   int sm_count_ = 8;
   std::string description_;
+  // Sim: live allocations by start address -> (bytes, kind), for holds().
+  mutable std::mutex live_mutex_;
+  mutable std::map<uintptr_t, std::pair<size_t, MemoryKind>> live_;
 };
 
 // An in-order queue of device work (a cudaStream_t; the sim runs everything at once). Each
@@ -163,12 +177,48 @@ class Stream {
 
   // Throws DeviceError naming the kernel when status != 0 (used by MINMO_DEVICE_CALL).
   void check_kernel(const char* kernel, int status) const;
+  // Sim (used by MINMO_DEVICE_CALL before the twin runs): throws Internal naming the kernel and
+  // the argument when a non-null pointer argument is not in a device allocation.
+  // Also records the call (name and argument values) in a replay's trace.
+  template <typename... Args>
+  void check_kernel_pointers(const char* kernel, const Args&... args) const {
+    int index = 0;
+    (check_kernel_pointer(kernel, index++, args), ...);
+    if (trace_ != nullptr) record(kernel, {arg_bits(args)...});
+  }
 
  private:
   enum class Copy { ToDevice, ToHost, OnDevice };
   void copy(void* dst, const void* src, size_t bytes, Copy kind) const;
+  // Sim: appends a hash of the call to the running replay's trace (no-op outside a replay).
+  void record(const char* what, std::initializer_list<uint64_t> values) const;
+  // An argument's value as 64 bits for the trace (a struct: a hash of its bytes).
+  template <typename T>
+  static uint64_t arg_bits(const T& arg) {
+    static_assert(std::is_trivially_copyable_v<T>, "kernel arguments are plain values");
+    if constexpr (std::is_pointer_v<T>) {
+      return reinterpret_cast<uintptr_t>(arg);
+    } else if constexpr (std::is_integral_v<T> || std::is_enum_v<T>) {
+      return static_cast<uint64_t>(arg);
+    } else {
+      uint64_t h = 1469598103934665603ULL;
+      const auto* b = reinterpret_cast<const unsigned char*>(&arg);
+      for (size_t i = 0; i < sizeof(T); ++i) h = (h ^ b[i]) * 1099511628211ULL;
+      return h;
+    }
+  }
+  template <typename T>
+  void check_kernel_pointer(const char* kernel, int index, const T& arg) const {
+    if constexpr (std::is_pointer_v<T>) {
+      if (arg != nullptr) require_device(kernel, index, arg);
+    }
+  }
+  // Throws Internal unless p is in a device allocation ("kernel <name> argument <index>").
+  void require_device(const char* what, int index, const void* p) const;
   std::shared_ptr<Device> device_;
   cudaStream_t stream_ = nullptr;
+  mutable bool capturing_ = false;                  // sim: inside a graph replay
+  mutable std::vector<uint64_t>* trace_ = nullptr;  // sim: the running replay's trace
 };
 
 // Whether this build has the CUDA backend (compiled with the CUDA toolkit).
@@ -177,10 +227,12 @@ bool cuda_built();
 }  // namespace cuda
 }  // namespace minmo
 
+#define MINMO_DEVICE_CALL_SIM(stream, name, ...) \
+  ((stream).check_kernel_pointers(#name, __VA_ARGS__), minmo_##name##_cpu(__VA_ARGS__))
 #if MINMO_WITH_CUDA
-#define MINMO_DEVICE_CALL(stream, name, ...)                                               \
-  (stream).check_kernel(#name, (stream).simulated() ? minmo_##name##_cpu(__VA_ARGS__)       \
+#define MINMO_DEVICE_CALL(stream, name, ...)                                                     \
+  (stream).check_kernel(#name, (stream).simulated() ? MINMO_DEVICE_CALL_SIM(stream, name, __VA_ARGS__) \
                                                     : minmo_##name(__VA_ARGS__, (stream).get()))
 #else
-#define MINMO_DEVICE_CALL(stream, name, ...) (stream).check_kernel(#name, minmo_##name##_cpu(__VA_ARGS__))
+#define MINMO_DEVICE_CALL(stream, name, ...) (stream).check_kernel(#name, MINMO_DEVICE_CALL_SIM(stream, name, __VA_ARGS__))
 #endif
