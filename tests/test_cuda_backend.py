@@ -24,7 +24,7 @@ from minmo_rt.export.reference.encoder_large import SenseVoiceLargeEncoder as Se
 from minmo_rt.export.reference.voice_decoder import VoiceLM as VoiceLMRef
 from minmo_rt.export.reference.voice_decoder import generate_speech_tokens
 
-from test_llm_modules import make_qwen, ref_forward, ref_greedy, rel_err, save
+from test_llm_modules import make_qwen, ref_forward, rel_err, save
 
 TL = _core.testing_llm
 
@@ -75,8 +75,10 @@ def run_segments(runner, embeds: np.ndarray, segments) -> tuple[np.ndarray, np.n
     return np.concatenate(logits), np.concatenate(hidden)
 
 
-# Chunks of the 8-row batched products, a decode run (graph replays), single rows between prefills.
-SEGMENTS = [[40], [1] * 12, [8, 9, 1, 1, 21], [3, 1, 16, 1, 7, 12]]
+# Chunks through the GEMM (>= 16 rows: cuBLAS on a GPU, its gemv twin on the sim) and through the
+# 8-row batched products, a decode run (graph replays), single rows between prefills.
+GEMM_ROWS = 16
+SEGMENTS = [[40], [1] * 12, [8, 9, 1, 1, 21], [3, 1, 16, 1, 7, 12], [5, 9, 2]]
 
 
 @pytest.mark.parametrize("segments", SEGMENTS, ids=lambda s: "-".join(map(str, s[:6])))
@@ -92,21 +94,39 @@ def test_decoder_vs_reference(qwen, device, step_kind, segments):
     assert rel_err(logits, want_logits) <= BF16_TOL
     assert rel_err(hidden, want_hidden) <= BF16_TOL
     assert runner.length == T
-    one = TL.Qwen2Runner(path, cfg, 64, device)
-    one_logits, _ = one.forward(embeds)
-    if device == "cuda-sim" and step_kind == "unfused":  # the twins compute every row alone: the schedule
-        np.testing.assert_array_equal(logits, one_logits)      # changes nothing
-    else:  # split-K attention and batched products reassociate sums; the fused decode step also rounds
-        # to bf16 at other points than the chunk path (measured 0.006 on the sim)
-        assert rel_err(logits, one_logits) <= (1.5e-2 if step_kind == "fused" else 5e-3)
+    one = TL.Qwen2Runner(path, cfg, 64, device)  # the same positions in chunks of 8 rows (no GEMM)
+    one_logits, _ = run_segments(one, embeds, [8] * (T // 8) + [T % 8])
+    if device == "cuda-sim" and step_kind == "unfused" and max(segments) < GEMM_ROWS:
+        # the twins compute every row alone: the schedule changes nothing
+        np.testing.assert_array_equal(logits, one_logits)
+    else:  # split-K attention and batched products reassociate sums; the GEMM's gated product rounds
+        # gate and up to bf16 before the SiLU; the fused decode step also rounds to bf16 at other
+        # points than the chunk path
+        # (0.006 measured for each of the last two)
+        bf16_rounding_moved = step_kind == "fused" or max(segments) >= GEMM_ROWS
+        assert rel_err(logits, one_logits) <= (1.5e-2 if bf16_rounding_moved else 5e-3)
 
 
 def test_greedy_generation_matches_reference(qwen, device, step_kind):
+    """Every token the device picks is the reference's argmax on the same sequence, up to a bf16
+    near-tie (this random model has top-2 gaps of 0.2 % of a logit); with clear margins the
+    sequences are identical."""
     ref, path, cfg = qwen
     prompt = [3, 17, 42, 5, 88, 0, 96, 23, 11]
     runner = TL.Qwen2Runner(path, cfg, 32, device)
-    assert runner.generate(np.array(prompt), 12) == ref_greedy(ref, prompt, 12)
+    got = runner.generate(np.array(prompt), 12)
     assert runner.length == len(prompt) + 11
+    logits, _ = ref_forward(ref, ref.embed(torch.tensor(prompt + got[:-1])).detach())
+    steps = np.asarray(logits)[len(prompt) - 1:]
+    clear = 0
+    for i, tok in enumerate(got):
+        row = steps[i]
+        best, second = row.max(), np.sort(row)[-2]
+        assert row[tok] >= best - 0.01 * abs(best), (i, tok, int(row.argmax()))
+        if second < best - 0.05 * abs(best):  # a clear margin: exactly the reference's token
+            assert tok == int(row.argmax()), (i, tok)
+            clear += 1
+    assert clear >= 6
 
 
 def test_last_only_cache_full_and_rollback(qwen, device, step_kind):

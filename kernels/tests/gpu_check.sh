@@ -99,14 +99,14 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
-    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^check|^decode at|^prefill|decode step:$|^response|^cpu:|^cuda:|^encoder' | tr '\n' ';')"
+    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^decoder:|^check|^decode at|^prefill|decode step:$|^response|^cpu:|^cuda:|^encoder' | tr '\n' ';')"
   }
   for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" decoder --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16 --fused both; done
   rt small_voice_lm decoder --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16 --fused both
   rt tiny_session session --bundle "$CARRY/tiny-fp32" --audio "$CARRY/tiny-fp32/demo.f32" \
     --prompt "$CARRY/tiny-fp32/session.json" --runs 10
   rt encoder_large encoder --size large --chunks 12
-  rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --fused both
+  rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --fused both --long-prefill 256
   rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
   if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)
     timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_cuda_check" decoder --device cuda \

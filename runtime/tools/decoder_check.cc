@@ -10,11 +10,13 @@
 //                                             CosyVoice2-0.5B's voice LM (Qwen2.5-0.5B body and the
 //                                             6564-wide speech head) or a small LLM
 // Options: --device cuda|cuda-sim (default cuda), --prefill ROWS (9), --ctx 128,1024 (decode contexts),
-// --steps N (decode steps timed per context, 32), --fused 0|1|both (decode-step kernels; default:
+// --steps N (decode steps timed per context, 32), --long-prefill ROWS (also time a prompt of that
+// many rows: 64-row chunks through the prefill GEMM; 0: off, the default), --fused 0|1|both (decode-step kernels; default:
 // the backend's choice, see CudaQwen2::fused_step; both: two device copies, each timed), --no-check,
 // --json OUT.
 //
-// Check: the same random embeddings (a prefill of --prefill rows in chunks, then 4 decode steps) on
+// Check: the same random embeddings (a prefill of --prefill rows in chunks, 2 decode steps, a chunk
+// of 24 rows (the prefill GEMM), 2 decode steps) on
 // the device and on the CPU backend; exit status 1 when the logits differ by more than 5% (relative
 // L2), as bf16 activations allow. Timing: the prefill (end of speech -> first logits for a prompt
 // suffix of that many rows) and decode steps at each context: each forward() call, host copies and
@@ -98,14 +100,19 @@ minmo::WeightStore random_weights(const minmo::Qwen2Config& c, int64_t n_speech 
   return r.store();
 }
 
-// The logits of a fixed schedule (prefill in chunks of 5 and the rest, then 4 single steps).
+// Rows of schedule_logits after the prefill: 2 single steps, a chunk that takes the prefill GEMM
+// (CudaQwen2::prefill_products), 2 single steps.
+constexpr int64_t kGemmCheckRows = 24;
+constexpr int64_t kAfterPrefill = 4 + kGemmCheckRows;
+
+// The logits of a fixed schedule (prefill in chunks of 5 and the rest, then the rows above).
 Tensor schedule_logits(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill) {
   const int64_t H = m.hidden_size(), V = m.vocab_size(), T = embeds.rows();
   auto s = m.new_state(static_cast<int>(T));
   Tensor out({T, V}), lg;
   int64_t at = 0;
   for (int64_t n : {std::min<int64_t>(5, prefill), prefill - std::min<int64_t>(5, prefill), int64_t(1), int64_t(1),
-                    int64_t(1), int64_t(1)}) {
+                    kGemmCheckRows, int64_t(1), int64_t(1)}) {
     if (n == 0) continue;
     m.forward(*s, embeds.ptr() + at * H, n, nullptr, &lg, false);
     std::memcpy(out.row(at), lg.ptr(), sizeof(float) * n * V);
@@ -132,7 +139,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
 }
 
 json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill, int64_t steps,
-                  const std::vector<int64_t>& ctxs);
+                  const std::vector<int64_t>& ctxs, int64_t long_prefill);
 
 }  // namespace
 
@@ -141,7 +148,7 @@ namespace tools {
 
 int decoder_check(int argc, char** argv) {
   std::string bundle, size, module = "llm", device = "cuda", json_out;
-  int64_t prefill = 9, steps = 32;
+  int64_t prefill = 9, steps = 32, long_prefill = 0;
   std::vector<int64_t> ctxs = {128, 1024};
   bool check = true;
   std::string fused;
@@ -155,6 +162,7 @@ int decoder_check(int argc, char** argv) {
     else if (a == "--device") device = next();
     else if (a == "--prefill") prefill = std::stoll(next());
     else if (a == "--steps") steps = std::stoll(next());
+    else if (a == "--long-prefill") long_prefill = std::stoll(next());
     else if (a == "--ctx") ctxs = parse_list(next());
     else if (a == "--json") json_out = next();
     else if (a == "--no-check") check = false;
@@ -162,7 +170,8 @@ int decoder_check(int argc, char** argv) {
     else MINMO_THROW(minmo::ErrorCode::InvalidArgument, "unknown argument " << a << " (see the file's header)");
   }
   MINMO_CHECK(bundle.empty() != size.empty(), minmo::ErrorCode::InvalidArgument, "give --bundle DIR or --size S");
-  MINMO_CHECK(prefill >= 1 && steps >= 1, minmo::ErrorCode::InvalidArgument, "--prefill and --steps must be >= 1");
+  MINMO_CHECK(prefill >= 1 && steps >= 1 && long_prefill >= 0, minmo::ErrorCode::InvalidArgument,
+              "--prefill and --steps must be >= 1, --long-prefill >= 0");
   MINMO_CHECK(fused.empty() || fused == "0" || fused == "1" || fused == "both", minmo::ErrorCode::InvalidArgument,
               "--fused must be 0, 1 or both");
 
@@ -206,21 +215,24 @@ int decoder_check(int argc, char** argv) {
   const minmo::Qwen2Config& c = gpu->config();
   const int64_t H = c.hidden_size;
   std::cerr << "decoder: " << c.num_hidden_layers << " layers, hidden " << H << ", " << cq.weight_format()
-            << (cq.fused_step() ? ", fused" : ", unfused") << " decode step, "
+            << (cq.fused_step() ? ", fused" : ", unfused") << " decode step, prefill products: "
+            << cq.prefill_products() << ", "
             << (cq.weight_bytes() / 1e9) << " GB on " << dev->description() << " (load " << t_weights / 1e3
             << " s, upload " << t_upload / 1e3 << " s)\n";
 
   json report = {{"device", device}, {"device_info", dev->description()}, {"config", c.to_json()},
                  {"weight_format", cq.weight_format()}, {"weight_bytes", cq.weight_bytes()},
+                 {"prefill_products", cq.prefill_products()},
                  {"source", bundle.empty() ? "random weights (" + size + ")" : bundle + " (" + module + ")"},
                  {"upload_s", t_upload / 1e3}};
   const int64_t max_ctx = *std::max_element(ctxs.begin(), ctxs.end());
-  Tensor embeds({std::max<int64_t>(max_ctx + steps, prefill + 4), H});
+  Tensor embeds({std::max<int64_t>({max_ctx + steps, prefill + kAfterPrefill, long_prefill}), H});
   fill_random(embeds, 99, 0.f, 1.f);
 
   int rc = 0;
   if (check) {  // every variant against the CPU backend
-    const Tensor sub({prefill + 4, H}, std::vector<float>(embeds.data.begin(), embeds.data.begin() + (prefill + 4) * H));
+    const int64_t rows = prefill + kAfterPrefill;
+    const Tensor sub({rows, H}, std::vector<float>(embeds.data.begin(), embeds.data.begin() + rows * H));
     std::vector<Tensor> got;
     for (const auto& v : variants) got.push_back(schedule_logits(*v, sub, prefill));
     const auto cpu = load_decoder(module, weights, config, nullptr);
@@ -228,7 +240,7 @@ int decoder_check(int argc, char** argv) {
     for (size_t i = 0; i < variants.size(); ++i) {
       const std::string key = dynamic_cast<const minmo::cuda::CudaQwen2&>(*variants[i]).fused_step() ? "fused" : "unfused";
       const double err = rel_err(got[i], want);
-      report["check"][key] = {{"logits_rel_err_vs_cpu", err}, {"tolerance", 0.05}, {"rows", prefill + 4}};
+      report["check"][key] = {{"logits_rel_err_vs_cpu", err}, {"tolerance", 0.05}, {"rows", rows}};
       std::cerr << "check (" << key << ") vs CPU backend: logits rel err " << err << (err <= 0.05 ? " (ok)\n" : " (FAILED)\n");
       if (!(err <= 0.05)) rc = 1;
     }
@@ -237,7 +249,7 @@ int decoder_check(int argc, char** argv) {
   for (const auto& v : variants) {
     const std::string key = dynamic_cast<const minmo::cuda::CudaQwen2&>(*v).fused_step() ? "fused" : "unfused";
     std::cerr << key << " decode step:\n";
-    report["timings"][key] = time_decoder(*v, embeds, prefill, steps, ctxs);
+    report["timings"][key] = time_decoder(*v, embeds, prefill, steps, ctxs, long_prefill);
   }
   write_report(report, json_out);
   return rc;
@@ -256,13 +268,13 @@ constexpr double kOrinBytesPerS = 204.8e9;  // Jetson AGX Orin 64GB memory bandw
 // Prefill of `prefill` rows from an empty state, then `steps` decode steps at each context; wall
 // times of forward() as a session calls it.
 json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill, int64_t steps,
-                  const std::vector<int64_t>& ctxs) {
+                  const std::vector<int64_t>& ctxs, int64_t long_prefill) {
   const auto& cq = dynamic_cast<const minmo::cuda::CudaQwen2&>(m);
   const minmo::Qwen2Config& c = m.config();
   const int64_t H = c.hidden_size;
   const int64_t max_ctx = *std::max_element(ctxs.begin(), ctxs.end());
   json report;
-  auto state = m.new_state(static_cast<int>(max_ctx + steps + prefill));
+  auto state = m.new_state(static_cast<int>(std::max(max_ctx + steps + prefill, long_prefill)));
   Tensor logits, hidden;
   std::vector<double> pre;
   for (int r = 0; r < 1 + std::max<int64_t>(5, steps / 4); ++r) {
@@ -274,6 +286,21 @@ json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t pr
   report["prefill"] = stats(pre);
   report["prefill"]["rows"] = prefill;
   std::cerr << "prefill " << prefill << " rows: p50 " << report["prefill"]["p50_ms"].get<double>() << " ms\n";
+  if (long_prefill > 0) {  // a prompt: chunks of 64 rows through the prefill GEMM
+    std::vector<double> lp;
+    for (int r = 0; r < 4; ++r) {
+      state->reset();
+      const double a = now_ms();
+      m.forward(*state, embeds.ptr(), long_prefill, nullptr, &logits, true);
+      if (r > 0) lp.push_back(now_ms() - a);
+    }
+    json l = stats(lp);
+    l["rows"] = long_prefill;
+    l["tokens_per_s_at_p50"] = static_cast<double>(long_prefill) / (l["p50_ms"].get<double>() / 1e3);
+    report["long_prefill"] = l;
+    std::cerr << "prefill " << long_prefill << " rows: p50 " << l["p50_ms"].get<double>() << " ms ("
+              << l["tokens_per_s_at_p50"].get<double>() << " tokens/s)\n";
+  }
   const size_t kv_row = static_cast<size_t>(c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * 2);
   for (int64_t ctx : ctxs) {
     state->reset();

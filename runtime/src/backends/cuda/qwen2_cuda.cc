@@ -18,8 +18,8 @@ namespace cuda {
 
 namespace {
 
-constexpr int64_t kMaxRows = MINMO_GEMV_MAX_BATCH;  // rows per chunk: the batched products' limit
-constexpr int64_t kSplitSize = 32;                  // keys per block of the split-K decode attention
+constexpr int64_t kMaxRows = 64;    // positions per forward chunk (products: GEMM, or gemv slices of 8)
+constexpr int64_t kSplitSize = 32;  // keys per block of the split-K decode attention
 
 }  // namespace
 
@@ -49,6 +49,7 @@ class CudaQwen2State final : public DecoderState {
     arena_.place(&b.q, R * Hq * D);
     arena_.place(&b.attn, R * Hq * D);
     arena_.place(&b.act, R * c.intermediate_size);
+    if (owner->prefill_gemm_) arena_.place(&b.gate_up, R * 2 * c.intermediate_size);
     arena_.place(&b.logits, R * owner->head_.n);
     arena_.place(&b.ws, ws);
     arena_.place(&b.fused_ws, fws);
@@ -60,6 +61,11 @@ class CudaQwen2State final : public DecoderState {
     pos_host_ = Allocation(dev, sizeof(int32_t), MemoryKind::PinnedHost);
     hidden_host_ = Allocation(dev, sizeof(minmo_bf16) * R * H, MemoryKind::PinnedHost);
     logits_host_ = Allocation(dev, sizeof(minmo_bf16) * R * owner->head_.n, MemoryKind::PinnedHost);
+    if (owner->prefill_gemm_) {
+      std::string why;
+      gemm_ = Gemm::open(stream_, &why);
+      MINMO_CHECK(gemm_ != nullptr, ErrorCode::DeviceError, "qwen2 decoder: " << why);
+    }
   }
 
   int64_t length() const override { return length_; }
@@ -74,13 +80,14 @@ class CudaQwen2State final : public DecoderState {
  private:
   friend class CudaQwen2;
   // Device buffers (in arena_): per layer K / V caches [Hkv, capacity, D]; the position; the fp32
-  // residual stream and bf16 activations of up to kMaxRows rows; the attention workspaces and the
+  // residual stream and bf16 activations of up to kMaxRows rows (gate_up: the GEMM's gate|up
+  // output before the SiLU product, when prefill uses the GEMM); the attention workspaces and the
   // fused kernels' self-resetting counters (gemv_norm's, then one per KV head).
   struct Buffers {
     std::vector<minmo_bf16*> k, v;
     int32_t* pos;
     float* resid;
-    minmo_bf16 *hn, *qkv, *q, *attn, *o, *act, *down, *logits;
+    minmo_bf16 *hn, *qkv, *q, *attn, *o, *act, *down, *logits, *gate_up = nullptr;
     float *ws, *fused_ws;
     uint32_t* counters;
   };
@@ -88,6 +95,7 @@ class CudaQwen2State final : public DecoderState {
   const CudaQwen2* owner_;
   int64_t capacity_, length_ = 0;
   Stream stream_;
+  std::unique_ptr<Gemm> gemm_;  // prefill products of many rows (null: gemv slices); uses stream_
   Arena arena_;
   Buffers b{};
   Allocation in_, pos_host_, hidden_host_, logits_host_;
@@ -147,6 +155,13 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   m->weights_.commit(device);
   up.run(device);
   m->attn_splits_ = std::max<int64_t>(1, 2 * device->sm_count() / Hkv);
+  {  // whether prefill can use the GEMM (cuBLAS on "cuda"; its gemv twin on "cuda-sim")
+    const Stream probe(device);
+    std::string why;
+    const std::unique_ptr<Gemm> g = Gemm::open(probe, &why);
+    m->prefill_gemm_ = g != nullptr;
+    m->prefill_products_ = g ? g->description() : "gemv, 8 rows per pass (" + why + ")";
+  }
   const char* env = std::getenv("MINMO_CUDA_FUSED");
   const bool want_fused = env && *env ? std::string(env) != "0" : H <= 1024;
   m->fused_step_ = want_fused && minmo_args::decode_fused_ok(Hq, Hkv, D, 1, m->attn_splits_);
@@ -189,9 +204,9 @@ CudaQwen2::Weights CudaQwen2::weights_of(const DeviceLinear& l) const {
           weights_.at<uint8_t>(l.zero)};
 }
 
-void CudaQwen2::product(const Stream& d, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows,
-                        bool gated) const {
-  linear_product(d, weights_, l, x, y, rows, gated);
+void CudaQwen2::product(const CudaQwen2State& s, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y,
+                        int64_t rows, bool gated) const {
+  linear_product(s.stream_, weights_, l, x, y, rows, gated, s.gemm_.get(), s.b.gate_up);
 }
 
 void CudaQwen2::product_norm(const Stream& d, const DeviceLinear& l, const minmo_bf16* x, float* residual,
@@ -241,7 +256,7 @@ void CudaQwen2::enqueue_outputs(CudaQwen2State& s, int64_t rows, int64_t logit_r
   const int64_t H = cfg_.hidden_size;
   d.download(s.hidden_host_.data(), s.b.hn, sizeof(minmo_bf16) * rows * H);
   if (logit_rows > 0) {
-    product(d, head_, s.b.hn + (rows - logit_rows) * H, s.b.logits, logit_rows, false);
+    product(s, head_, s.b.hn + (rows - logit_rows) * H, s.b.logits, logit_rows, false);
     if (head_bias_) MINMO_DEVICE_CALL(d, bias_act_bf16, s.b.logits, bf16(*head_bias_), logit_rows, head_.n, MINMO_ACT_NONE);
     d.download(s.logits_host_.data(), s.b.logits, sizeof(minmo_bf16) * logit_rows * head_.n);
   }
@@ -259,7 +274,7 @@ void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_row
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, l ? b.down : nullptr, b.resid, bf16(L.in_norm), b.hn, rows, H, eps);
-    product(d, L.qkv, b.hn, b.qkv, rows, false);
+    product(s, L.qkv, b.hn, b.qkv, rows, false);
     MINMO_DEVICE_CALL(d, qkv_rope_append_bf16, b.qkv, bf16(L.qkv_bias), b.pos, b.q, b.k[l], b.v[l], rows, Hq, Hkv, D,
                       cap, theta);
     if (rows == 1)
@@ -267,10 +282,10 @@ void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_row
                         kSplitSize, scale);
     else
       MINMO_DEVICE_CALL(d, prefill_attention_bf16, b.q, b.k[l], b.v[l], b.pos, b.attn, rows, Hq, Hkv, D, cap, scale);
-    product(d, L.o, b.attn, b.o, rows, false);
+    product(s, L.o, b.attn, b.o, rows, false);
     MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, b.o, b.resid, bf16(L.post_norm), b.hn, rows, H, eps);
-    product(d, L.gate_up, b.hn, b.act, rows, true);
-    product(d, L.down, b.act, b.down, rows, false);
+    product(s, L.gate_up, b.hn, b.act, rows, true);
+    product(s, L.down, b.act, b.down, rows, false);
   }
   MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, b.down, b.resid, bf16(final_norm_), b.hn, rows, H, eps);
   enqueue_outputs(s, rows, logit_rows);
@@ -293,7 +308,7 @@ void CudaQwen2::enqueue_fused_step(CudaQwen2State& s, int64_t logit_rows) const 
     MINMO_DEVICE_CALL(d, decode_attention_fused_bf16, b.q, b.k[l], b.v[l], b.pos, b.attn, b.fused_ws, b.counters + 1,
                       Hq, Hkv, D, s.capacity_, attn_splits_, scale);
     product_norm(d, L.o, b.attn, b.resid, bf16(L.post_norm), b.hn, norm_counter);
-    product(d, L.gate_up, b.hn, b.act, 1, true);
+    product(s, L.gate_up, b.hn, b.act, 1, true);
     product_norm(d, L.down, b.act, b.resid, gamma_next, b.hn, norm_counter);
   }
   enqueue_outputs(s, 1, logit_rows);

@@ -10,9 +10,11 @@
 //
 // A state holds its own stream, one device allocation (KV cache [layers][Hkv, capacity, D] bf16,
 // the activation buffers, the split-K workspace) and pinned host staging buffers, all made when
-// the state is created: states run concurrently, and nothing is allocated after. forward() runs the positions in chunks of up to 8 rows through the batched products
-// (prefill attention for a chunk, split-K decode attention for one row), with the residual
-// stream in fp32 and activations in bf16. A decode step (T = 1) is one CUDA graph, captured when
+// the state is created: states run concurrently, and nothing is allocated after. forward() runs
+// the positions in chunks of up to 64 rows (prefill attention for a chunk, split-K decode attention
+// for one row), with the residual stream in fp32 and activations in bf16; a chunk's bf16 products
+// of 16 rows or more go through cuBLAS (backends/cuda/gemm.h) when it loads, the others through
+// the gemv products (8 rows per pass over the weights). A decode step (T = 1) is one CUDA graph, captured when
 // the state is made (a session's start, not its first token): copy the embedding in, 8 launches
 // per layer (5 fused), final norm, the head, copy the hidden state and logits out; the position is
 // read on the device, so the graph replays at any position. The head is the LM head or a module's
@@ -58,6 +60,9 @@ class CudaQwen2 final : public Qwen2Decoder {
   // The decoder layers' product formats: "bf16", "int8", "int4", "fp8", or several joined by "+"
   // (e.g. "bf16+int4" when the export left some linears unquantized).
   const std::string& weight_format() const { return format_; }
+  // What runs prefill products of many rows: "cuBLAS <version>", the sim's twin, or the gemv
+  // products with the reason cuBLAS is not used.
+  const std::string& prefill_products() const { return prefill_products_; }
   // Device bytes of the weights (all layers, final norm, lm_head).
   size_t weight_bytes() const { return weights_.bytes(); }
   // Whether decode steps use the fused kernels (5 launches per layer: q|k|v+RoPE+append, one-launch
@@ -98,8 +103,8 @@ class CudaQwen2 final : public Qwen2Decoder {
     const uint8_t* zero;
   };
   Weights weights_of(const DeviceLinear& l) const;
-  // y[rows] = x W^T (gated: silu(x Wg^T) * (x Wu^T)) in l's format.
-  void product(const Stream& st, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows,
+  // y[rows] = x W^T (gated: silu(x Wg^T) * (x Wu^T)) in l's format, on s's stream (and GEMM).
+  void product(const class CudaQwen2State& s, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y, int64_t rows,
                bool gated) const;
   // residual += x W^T; out = RMSNorm(residual) * gamma (one row).
   void product_norm(const Stream& st, const DeviceLinear& l, const minmo_bf16* x, float* residual,
@@ -114,6 +119,8 @@ class CudaQwen2 final : public Qwen2Decoder {
   const float* embed_tokens_ = nullptr;  // host [V, H]
   std::string format_ = "bf16";
   bool fused_step_ = false;
+  bool prefill_gemm_ = false;  // states open a Gemm for their prefill chunks
+  std::string prefill_products_;
   int64_t attn_splits_ = 1;  // max_splits of the one-launch decode attention
   Arena weights_;
   std::vector<Layer> layers_;

@@ -146,8 +146,18 @@ DeviceLinear stack_linears(Uploads& up, const std::vector<LinearW>& parts, const
 
 
 void linear_product(const Stream& st, const Arena& weights, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y,
-                    int64_t rows, bool gated) {
+                    int64_t rows, bool gated, const Gemm* gemm, minmo_bf16* gated_scratch) {
   const int64_t n = gated ? l.n / 2 : l.n;
+  if (gemm && rows >= Gemm::kMinRows && l.kind == cpu::WeightQuant::None && (!gated || gated_scratch)) {
+    const auto* w = weights.at<minmo_bf16>(l.w);
+    if (!gated) {
+      gemm->bf16(x, w, y, rows, l.n, l.k);
+    } else {
+      gemm->bf16(x, w, gated_scratch, rows, l.n, l.k);
+      MINMO_DEVICE_CALL(st, silu_mul_bf16, gated_scratch, y, rows, n);
+    }
+    return;
+  }
   for (int64_t r = 0; r < rows; r += MINMO_GEMV_MAX_BATCH) {
     const int64_t m = std::min<int64_t>(MINMO_GEMV_MAX_BATCH, rows - r);
     product_rows(st, weights, l, x + r * l.k, y + r * n, m, gated);

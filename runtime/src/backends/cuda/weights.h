@@ -11,6 +11,7 @@
 
 #include "backends/cpu/quant_linear.h"
 #include "backends/cuda/device.h"
+#include "backends/cuda/gemm.h"
 #include "modules/audio_common.h"
 
 namespace minmo {
@@ -54,9 +55,11 @@ class Uploads {
 DeviceLinear stack_linears(Uploads& up, const std::vector<LinearW>& parts, const std::string& what);
 
 // y[rows, n] = x[rows, k] W^T (gated: silu(x Wg^T) * (x Wu^T), n = l.n / 2) in l's format, any
-// number of rows (slices of MINMO_GEMV_MAX_BATCH).
+// number of rows (slices of MINMO_GEMV_MAX_BATCH). With a GEMM, a bf16 weight and at least
+// Gemm::kMinRows rows go through it instead (gated: into gated_scratch [rows, l.n], then the SiLU
+// product), reading the weights once rather than once per slice.
 void linear_product(const Stream& st, const Arena& weights, const DeviceLinear& l, const minmo_bf16* x, minmo_bf16* y,
-                    int64_t rows, bool gated);
+                    int64_t rows, bool gated, const Gemm* gemm = nullptr, minmo_bf16* gated_scratch = nullptr);
 
 }  // namespace cuda
 }  // namespace minmo
