@@ -5,14 +5,15 @@
 #   2. run the GPU-vs-CPU-twin harness (all shapes)
 #   3. run the harness under compute-sanitizer memcheck (small shapes), and racecheck on the
 #      fused kernels' small cases
-#   4. run bench/gpu/decode_bench.py
-#   5. run bench/gpu/latency_table.py (the paper's latency table at full MinMo sizes)
-#   6. when build/gpu-carry exists (`make gpu-carry` on the build machine): the runtime's CUDA
+#   4. when build/gpu-carry exists (`make gpu-carry` on the build machine): the runtime's CUDA
 #      backend (minmo_cuda_check) against its CPU backend: minmo-tiny's LLM in every quant mode, a
 #      voice LM, a whole streaming turn of minmo-tiny (same response tokens), the chunked encoder
 #      at SenseVoice-Large size (checked and timed per 320 ms chunk); then prefill / decode timings
-#      at Qwen2.5-7B and CosyVoice2-0.5B voice LM sizes, fused and unfused steps;
+#      at Qwen2.5-7B (with a 256-row prompt) and CosyVoice2-0.5B voice LM sizes (fused and unfused);
 #      the decoder check again under compute-sanitizer memcheck
+#   5. run bench/gpu/decode_bench.py, then bench/gpu/latency_table.py (the paper's latency table at
+#      full MinMo sizes), each within what is left of DEADLINE_S (570 s from the start, so that one
+#      device call of 600 s holds everything)
 # Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
 # decode_bench.json, bench.txt, latency_table.json, latency.txt, runtime_*.json, runtime.txt, build.txt,
 # summary.txt. Exit status: non-zero when the build, the harness, memcheck, racecheck or a runtime
@@ -35,6 +36,7 @@ mkdir -p "$OUT"
 export PATH="$PATH:/usr/local/cuda/bin"
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.txt"; }
+left() { echo $(( ${DEADLINE_S:-570} - ($(date +%s) - T0) )); }  # seconds left of the call's time
 : > "$OUT/summary.txt"
 
 { nvidia-smi; nvcc --version; cmake --version | head -1; "$PY" -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } \
@@ -74,20 +76,6 @@ else
   stamp "memcheck: compute-sanitizer not found, skipped"
 fi
 
-timeout 230 "$PY" "$ROOT/bench/gpu/decode_bench.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/decode_bench.json" \
-  ${BENCH_ARGS:---budget-s 120} > "$OUT/bench.txt" 2>&1
-BENCH=$?
-stamp "bench: rc=$BENCH"
-grep -E "^\[|    " "$OUT/bench.txt" | grep -v "^    \"" | head -n 80
-grep -E "Error|error" "$OUT/bench.txt" | head -n 20
-
-timeout 200 "$PY" "$ROOT/bench/gpu/latency_table.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/latency_table.json" \
-  ${LATENCY_ARGS:---budget-s 150} > "$OUT/latency.txt" 2>&1
-LATENCY=$?
-stamp "latency table: rc=$LATENCY"
-grep -E "^\[|^    [a-z]|^latency|^stage|^[a-z0-9_]+ +[0-9.]+ /|^first audio" "$OUT/latency.txt" | head -n 60
-grep -E "Error|error" "$OUT/latency.txt" | head -n 20
-
 RUNTIME=0
 CARRY=$ROOT/build/gpu-carry
 if [ -x "$CARRY/minmo_cuda_check" ]; then
@@ -95,7 +83,8 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
   rt() {  # rt NAME SUBCOMMAND ARGS...: one check / bench, JSON to runtime_NAME.json
     local name=$1; shift
     echo "== $name: $*" >> "$OUT/runtime.txt"
-    timeout 300 "$CARRY/minmo_cuda_check" "$@" --device cuda --json "$OUT/runtime_$name.json" \
+    local limit; limit=$(left); [ "$limit" -gt 200 ] && limit=200; [ "$limit" -lt 20 ] && limit=20
+    timeout "$limit" "$CARRY/minmo_cuda_check" "$@" --device cuda --json "$OUT/runtime_$name.json" \
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
@@ -106,7 +95,7 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
   rt tiny_session session --bundle "$CARRY/tiny-fp32" --audio "$CARRY/tiny-fp32/demo.f32" \
     --prompt "$CARRY/tiny-fp32/session.json" --runs 10
   rt encoder_large encoder --size large --chunks 12
-  rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --fused both --long-prefill 256
+  rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --long-prefill 256
   rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
   if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)
     timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_cuda_check" decoder --device cuda \
@@ -118,6 +107,26 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
 else
   stamp "runtime: build/gpu-carry not found (make gpu-carry on the build machine), skipped"
 fi
+
+# The benches get what is left of the call's time: the runtime checks above are new on every GPU
+# run, the benches' numbers older.
+BENCH=0; LATENCY=0
+if [ "$(left)" -gt 100 ]; then
+timeout $(( $(left) / 2 )) "$PY" "$ROOT/bench/gpu/decode_bench.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/decode_bench.json" \
+  ${BENCH_ARGS:---budget-s $(( $(left) / 3 ))} > "$OUT/bench.txt" 2>&1
+BENCH=$?
+stamp "bench: rc=$BENCH"
+grep -E "^\[|    " "$OUT/bench.txt" | grep -v "^    \"" | head -n 80
+grep -E "Error|error" "$OUT/bench.txt" | head -n 20
+else stamp "bench: skipped, $(left) s left"; fi
+if [ "$(left)" -gt 60 ]; then
+timeout $(( $(left) - 10 )) "$PY" "$ROOT/bench/gpu/latency_table.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/latency_table.json" \
+  ${LATENCY_ARGS:---budget-s $(( $(left) * 3 / 4 ))} > "$OUT/latency.txt" 2>&1
+LATENCY=$?
+stamp "latency table: rc=$LATENCY"
+grep -E "^\[|^    [a-z]|^latency|^stage|^[a-z0-9_]+ +[0-9.]+ /|^first audio" "$OUT/latency.txt" | head -n 60
+grep -E "Error|error" "$OUT/latency.txt" | head -n 20
+else stamp "latency table: skipped, $(left) s left"; fi
 
 stamp "done: harness=$HARNESS memcheck=$MEMCHECK racecheck=$RACECHECK bench=$BENCH latency=$LATENCY runtime=$RUNTIME"
 [ "$HARNESS" -eq 0 ] && [ "$MEMCHECK" -eq 0 ] && [ "$RACECHECK" -eq 0 ] && [ "$RUNTIME" -eq 0 ]
