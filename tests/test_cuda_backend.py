@@ -512,8 +512,9 @@ def test_encoder_configurations_the_kernels_lack(encoder_weights):
 ])
 def test_sim_refuses_what_a_gpu_would_fault_on(rule, message):
     """cuda-sim runs on host memory, so it checks what a GPU would enforce (device pointers for
-    kernels, pinned copies and no synchronisation in a graph, frozen graph arguments); every
-    backend test above runs under these checks."""
-    TL.cuda_sim_rule("none")
+    kernels, pinned copies and no synchronisation in a graph, frozen graph arguments) and runs
+    work only at a sync, as a GPU finishes it asynchronously; every backend test above runs under
+    these checks."""
+    assert TL.cuda_sim_rule("none") == (-1.0, 0.0)  # queued until the sync, as on a GPU
     with pytest.raises(minmo_rt.MinmoError, match=message):
         TL.cuda_sim_rule(rule)

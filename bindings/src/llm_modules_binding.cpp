@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -156,9 +157,11 @@ MINMO_PY_BINDING(bind_devices) {
 
 namespace {
 
-// Runs a few bias_act launches on a fresh cuda-sim stream, breaking the GPU rule named by `rule`
-// ("none" breaks nothing); the sim must refuse each broken rule with an Internal error.
-void cuda_sim_rule(const std::string& rule) {
+// Runs y = relu(x + bias) (x = -1, bias = 0) as a three-launch graph on a fresh cuda-sim stream,
+// breaking the GPU rule named by `rule` ("none" breaks nothing); the sim must refuse each broken
+// rule with an Internal error. Returns y[0] as the host staging buffer shows it right after the
+// launches (still -1: the work is queued) and after the stream's sync (0).
+std::pair<float, float> cuda_sim_rule(const std::string& rule) {
   using namespace minmo::cuda;
   const auto dev = Device::open("cuda-sim");
   const Stream st(dev);
@@ -167,8 +170,11 @@ void cuda_sim_rule(const std::string& rule) {
   Allocation bias(dev, sizeof(minmo_bf16) * n, MemoryKind::Device);
   Allocation staged(dev, sizeof(minmo_bf16) * n, MemoryKind::PinnedHost);
   std::vector<minmo_bf16> pageable(n, minmo_bf16{0});
-  std::memset(staged.data(), 0, staged.bytes());
+  auto* host = staged.as<minmo_bf16>();
+  std::fill(host, host + n, minmo_bf16{0});
   st.upload(bias.data(), staged.data(), bias.bytes());
+  st.sync();
+  std::fill(host, host + n, minmo_bf16{0xBF80});  // bf16 bits of -1.0
   const minmo_bf16* bias_arg = rule == "host_pointer_kernel" ? pageable.data() : bias.as<minmo_bf16>();
   int64_t rows = 1;
   const Graph g = st.capture([&] {
@@ -183,6 +189,15 @@ void cuda_sim_rule(const std::string& rule) {
     if (rule == "host_value_in_graph") rows = 1 + (i + 1) % 2;  // frozen by a real graph
   }
   MINMO_CHECK(rule == "none" || rule == "host_value_in_graph", ErrorCode::InvalidArgument, "unknown rule '" << rule << "'");
+  auto value = [host] {  // bf16 bits -> float
+    const uint32_t bits = static_cast<uint32_t>(host[0]) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  };
+  const float before = value();
+  st.sync();
+  return {before, value()};
 }
 
 }  // namespace
@@ -198,11 +213,12 @@ MINMO_PY_BINDING(bind_testing_llm) {
       "cuda_sim_rule",
       [](const std::string& rule) {
         py::gil_scoped_release release;
-        cuda_sim_rule(rule);
+        return cuda_sim_rule(rule);
       },
       py::arg("rule"),
       "Breaks one GPU rule on cuda-sim ('none', 'host_pointer_kernel', 'pageable_copy_in_graph', "
-      "'sync_in_graph', 'device_as_host', 'host_value_in_graph'); raises MinmoError when the sim catches it.");
+      "'sync_in_graph', 'device_as_host', 'host_value_in_graph'); raises MinmoError when the sim catches it. "
+      "Returns (y[0] on the host before the sync, after it) of the graph's relu(-1).");
 
   // ---- input projector
   t.def(

@@ -164,7 +164,7 @@ void Stream::copy(void* dst, const void* src, size_t bytes, Copy kind) const {
                   "cuda-sim: a copy inside a graph capture uses pageable host memory (" << host
                       << "); CUDA cannot capture it: stage it in a pinned buffer");
     }
-    std::memmove(dst, src, bytes);
+    queue_.push_back([dst, src, bytes] { std::memmove(dst, src, bytes); });
     return;
   }
 #if MINMO_WITH_CUDA
@@ -182,7 +182,7 @@ void Stream::memset(void* dst, int value, size_t bytes) const {
   if (simulated()) {
     record("memset", {reinterpret_cast<uintptr_t>(dst), static_cast<uint64_t>(value), bytes});
     require_device("memset", -1, dst);
-    std::memset(dst, value, bytes);
+    queue_.push_back([dst, value, bytes] { std::memset(dst, value, bytes); });
     return;
   }
 #if MINMO_WITH_CUDA
@@ -193,9 +193,19 @@ void Stream::memset(void* dst, int value, size_t bytes) const {
 void Stream::sync() const {
   MINMO_CHECK(!capturing_, ErrorCode::Internal,
               "cuda backend: stream synchronise inside a graph capture (CUDA invalidates the capture)");
+  if (simulated()) {
+    drain();
+    return;
+  }
 #if MINMO_WITH_CUDA
-  if (!simulated()) check_cuda(cudaStreamSynchronize(stream_), "stream synchronize");
+  check_cuda(cudaStreamSynchronize(stream_), "stream synchronize");
 #endif
+}
+
+void Stream::drain() const {
+  std::vector<std::function<void()>> work;
+  work.swap(queue_);  // a failing task drops what follows it, like a faulted CUDA stream
+  for (const auto& task : work) task();
 }
 
 Graph Stream::capture(const std::function<void()>& enqueue) const {
@@ -276,6 +286,9 @@ Stream::Stream(std::shared_ptr<Device> device) : device_(std::move(device)) {
 }
 
 Stream::~Stream() {
+  // The sim drops work nobody synchronised on: its buffers may already be freed (a GPU finishes it,
+  // as cudaFree waits for the device, but no one can read its results any more).
+  queue_.clear();
 #if MINMO_WITH_CUDA
   if (stream_) {
     cudaStreamSynchronize(stream_);

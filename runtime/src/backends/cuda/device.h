@@ -4,16 +4,19 @@
 // sequences, graph capture) is the same on both:
 //   - "cuda": the CUDA runtime (statically linked): device memory, pinned host buffers, one
 //     stream per Device object, CUDA graphs. Needs a build with CUDA (MINMO_WITH_CUDA) and a GPU.
-//   - "cuda-sim": host memory and every kernel replaced by its CPU twin (kernels/cpu), run at
-//     once; a captured graph records the enqueue function and replays it. For testing the
+//   - "cuda-sim": host memory and every kernel replaced by its CPU twin (kernels/cpu). Work is
+//     asynchronous as on a GPU: kernels, copies and memsets are queued with their argument values
+//     and run in order at the stream's sync() (a failure surfaces there, as DeviceError), so host
+//     code that reads a result or rewrites a staging buffer before synchronising sees what it would
+//     see on a GPU. A captured graph records the enqueue function and replays it. For testing the
 //     backend on a machine without a GPU: slow, and it says nothing about the CUDA kernels
 //     themselves (kernels/tests checks those on a GPU). It does enforce the rules that a real GPU
 //     enforces and plain host memory would hide, throwing Internal naming the call: every pointer
 //     a kernel receives lies in a device allocation; a copy's device side lies in device memory
 //     and its host side does not; a graph's work uses pinned host buffers, does not synchronise,
 //     and is the same at every replay (a CUDA graph freezes the arguments it captured).
-// Kernels are called through MINMO_DEVICE_CALL(stream, name, args...), which picks minmo_<name>
-// (enqueued on the stream) or minmo_<name>_cpu and throws on a non-zero status.
+// Kernels are called through MINMO_DEVICE_CALL(stream, name, args...), which enqueues minmo_<name>
+// on the stream (throwing on a non-zero launch status) or queues minmo_<name>_cpu on the sim's.
 #pragma once
 
 #include <cstddef>
@@ -177,14 +180,15 @@ class Stream {
 
   // Throws DeviceError naming the kernel when status != 0 (used by MINMO_DEVICE_CALL).
   void check_kernel(const char* kernel, int status) const;
-  // Sim (used by MINMO_DEVICE_CALL before the twin runs): throws Internal naming the kernel and
-  // the argument when a non-null pointer argument is not in a device allocation.
-  // Also records the call (name and argument values) in a replay's trace.
-  template <typename... Args>
-  void check_kernel_pointers(const char* kernel, const Args&... args) const {
+  // Sim (MINMO_DEVICE_CALL): checks that every non-null pointer argument is in a device
+  // allocation (else Internal naming the kernel and the argument), records the call in a
+  // replay's trace, and queues twin(args...) with the argument values as they are now.
+  template <typename Twin, typename... Args>
+  void enqueue_twin(const char* kernel, Twin twin, Args... args) const {
     int index = 0;
     (check_kernel_pointer(kernel, index++, args), ...);
     if (trace_ != nullptr) record(kernel, {arg_bits(args)...});
+    queue_.push_back([this, kernel, twin, args...] { check_kernel(kernel, twin(args...)); });
   }
 
  private:
@@ -215,8 +219,11 @@ class Stream {
   }
   // Throws Internal unless p is in a device allocation ("kernel <name> argument <index>").
   void require_device(const char* what, int index, const void* p) const;
+  // Sim: runs the queued work in order (the queue is empty afterwards, also when a task throws).
+  void drain() const;
   std::shared_ptr<Device> device_;
   cudaStream_t stream_ = nullptr;
+  mutable std::vector<std::function<void()>> queue_;  // sim: work not run yet
   mutable bool capturing_ = false;                  // sim: inside a graph replay
   mutable std::vector<uint64_t>* trace_ = nullptr;  // sim: the running replay's trace
 };
@@ -227,12 +234,10 @@ bool cuda_built();
 }  // namespace cuda
 }  // namespace minmo
 
-#define MINMO_DEVICE_CALL_SIM(stream, name, ...) \
-  ((stream).check_kernel_pointers(#name, __VA_ARGS__), minmo_##name##_cpu(__VA_ARGS__))
 #if MINMO_WITH_CUDA
-#define MINMO_DEVICE_CALL(stream, name, ...)                                                     \
-  (stream).check_kernel(#name, (stream).simulated() ? MINMO_DEVICE_CALL_SIM(stream, name, __VA_ARGS__) \
-                                                    : minmo_##name(__VA_ARGS__, (stream).get()))
+#define MINMO_DEVICE_CALL(stream, name, ...)                                        \
+  ((stream).simulated() ? (stream).enqueue_twin(#name, &minmo_##name##_cpu, __VA_ARGS__) \
+                        : (stream).check_kernel(#name, minmo_##name(__VA_ARGS__, (stream).get())))
 #else
-#define MINMO_DEVICE_CALL(stream, name, ...) (stream).check_kernel(#name, MINMO_DEVICE_CALL_SIM(stream, name, __VA_ARGS__))
+#define MINMO_DEVICE_CALL(stream, name, ...) (stream).enqueue_twin(#name, &minmo_##name##_cpu, __VA_ARGS__)
 #endif
