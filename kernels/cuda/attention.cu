@@ -397,7 +397,7 @@ extern "C" int minmo_qkv_rope_append_bf16(const minmo_bf16* qkv, const minmo_bf1
                                           minmo_bf16* q_out, minmo_bf16* k_cache, minmo_bf16* v_cache,
                                           int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim,
                                           int64_t max_seq, float theta, cudaStream_t stream) {
-  if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta > 0) ||
+  if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta >= 0) ||
       !minmo_args::attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq) || tokens > 0x7fffffff)
     return MINMO_KERNEL_INVALID_ARGUMENT;
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(heads_q + 2 * heads_kv));
@@ -405,7 +405,7 @@ extern "C" int minmo_qkv_rope_append_bf16(const minmo_bf16* qkv, const minmo_bf1
       reinterpret_cast<const __nv_bfloat16*>(qkv), reinterpret_cast<const __nv_bfloat16*>(bias), pos,
       reinterpret_cast<__nv_bfloat16*>(q_out), reinterpret_cast<__nv_bfloat16*>(k_cache),
       reinterpret_cast<__nv_bfloat16*>(v_cache), static_cast<int>(heads_q), static_cast<int>(heads_kv),
-      static_cast<int>(head_dim), max_seq, static_cast<float>(std::log2(static_cast<double>(theta))));
+      static_cast<int>(head_dim), max_seq, theta > 0 ? static_cast<float>(std::log2(static_cast<double>(theta))) : -INFINITY);
   return launch_status();
 }
 

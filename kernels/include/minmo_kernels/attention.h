@@ -25,7 +25,8 @@ extern "C" {
  *   k_cache[h, p, :]        = bf16(rope(v[t, k head h], p))
  *   v_cache[h, p, :]        = bf16(v[t, v head h])
  * rope is Qwen2's rotate-half: for i < D/2, a = p * theta^(-2i/D) (fp32 on the GPU, fp64 in the twin),
- *   out[i] = x[i] cos a - x[i + D/2] sin a,  out[i + D/2] = x[i + D/2] cos a + x[i] sin a. */
+ *   out[i] = x[i] cos a - x[i + D/2] sin a,  out[i + D/2] = x[i + D/2] cos a + x[i] sin a;
+ * theta == 0: no rotation (rope(x, p) = x; attention without positions, the input projector's). */
 int minmo_qkv_rope_append_bf16(const minmo_bf16* qkv, const minmo_bf16* bias, const int32_t* pos, minmo_bf16* q_out,
                                minmo_bf16* k_cache, minmo_bf16* v_cache, int64_t tokens, int64_t heads_q,
                                int64_t heads_kv, int64_t head_dim, int64_t max_seq, float theta,

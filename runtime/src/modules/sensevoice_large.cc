@@ -7,6 +7,7 @@
 
 #include "backends/cpu/ops.h"
 #include "backends/cuda/encoder_cuda.h"
+#include "backends/cuda/projector_cuda.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -212,9 +213,12 @@ Tensor SenseVoiceLargeEncoder::run(const float* mel, int64_t T, int64_t width) c
 
 // ---------------------------------------------------------------------------------- stream
 
-LargeEncoderStream::LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder)
-    : enc_(std::move(encoder)) {
+LargeEncoderStream::LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder,
+                                       std::shared_ptr<const cuda::CudaProjector> chained)
+    : enc_(std::move(encoder)), chained_(std::move(chained)) {
   MINMO_CHECK(enc_ != nullptr, ErrorCode::InvalidArgument, "LargeEncoderStream: no encoder");
+  MINMO_CHECK(!chained_ || enc_->device_blocks_, ErrorCode::InvalidArgument,
+              "LargeEncoderStream: a chained device projector needs the encoder's blocks on the device");
   MINMO_CHECK(enc_->chunk().chunked, ErrorCode::InvalidArgument,
               "LargeEncoderStream needs chunked encoder attention (streaming.encoder_attention = 'chunked'); with "
               "full attention re-encode the turn with SenseVoiceLargeEncoder::run");
@@ -266,18 +270,19 @@ Tensor LargeEncoderStream::step(const float* rows, int64_t n, bool final) {
   const int64_t npend = static_cast<int64_t>(pending_.size()) / d;
   const int64_t m = final ? npend : (npend / C) * C;
   Tensor x({m, d});
+  Tensor tokens({0, chained_ ? chained_->output_dim() : 0});
   if (m > 0) {
     std::memcpy(x.ptr(), pending_.data(), static_cast<size_t>(m * d) * sizeof(float));
     pending_.erase(pending_.begin(), pending_.begin() + m * d);
     if (e.device_blocks_) {
-      if (!device_state_) device_state_ = e.device_blocks_->new_state(kDeviceFrames);
-      e.device_blocks_->encode(*device_state_, x.ptr(), frames_done_, m);
+      if (!device_state_) device_state_ = e.device_blocks_->new_state(kDeviceFrames, chained_.get());
+      e.device_blocks_->encode(*device_state_, x.ptr(), frames_done_, m, chained_ ? &tokens : nullptr);
     } else {
       e.encode(x, frames_done_, frames_done_ + m, &caches_);
     }
     frames_done_ += m;
   }
-  return x;
+  return chained_ ? tokens : x;
 }
 
 }  // namespace minmo

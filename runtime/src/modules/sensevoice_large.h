@@ -40,6 +40,7 @@ namespace cuda {
 class Device;
 class CudaEncoderBlocks;
 class CudaEncoderState;
+class CudaProjector;
 }  // namespace cuda
 
 class SenseVoiceLargeEncoder {
@@ -57,6 +58,8 @@ class SenseVoiceLargeEncoder {
                                                            std::string* cpu_fallback = nullptr);
   // "cpu", or the device the blocks run on.
   std::string device() const;
+  // The blocks on the device, or null (CPU).
+  const std::shared_ptr<const cuda::CudaEncoderBlocks>& device_blocks() const { return device_blocks_; }
 
   const SenseVoiceLargeConfig& config() const { return cfg_; }
   const ChunkSpec& chunk() const { return chunk_; }
@@ -117,7 +120,11 @@ class LargeEncoderStream {
   // Frames per turn when the blocks run on a device (their K/V caches are made once): 4096 = 164 s
   // of audio; a longer turn is CacheFull.
   static constexpr int64_t kDeviceFrames = 4096;
-  explicit LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder);
+  // chained: an input projector on the device of the encoder's blocks (cuda::CudaEncoderBlocks::
+  // new_state); push() and finish() then return its audio tokens [k, output_dim] instead of frames,
+  // the frames never leaving the device. InvalidArgument when the blocks run on the CPU.
+  explicit LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder,
+                              std::shared_ptr<const cuda::CudaProjector> chained = nullptr);
   ~LargeEncoderStream();
   // rows [n, n_mels] (n may be 0) -> new frames [k, d_model]. InvalidArgument on a wrong width
   // or after finish().
@@ -136,6 +143,7 @@ class LargeEncoderStream {
   std::vector<float> pending_;  // subsampled frames not encoded yet, from frame frames_done_
   int64_t frames_done_ = 0;
   std::vector<SenseVoiceLargeEncoder::LayerCache> caches_;
+  std::shared_ptr<const cuda::CudaProjector> chained_;
   std::unique_ptr<cuda::CudaEncoderState> device_state_;  // the blocks on the device (kept across reset())
   bool finished_ = false;
 };

@@ -1,5 +1,8 @@
 #include "streaming/audio_path.h"
 
+#include <chrono>
+
+#include "backends/cuda/encoder_cuda.h"
 #include "streaming/models.h"
 
 namespace minmo {
@@ -54,6 +57,67 @@ class Chunked final : public Base {
   Stream stream_;
 };
 
+// Adds the time from construction to destruction to times[stage].
+class StageClock {
+ public:
+  StageClock(std::map<std::string, StageTimes>& times, const char* stage)
+      : times_(times), stage_(stage), t0_(std::chrono::steady_clock::now()) {}
+  ~StageClock() {
+    times_[stage_].ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count());
+  }
+
+ private:
+  std::map<std::string, StageTimes>& times_;
+  const char* stage_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+// The encoder's and the projector's streams one after the other on the host.
+class HostAudioTokens final : public AudioTokenStream {
+ public:
+  explicit HostAudioTokens(const LoadedModels& m) : frames_(make_frame_stream(m)), tokens_(make_token_stream(m)) {}
+  Tensor push(const Tensor& feats, bool final, std::map<std::string, StageTimes>& times) override {
+    Tensor enc, toks;
+    if (has_rows(feats) || final) {
+      StageClock t(times, "encoder");
+      enc = frames_->push(feats);
+      if (final) append_rows(enc, frames_->finish());
+    }
+    if (has_rows(enc) || final) {
+      StageClock t(times, "projector");
+      toks = tokens_->push(enc);
+      if (final) append_rows(toks, tokens_->finish());
+    }
+    return toks;
+  }
+  void reset() override {
+    frames_->reset();
+    tokens_->reset();
+  }
+
+ private:
+  std::unique_ptr<FrameStream> frames_;
+  std::unique_ptr<TokenStream> tokens_;
+};
+
+// The encoder's blocks and the projector in one device graph per chunk (LargeEncoderStream chained).
+class DeviceAudioTokens final : public AudioTokenStream {
+ public:
+  explicit DeviceAudioTokens(const LoadedModels& m) : stream_(m.large, m.projector->device_projector()) {}
+  Tensor push(const Tensor& feats, bool final, std::map<std::string, StageTimes>& times) override {
+    if (!has_rows(feats) && !final) return Tensor();
+    StageClock t(times, "encoder");
+    Tensor toks = has_rows(feats) ? stream_.push(feats) : Tensor();
+    if (final) append_rows(toks, stream_.finish());
+    return toks;
+  }
+  void reset() override { stream_.reset(); }
+
+ private:
+  LargeEncoderStream stream_;
+};
+
 }  // namespace
 
 void append_rows(Tensor& dst, const Tensor& src) {
@@ -88,6 +152,13 @@ std::unique_ptr<TokenStream> make_token_stream(const LoadedModels& m) {
   auto proj = m.projector;
   auto fn = [proj](const Tensor& frames) { return proj->run(frames); };
   return std::make_unique<WholeTurn<decltype(fn)>>(fn);
+}
+
+std::unique_ptr<AudioTokenStream> make_audio_token_stream(const LoadedModels& m) {
+  const bool fused = m.large && m.projector && m.large->device_blocks() && m.projector->device_projector() &&
+                     m.projector->device_projector()->device_ptr() == m.large->device_blocks()->device_ptr();
+  if (fused) return std::make_unique<DeviceAudioTokens>(m);
+  return std::make_unique<HostAudioTokens>(m);
 }
 
 }  // namespace minmo

@@ -6,9 +6,12 @@
 // schedule equals the offline module run on the whole turn.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 
 #include "core/tensor.h"
+#include "minmo/runtime.h"
 
 namespace minmo {
 
@@ -42,11 +45,25 @@ class TokenStream {
   virtual void reset() = 0;
 };
 
+// feature rows -> audio tokens: the encoder, then the projector (a session's listening path after
+// the frontend). push() returns the tokens that became final; final: end of turn (flushes). Each
+// stage's time goes to times["encoder"] and times["projector"]; when both run on the device as
+// one graph per chunk (the frames never leave it), their time is all under "encoder".
+class AudioTokenStream {
+ public:
+  virtual ~AudioTokenStream() = default;
+  virtual Tensor push(const Tensor& features, bool final, std::map<std::string, StageTimes>& times) = 0;
+  // Ready for a new turn, keeping what it allocated.
+  virtual void reset() = 0;
+};
+
 // Appends the rows of src [n, w] below dst [m, w] (either may be empty).
 void append_rows(Tensor& dst, const Tensor& src);
 
 std::unique_ptr<FeatureStream> make_feature_stream(const LoadedModels& models);
 std::unique_ptr<FrameStream> make_frame_stream(const LoadedModels& models);
 std::unique_ptr<TokenStream> make_token_stream(const LoadedModels& models);
+// The encoder and projector fused on the device when both run there, else the two stages above.
+std::unique_ptr<AudioTokenStream> make_audio_token_stream(const LoadedModels& models);
 
 }  // namespace minmo

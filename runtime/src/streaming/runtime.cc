@@ -58,7 +58,8 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "sensevoice_large")
       m->large = SenseVoiceLargeEncoder::load(weights_of(e), e.config, m->manifest.streaming, gpu,
                                               &m->cpu_fallbacks[name]);
-    else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
+    else if (a == "projector")
+      m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming, gpu, &m->cpu_fallbacks[name]);
     else if (a == "qwen2") m->llm = load_qwen2_decoder(weights_of(e), e.config, gpu, {}, &m->cpu_fallbacks[name]);
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
     else if (a == "output_projector") m->output_projector = OutputProjector::load(weights_of(e), e.config);
@@ -96,6 +97,7 @@ std::map<std::string, std::string> Runtime::module_devices() const {
     if (e.arch == "qwen2" && m.llm) out[name] = m.llm->device();
     else if (e.arch == "voice_lm" && m.voice_lm) out[name] = m.voice_lm->body().device();
     else if (e.arch == "sensevoice_large" && m.large) out[name] = m.large->device();
+    else if (e.arch == "projector" && m.projector) out[name] = m.projector->device();
     else out[name] = "cpu";
   }
   return out;

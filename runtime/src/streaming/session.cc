@@ -43,8 +43,7 @@ struct Session::Impl {
   int capacity = 0;
 
   std::unique_ptr<FeatureStream> features;
-  std::unique_ptr<FrameStream> frames;
-  std::unique_ptr<TokenStream> tokens;
+  std::unique_ptr<AudioTokenStream> audio;  // encoder + projector
   std::unique_ptr<DecoderState> llm_state;
   std::unique_ptr<DuplexState> duplex_state;
   std::unique_ptr<SpeechPath> speech;  // speak mode: the response's speaking state
@@ -109,13 +108,8 @@ struct Session::Impl {
       ctc_features = Tensor();
       return;
     }
-    if (frames) {  // the session's audio path serves every turn (a GPU encoder keeps its buffers)
-      frames->reset();
-      tokens->reset();
-    } else {
-      frames = make_frame_stream(*models);
-      tokens = make_token_stream(*models);
-    }
+    if (audio) audio->reset();  // the session's audio path serves every turn (a GPU encoder keeps its buffers)
+    else audio = make_audio_token_stream(*models);
     if (llm_state) llm_state->reset();  // the session's KV cache serves every turn
     else llm_state = models->llm->new_state(capacity);
     duplex_state = models->duplex ? models->duplex->new_state(capacity) : nullptr;
@@ -164,18 +158,7 @@ struct Session::Impl {
       append_rows(ctc_features, feats);
       return;
     }
-    Tensor enc;
-    if (feats.rows() > 0 || final) {
-      StageTimer t(times, "encoder");
-      enc = frames->push(feats);
-      if (final) append_rows(enc, frames->finish());
-    }
-    Tensor toks;
-    if (enc.rows() > 0 || final) {
-      StageTimer t(times, "projector");
-      toks = tokens->push(enc);
-      if (final) append_rows(toks, tokens->finish());
-    }
+    Tensor toks = audio->push(feats, final, times);
     if (toks.rows() == 0) return;
     Tensor hidden;
     {
@@ -361,8 +344,7 @@ void Session::close() {
   if (impl_->closed) return;
   impl_->closed = true;
   impl_->features.reset();
-  impl_->frames.reset();
-  impl_->tokens.reset();
+  impl_->audio.reset();
   impl_->llm_state.reset();
   impl_->duplex_state.reset();
   impl_->speech.reset();

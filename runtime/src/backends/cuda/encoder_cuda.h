@@ -23,8 +23,11 @@
 #include <vector>
 
 #include "backends/cuda/device.h"
+#include "backends/cuda/block_cuda.h"
+#include "backends/cuda/projector_cuda.h"
 #include "backends/cuda/weights.h"
 #include "core/safetensors.h"
+#include "core/tensor.h"
 #include "modules/audio_common.h"
 
 namespace minmo {
@@ -44,17 +47,23 @@ class CudaEncoderBlocks {
   static std::shared_ptr<const CudaEncoderBlocks> load(const WeightStore& w, const SenseVoiceLargeConfig& cfg,
                                                        const ChunkSpec& chunk, std::shared_ptr<Device> device);
 
-  std::unique_ptr<CudaEncoderState> new_state(int64_t max_frames) const;
+  // chained: an input projector on the same device (projector_cuda.h) that runs on each chunk's
+  // frames in the chunk's graph; InvalidArgument when its device or shapes do not match.
+  std::unique_ptr<CudaEncoderState> new_state(int64_t max_frames, const CudaProjector* chained = nullptr) const;
   // Blocks + ln_post over the conv output rows x [n, d_model] (host fp32, replaced by the encoder
   // frames) at absolute frames q0 .. q0 + n - 1: q0 a multiple of chunk_frames, whole chunks but
   // the last. q0 == 0 starts a new stream on the state. CacheFull past the state's max_frames.
-  void encode(CudaEncoderState& s, float* x, int64_t q0, int64_t n) const;
+  // A state with a chained projector appends the chunks' tokens to *tokens instead ([k, projector
+  // output_dim]; x is left as scratch), the partial last chunk being the projector's last.
+  void encode(CudaEncoderState& s, float* x, int64_t q0, int64_t n, Tensor* tokens = nullptr) const;
   std::string device() const { return device_->name(); }
+  const std::shared_ptr<Device>& device_ptr() const { return device_; }
 
   struct Block {
-    size_t attn_ln_g = 0, attn_ln_b = 0, mlp_ln_g = 0, mlp_ln_b = 0;
-    size_t qkv_bias = 0, out_bias = 0, v_bias = 0, fc1_bias = 0, fc2_bias = 0, fsmn = 0;
-    DeviceLinear qkv, v, out, fc1, fc2;
+    DeviceBlock body;      // LN, q|k|v, attention, out, FFN (block_cuda.h)
+    DeviceLinear v;        // the v rows of body.qkv, for the FSMN
+    size_t v_bias = 0;     // into body.qkv_bias
+    size_t fsmn = 0;       // fp32 [d, K]
   };
 
   CudaEncoderBlocks(int64_t d, int64_t heads, int64_t kernel, double theta, double eps, const ChunkSpec& chunk,
@@ -79,7 +88,8 @@ class CudaEncoderBlocks {
 // Per-stream state of a CudaEncoderBlocks (see the file comment).
 class CudaEncoderState {
  public:
-  CudaEncoderState(const CudaEncoderBlocks* owner, int64_t max_frames);
+  CudaEncoderState(const CudaEncoderBlocks* owner, int64_t max_frames, const CudaProjector* chained);
+  ~CudaEncoderState();
 
  private:
   friend class CudaEncoderBlocks;
@@ -92,7 +102,8 @@ class CudaEncoderState {
     std::vector<float*> vhist;
     int32_t* pos;  // [0]: the chunk's first frame, [1]: the first key frame of its window
     float* resid;
-    minmo_bf16 *hn, *qkv, *q, *attn, *o, *vb, *f;
+    BlockScratch blk;
+    minmo_bf16* vb;
   };
   const CudaEncoderBlocks* owner_;
   int64_t max_frames_;
@@ -101,6 +112,8 @@ class CudaEncoderState {
   Buffers b{};
   Allocation in_, out_, pos_host_;
   Graph chunk_graph_;  // a whole chunk (rows == chunk_frames), captured at its first use
+  const CudaProjector* proj_ = nullptr;          // chained projector, or null
+  std::unique_ptr<CudaProjectorState> proj_state_;  // its state (the K/V caches of the turn's tokens)
 };
 
 }  // namespace cuda
