@@ -164,3 +164,58 @@ def test_tiny_speech_to_text_through_the_device_path(tiny, device):
     dev_tok = rt.run_module("projector", {"frames": frames})["tokens"]
     cpu_tok = minmo_rt.Runtime(tiny).run_module("projector", {"frames": frames})["tokens"]
     assert rel_err(dev_tok, cpu_tok) <= BF16_TOL
+
+
+# ---- output projector ---------------------------------------------------------------------------
+
+def test_output_projector_on_the_device(device):
+    """The synthetic MinMo bundle's output projector on the device against its reference module, and a
+    speaking session that uses it (semantic vectors per text token) on the device."""
+    from _bundles import minmo_bundle
+    from minmo_rt.export.bundle import build_reference_modules
+
+    bundle = minmo_bundle("chunked")
+    rt = minmo_rt.Runtime(bundle, device=device)
+    assert rt.module_devices["output_projector"] == device and "output_projector" not in rt.cpu_fallbacks
+    ref = build_reference_modules(bundle)["output_projector"]
+    rng = np.random.default_rng(4)
+    embeds = rng.standard_normal((5, ref.cfg.embed_dim)).astype(np.float32)
+    hidden = rng.standard_normal((5, ref.cfg.llm_hidden)).astype(np.float32)
+    got = rt.run_module("output_projector", {"token_embeds": embeds, "hidden": hidden})["semantic"]
+    with torch.no_grad():
+        want = ref(torch.from_numpy(embeds), torch.from_numpy(hidden)).numpy()
+    assert got.shape == want.shape and rel_err(got, want) <= BF16_TOL
+    with pytest.raises(minmo_rt.InvalidInputError, match="token_embeds must be"):
+        rt.run_module("output_projector", {"token_embeds": hidden[:, :3], "hidden": hidden})
+    t = np.arange(int(16000 * 0.8)) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    s = rt.session(max_new_tokens=6, speak=True, speech_output="tokens", speech_seed=1)
+    s.push(audio, 16000)
+    s.end_of_turn()
+    events = list(s.events())
+    n_text = sum(e.kind == "text" for e in events)
+    assert n_text >= 1 and events[-1].kind == "end"
+    assert rt.module_devices["voice_lm"] != device or any(e.kind == "speech_token" for e in events)
+
+
+def test_where_the_speech_path_runs_and_why_not():
+    """The synthetic MinMo bundle on cuda-sim: chunked, its projector runs on the device behind a CPU
+    encoder (whose 16-wide heads the kernels lack); full attention keeps both on the CPU, with reasons."""
+    from _bundles import minmo_bundle
+
+    rt = minmo_rt.Runtime(minmo_bundle("chunked"), device="cuda-sim")
+    assert rt.module_devices["projector"] == "cuda-sim" and rt.module_devices["encoder"] == "cpu"
+    assert "heads of dimension 16" in rt.cpu_fallbacks["encoder"] and "projector" not in rt.cpu_fallbacks
+    full = minmo_rt.Runtime(minmo_bundle("full"), device="cuda-sim")
+    assert full.module_devices["projector"] == full.module_devices["encoder"] == "cpu"
+    assert "chunked streaming only" in full.cpu_fallbacks["projector"]
+    # the device projector behind the CPU encoder gives the CPU's transcript of the same audio
+    t = np.arange(int(16000 * 1.2)) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    texts = []
+    for r in (minmo_rt.Runtime(minmo_bundle("chunked")), rt):
+        with r.session(task="asr", max_new_tokens=8) as s:
+            s.push(audio, 16000)
+            s.end_of_turn()
+            texts.append([e.token_id for e in s.events() if e.kind == "text"])
+    assert texts[0] == texts[1] and texts[0]

@@ -63,7 +63,7 @@ extern "C" int minmo_qkv_rope_append_bf16_cpu(const minmo_bf16* qkv, const minmo
                                               int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim,
                                               int64_t max_seq, float theta) {
   if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta >= 0) ||
-      !minmo_args::attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq))
+      !minmo_args::window_shape_ok(tokens, heads_q, heads_kv, head_dim, max_seq))
     return MINMO_KERNEL_INVALID_ARGUMENT;
   const int64_t D = head_dim, width = (heads_q + 2 * heads_kv) * D;
   std::vector<double> v(static_cast<size_t>(D));

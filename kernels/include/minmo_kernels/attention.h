@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-/* QKV epilogue for T new tokens at positions p = *pos + t:
+/* QKV epilogue for T new tokens at positions p = *pos + t (any head dim of the window attention):
  *   qkv: bf16 [T, (Hq + 2 Hkv) * D] (the fused q|k|v projection output), bias: bf16
  *   [(Hq + 2 Hkv) * D] or null. With v = float(qkv) + float(bias):
  *   q_out[t, h, :]          = bf16(rope(v[t, q head h], p))      q_out: bf16 [T, Hq, D]
@@ -90,7 +90,8 @@ int minmo_prefill_attention_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_ca
                                      const int32_t* pos, minmo_bf16* out, int64_t tokens, int64_t heads_q,
                                      int64_t heads_kv, int64_t head_dim, int64_t max_seq, float scale);
 
-/* Window (chunk) attention for the chunked streaming encoder: T query tokens of one chunk whose
+/* Window (chunk) attention for the chunked streaming encoder and input projector (head dims: those
+ * above and also 320, 384, 448, 512, as for minmo_qkv_rope_append_bf16): T query tokens of one chunk whose
  * keys and values are already in the cache at positions p0 .. p0 + T - 1 (p0 = *pos; written by
  * minmo_qkv_rope_append_bf16, RoPE at the absolute position). With w = *lo (a DEVICE pointer like
  * pos; host pointers for the twin), every query attends NON-causally to the keys

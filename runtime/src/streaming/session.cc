@@ -50,6 +50,7 @@ struct Session::Impl {
   std::unique_ptr<DecoderState> spare_voice_state;  // the last response's voice LM state, reused
   std::vector<int64_t> speech_tokens;  // speak mode: the last response's speech tokens once it ended
   std::vector<float> semantic;         // speak mode: one semantic vector (scratch)
+  std::unique_ptr<cuda::CudaOutputProjectorState> semantic_state;  // the output projector on the device
   bool text_done = false;              // speak mode: the text of the response ended, speech goes on
   Tensor ctc_features;  // CTC bundles: the turn's features (the encoder runs at end of turn)
 
@@ -257,7 +258,13 @@ struct Session::Impl {
       StageTimer t(times, "semantic_vectors");
       const int64_t H = models->llm->hidden_size();
       Tensor emb = models->llm->embed(&tok, 1);
-      models->output_projector->run_row(emb.ptr(), hidden.ptr() + (hidden.rows() - 1) * H, semantic.data());
+      const float* h = hidden.ptr() + (hidden.rows() - 1) * H;
+      if (models->output_projector_device) {
+        if (!semantic_state) semantic_state = models->output_projector_device->new_state();
+        models->output_projector_device->run_row(*semantic_state, emb.ptr(), h, semantic.data());
+      } else {
+        models->output_projector->run_row(emb.ptr(), h, semantic.data());
+      }
       speech->push_text(semantic.data(), 1);
     }
     if (static_cast<int>(response.size()) >= opt.max_new_tokens) end_text();
@@ -345,6 +352,7 @@ void Session::close() {
   impl_->closed = true;
   impl_->features.reset();
   impl_->audio.reset();
+  impl_->semantic_state.reset();
   impl_->llm_state.reset();
   impl_->duplex_state.reset();
   impl_->speech.reset();

@@ -45,7 +45,7 @@ std::string CudaProjector::unsupported(const ProjectorConfig& c, const ChunkSpec
     os << "a full-attention projector runs once over the whole turn; the CUDA projector runs chunked streaming only";
   else if (chunk.chunk_frames % 2 != 0)
     os << "chunks of " << chunk.chunk_frames << " frames do not split into frame pairs";
-  else if (!minmo_args::attention_ok(1, c.n_heads, c.n_heads, c.output_dim / c.n_heads, 1))
+  else if (!minmo_args::window_shape_ok(1, c.n_heads, c.n_heads, c.output_dim / c.n_heads, 1))
     os << c.n_heads << " heads of dimension " << c.output_dim / c.n_heads
        << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/attention.h)";
   return os.str();
