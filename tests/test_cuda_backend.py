@@ -341,6 +341,9 @@ def test_cuda_check_encoder_on_sim(tmp_path):
     report = json.loads(out.read_text())
     assert report["frames"] == 3 * 8 + 2 and report["check"]["frames_rel_err_vs_cpu"] < 0.02
     assert report["push_with_a_chunk"]["count"] == 3
+    proj = report["projector"]  # chained after the blocks: one graph per chunk
+    assert proj["device"] == "cuda-sim" and proj["tokens"] == 13 and proj["push_with_a_chunk"]["count"] == 3
+    assert proj["check"]["tokens_rel_err_vs_cpu"] < 0.02
 
 
 def test_cuda_check_session_on_sim(tmp_path):

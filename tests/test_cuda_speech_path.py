@@ -219,3 +219,19 @@ def test_where_the_speech_path_runs_and_why_not():
             s.end_of_turn()
             texts.append([e.token_id for e in s.events() if e.kind == "text"])
     assert texts[0] == texts[1] and texts[0]
+
+
+@pytest.mark.parametrize("heads,head_dim", [(2, 448), (1, 320)])
+def test_projector_wide_heads(tmp_path, device, heads, head_dim):
+    """MinMo's projector has 8 heads of 448: the window attention and the QKV append run head dims up
+    to 512 (multiples of 64 above 256); here 2 x 448 and 1 x 320 with small other sizes."""
+    cfg = ProjectorConfig(encoder_dim=32, hidden_dim=48, output_dim=heads * head_dim, n_layers=1, n_heads=heads,
+                          ffn_dim=64)
+    torch.manual_seed(0)
+    ref = InputProjectorRef(cfg)
+    randomize(ref, seed=9, std=0.05)
+    path = save(ref, tmp_path / "wide.safetensors")
+    chunk = CHUNKS["chunk8_left1"]
+    frames = np.random.default_rng(1).standard_normal((29, 32)).astype(np.float32)
+    got = TL.projector_offline(path, json.dumps(cfg.to_dict()), json.dumps(chunk.to_dict()), frames, device)
+    assert rel_err(got, reference(ref, chunk, frames)) <= BF16_TOL
