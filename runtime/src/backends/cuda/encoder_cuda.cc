@@ -51,8 +51,13 @@ CudaEncoderState::CudaEncoderState(const CudaEncoderBlocks* owner, int64_t max_f
   arena_.place(&b.resid, 2 * C * d);
   b.blk.place(arena_, C, d, 4 * d);
   arena_.place(&b.vb, C * d);
+  const int64_t M = owner->n_mels_;
+  arena_.place(&b.mel, (4 * C + 3) * M);
+  arena_.place(&b.col1, (2 * C + 1) * 3 * M);
+  arena_.place(&b.y1, (2 * C + 1) * d);
+  arena_.place(&b.col2, C * 3 * d);
   arena_.commit(owner->device_);
-  in_ = Allocation(owner->device_, sizeof(float) * C * d, MemoryKind::PinnedHost);
+  in_ = Allocation(owner->device_, sizeof(minmo_bf16) * (4 * C + 3) * M, MemoryKind::PinnedHost);
   out_ = Allocation(owner->device_, sizeof(minmo_bf16) * C * d, MemoryKind::PinnedHost);
   pos_host_ = Allocation(owner->device_, sizeof(int32_t) * 2, MemoryKind::PinnedHost);
   if (chained) proj_state_ = chained->new_state((max_frames + 1) / 2);
@@ -63,9 +68,9 @@ CudaEncoderState::~CudaEncoderState() = default;
 
 // ---- model -------------------------------------------------------------------------------------
 
-CudaEncoderBlocks::CudaEncoderBlocks(int64_t d, int64_t heads, int64_t kernel, double theta, double eps,
-                                     const ChunkSpec& chunk, std::shared_ptr<Device> device)
-    : d_(d), heads_(heads), kernel_(kernel), theta_(theta), eps_(eps), chunk_(chunk), device_(std::move(device)) {}
+CudaEncoderBlocks::CudaEncoderBlocks(int64_t n_mels, int64_t d, int64_t heads, int64_t kernel, double theta,
+                                     double eps, const ChunkSpec& chunk, std::shared_ptr<Device> device)
+    : n_mels_(n_mels), d_(d), heads_(heads), kernel_(kernel), theta_(theta), eps_(eps), chunk_(chunk), device_(std::move(device)) {}
 
 std::string CudaEncoderBlocks::unsupported(const SenseVoiceLargeConfig& c, const ChunkSpec& chunk) {
   std::ostringstream os;
@@ -86,8 +91,19 @@ std::shared_ptr<const CudaEncoderBlocks> CudaEncoderBlocks::load(const WeightSto
   const std::string why = unsupported(c, chunk);
   MINMO_CHECK(why.empty(), ErrorCode::BundleError, "sensevoice_large encoder: " << why << "; use device='cpu'");
   const int64_t d = c.d_model, K = c.fsmn_kernel;
-  auto m = std::make_shared<CudaEncoderBlocks>(d, c.n_heads, K, c.rope_theta, c.norm_eps, chunk, device);
+  auto m = std::make_shared<CudaEncoderBlocks>(c.n_mels, d, c.n_heads, K, c.rope_theta, c.norm_eps, chunk, device);
   Uploads up(m->weights_);
+  auto conv = [&](const std::string& name, int64_t cin, DeviceLinear* l, size_t* bias) {
+    LinearW cw;  // Conv1d [d, cin, 3] = a product over im2col rows of 3 cin
+    cw.in = 3 * cin;
+    cw.out = d;
+    cw.w = load_tensor(w, name + ".weight", {d, cin, 3});
+    cw.b = load_tensor(w, name + ".bias", {d});
+    *l = stack_linears(up, {cw}, name);
+    *bias = up.add_bf16(cw.b, d);
+  };
+  conv("conv1", c.n_mels, &m->conv1_, &m->conv1_b_);
+  conv("conv2", d, &m->conv2_, &m->conv2_b_);
   const BlockNames names{"attn_ln", "attn.query", "attn.key", "attn.value", "attn.out", "mlp_ln", "mlp.0", "mlp.2",
                          false};
   for (int64_t i = 0; i < c.n_blocks; ++i) {
@@ -119,46 +135,63 @@ std::unique_ptr<CudaEncoderState> CudaEncoderBlocks::new_state(int64_t max_frame
   return std::make_unique<CudaEncoderState>(this, max_frames, chained);
 }
 
-void CudaEncoderBlocks::encode(CudaEncoderState& s, float* x, int64_t q0, int64_t n, Tensor* tokens) const {
-  const int64_t C = chunk_.chunk_frames, d = d_;
+void CudaEncoderBlocks::encode_mel(CudaEncoderState& s, const float* mel, int64_t mel0, int64_t n_mel, int64_t p0,
+                                   int64_t n, bool final, Tensor& out) const {
+  const int64_t C = chunk_.chunk_frames, d = d_, M = n_mels_;
   MINMO_CHECK(s.owner_ == this, ErrorCode::InvalidArgument, "sensevoice_large encoder: a state of another encoder");
-  MINMO_CHECK(q0 >= 0 && q0 % C == 0 && n >= 0, ErrorCode::Internal,
-              "sensevoice_large encoder: frames must start at a chunk boundary (q0 " << q0 << ")");
-  MINMO_CHECK(q0 + n <= s.max_frames_, ErrorCode::CacheFull,
+  MINMO_CHECK(p0 >= 0 && p0 % C == 0 && n >= 0 && (final || n % C == 0) && mel0 >= 0 && n_mel >= 0,
+              ErrorCode::Internal, "sensevoice_large encoder: frames must start at a chunk boundary (p0 " << p0 << ")");
+  MINMO_CHECK(p0 + n <= s.max_frames_, ErrorCode::CacheFull,
               "sensevoice_large encoder: the GPU encoder holds " << s.max_frames_ << " frames per turn ("
                                                                   << s.max_frames_ / 25 << " s of audio), "
-                                                                  << q0 + n << " needed");
-  MINMO_CHECK((s.proj_ != nullptr) == (tokens != nullptr), ErrorCode::Internal,
-              "sensevoice_large encoder: tokens are the output of a state with a chained projector");
+                                                                  << p0 + n << " needed");
   const Stream& st = s.stream_;
-  if (q0 == 0) {  // a new stream: no previous chunk for the FSMN
+  if (p0 == 0) {  // a new stream: no previous chunk for the FSMN
     for (float* vh : s.b.vhist) st.memset(vh, 0, sizeof(float) * 2 * C * d);
     if (s.proj_) s.proj_->reset(*s.proj_state_);
   }
+  const int64_t mel_end = mel0 + n_mel;  // the input's length when final
+  const int64_t n1 = mel_end > 0 ? (mel_end - 1) / 2 + 1 : 0;  // conv1 rows when final
   for (int64_t i = 0; i < n; i += C) {
-    const int64_t rows = std::min(C, n - i), p0 = q0 + i;
-    std::memcpy(s.in_.data(), x + i * d, sizeof(float) * rows * d);
+    const int64_t rows = std::min(C, n - i), q0 = p0 + i;
+    const bool last = final && q0 + rows == p0 + n;
+    // conv1 rows u0 .. u1 - 1 feed conv2 (whose row -1 is padding), mel rows m0 .. m1 - 1 feed them
+    const int64_t u0 = std::max<int64_t>(0, 2 * q0 - 1), u1 = last ? std::min(2 * (q0 + rows), n1) : 2 * (q0 + rows);
+    const int64_t m0 = std::max<int64_t>(0, 2 * u0 - 1), m1 = last ? std::min(2 * u1, mel_end) : 2 * u1;
+    MINMO_CHECK(m0 >= mel0 && m1 <= mel_end && m1 - m0 <= 4 * C + 3, ErrorCode::Internal,
+                "sensevoice_large encoder: mel rows " << m0 << ".." << m1 << " are not in " << mel0 << ".." << mel_end);
+    to_bf16(mel + (m0 - mel0) * M, (m1 - m0) * M, s.in_.as<uint8_t>());
     int32_t* ph = s.pos_host_.as<int32_t>();
-    ph[0] = static_cast<int32_t>(p0);
-    ph[1] = static_cast<int32_t>(std::max<int64_t>(0, (p0 / C - chunk_.left_chunks) * C));
+    ph[0] = static_cast<int32_t>(q0);
+    ph[1] = static_cast<int32_t>(std::max<int64_t>(0, (q0 / C - chunk_.left_chunks) * C));
     if (s.proj_) s.proj_->prepare_chunk(*s.proj_state_, (rows + 1) / 2);
-    if (rows == C) {  // a whole chunk: one graph (it reads the frame and window start on the device)
-      if (s.chunk_graph_.empty()) s.chunk_graph_ = st.capture([&s, C, this] { encode_chunk(s, C); });
+    if (rows == C && q0 > 0 && !last) {
+      // A whole chunk after the first: the mel rows 4 q0 - 3 .. 4 q0 + 4 C - 1 and conv1 rows
+      // 2 q0 - 1 .. 2 q0 + 2 C - 1, indexed from 1 so that nothing reads the padding: one graph.
+      if (s.chunk_graph_.empty()) {
+        const ConvRows c1{1, 2 * C + 1, 1, 4 * C + 3, 4 * C + 4}, c2{1, C, 1, 2 * C + 1, 2 * C + 2};
+        s.chunk_graph_ = st.capture([&s, C, c1, c2, this] { encode_chunk(s, C, c1, c2); });
+      }
       st.launch(s.chunk_graph_);
-    } else {
-      encode_chunk(s, rows);
+    } else {  // absolute rows: the left padding of the first chunk, the right padding of the last
+      const int64_t in1 = last ? mel_end : m1, in2 = last ? n1 : u1;
+      encode_chunk(s, rows, ConvRows{u0, u1 - u0, m0, m1 - m0, in1}, ConvRows{q0, rows, u0, u1 - u0, in2});
     }
     st.sync();
     if (s.proj_) {
-      s.proj_->take_tokens(*s.proj_state_, (rows + 1) / 2, *tokens);
+      s.proj_->take_tokens(*s.proj_state_, (rows + 1) / 2, out);
       continue;
     }
-    const auto* out = s.out_.as<minmo_bf16>();
-    for (int64_t j = 0; j < rows * d; ++j) x[i * d + j] = minmo_cpu::bf16_to_f32(out[j]);
+    const auto* o = s.out_.as<minmo_bf16>();
+    const size_t at = out.data.size();
+    out.data.resize(at + static_cast<size_t>(rows * d));
+    for (int64_t j = 0; j < rows * d; ++j) out.data[at + static_cast<size_t>(j)] = minmo_cpu::bf16_to_f32(o[j]);
+    out.shape[0] += rows;
   }
 }
 
-void CudaEncoderBlocks::encode_chunk(CudaEncoderState& s, int64_t rows) const {
+void CudaEncoderBlocks::encode_chunk(CudaEncoderState& s, int64_t rows, const ConvRows& c1,
+                                     const ConvRows& c2) const {
   const Stream& st = s.stream_;
   const CudaEncoderState::Buffers& b = s.b;
   const int64_t C = chunk_.chunk_frames, d = d_;
@@ -171,9 +204,15 @@ void CudaEncoderBlocks::encode_chunk(CudaEncoderState& s, int64_t rows) const {
   shape.theta = static_cast<float>(theta_);
   shape.act = MINMO_ACT_GELU;
   float* x = b.resid + C * d;  // the chunk's rows of the residual stream
-  st.upload(x, s.in_.data(), sizeof(float) * rows * d);
-  st.memset(b.resid, 0, sizeof(float) * C * d);  // the FSMN's scratch rows
+  const int64_t M = n_mels_;
+  st.upload(b.mel, s.in_.data(), sizeof(minmo_bf16) * c1.n_in * M);
   st.upload(b.pos, s.pos_host_.data(), sizeof(int32_t) * 2);
+  MINMO_DEVICE_CALL(st, im2col_k3s2_bf16, b.mel, b.col1, c1.t_out0, c1.n_out, c1.t_in0, c1.n_in, M, c1.total_in);
+  enqueue_biased_product(st, weights_, conv1_, conv1_b_, b.col1, b.y1, c1.n_out, MINMO_ACT_GELU);
+  MINMO_DEVICE_CALL(st, im2col_k3s2_bf16, b.y1, b.col2, c2.t_out0, c2.n_out, c2.t_in0, c2.n_in, d, c2.total_in);
+  enqueue_biased_product(st, weights_, conv2_, conv2_b_, b.col2, b.blk.o, rows, MINMO_ACT_GELU);
+  st.memset(b.resid, 0, sizeof(float) * (C + rows) * d);  // the FSMN's scratch rows, then the chunk's
+  MINMO_DEVICE_CALL(st, bias_residual_bf16, b.blk.o, nullptr, x, rows, d);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& B = blocks_[l];
     float* vh = b.vhist[l];
