@@ -1,7 +1,7 @@
 // `minmo_cuda_check encoder`: the chunked SenseVoice-Large style encoder with its blocks on a device
 // (backends/cuda/encoder_cuda.h), random weights, checked against the CPU encoder and timed as a
 // session streams it: mel rows pushed 160 ms at a time, each push that completes a chunk of 8
-// frames (320 ms of audio) timed with the host convolutions and copies included. Then the same with
+// frames (320 ms of audio) timed with the host copies included (the convolutions run on the device). Then the same with
 // the input projector chained on the device (backends/cuda/projector_cuda.h: one graph per chunk,
 // encoder + projector), its tokens checked against the CPU encoder + projector.
 //

@@ -1,7 +1,5 @@
 #include "streaming/audio_path.h"
 
-#include <chrono>
-
 #include "backends/cuda/encoder_cuda.h"
 #include "streaming/models.h"
 
@@ -57,22 +55,6 @@ class Chunked final : public Base {
   Stream stream_;
 };
 
-// Adds the time from construction to destruction to times[stage].
-class StageClock {
- public:
-  StageClock(std::map<std::string, StageTimes>& times, const char* stage)
-      : times_(times), stage_(stage), t0_(std::chrono::steady_clock::now()) {}
-  ~StageClock() {
-    times_[stage_].ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count());
-  }
-
- private:
-  std::map<std::string, StageTimes>& times_;
-  const char* stage_;
-  std::chrono::steady_clock::time_point t0_;
-};
-
 // The encoder's and the projector's streams one after the other on the host.
 class HostAudioTokens final : public AudioTokenStream {
  public:
@@ -80,12 +62,12 @@ class HostAudioTokens final : public AudioTokenStream {
   Tensor push(const Tensor& feats, bool final, std::map<std::string, StageTimes>& times) override {
     Tensor enc, toks;
     if (has_rows(feats) || final) {
-      StageClock t(times, "encoder");
+      StageTimer t(times, "encoder");
       enc = frames_->push(feats);
       if (final) append_rows(enc, frames_->finish());
     }
     if (has_rows(enc) || final) {
-      StageClock t(times, "projector");
+      StageTimer t(times, "projector");
       toks = tokens_->push(enc);
       if (final) append_rows(toks, tokens_->finish());
     }
@@ -107,7 +89,7 @@ class DeviceAudioTokens final : public AudioTokenStream {
   explicit DeviceAudioTokens(const LoadedModels& m) : stream_(m.large, m.projector->device_projector()) {}
   Tensor push(const Tensor& feats, bool final, std::map<std::string, StageTimes>& times) override {
     if (!has_rows(feats) && !final) return Tensor();
-    StageClock t(times, "encoder");
+    StageTimer t(times, "encoder");
     Tensor toks = has_rows(feats) ? stream_.push(feats) : Tensor();
     if (final) append_rows(toks, stream_.finish());
     return toks;

@@ -6,6 +6,7 @@
 // schedule equals the offline module run on the whole turn.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -43,6 +44,24 @@ class TokenStream {
   virtual Tensor push(const Tensor& frames) = 0;
   virtual Tensor finish() = 0;
   virtual void reset() = 0;
+};
+
+// Adds the wall time from construction to destruction to times[stage].
+class StageTimer {
+ public:
+  StageTimer(std::map<std::string, StageTimes>& times, const char* stage)
+      : times_(times), stage_(stage), t0_(std::chrono::steady_clock::now()) {}
+  ~StageTimer() {
+    times_[stage_].ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count());
+  }
+  StageTimer(const StageTimer&) = delete;
+  StageTimer& operator=(const StageTimer&) = delete;
+
+ private:
+  std::map<std::string, StageTimes>& times_;
+  const char* stage_;
+  std::chrono::steady_clock::time_point t0_;
 };
 
 // feature rows -> audio tokens: the encoder, then the projector (a session's listening path after

@@ -17,21 +17,6 @@ namespace {
 constexpr int kSamplesPerAudioToken = 1280;  // 80 ms at 16 kHz
 constexpr double kMsPerAudioToken = 80.0;
 
-class StageTimer {
- public:
-  StageTimer(std::map<std::string, StageTimes>& times, const char* stage)
-      : times_(times), stage_(stage), t0_(std::chrono::steady_clock::now()) {}
-  ~StageTimer() {
-    auto dt = std::chrono::steady_clock::now() - t0_;
-    times_[stage_].ms.push_back(std::chrono::duration<double, std::milli>(dt).count());
-  }
-
- private:
-  std::map<std::string, StageTimes>& times_;
-  const char* stage_;
-  std::chrono::steady_clock::time_point t0_;
-};
-
 }  // namespace
 
 struct Session::Impl {
