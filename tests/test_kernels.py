@@ -199,6 +199,24 @@ def test_qkv_rope_append(k, hq, hkv, d, tokens, pos):
     assert np.array_equal(kc[:, untouched], kc0[:, untouched]) and np.array_equal(vc[:, untouched], vc0[:, untouched])
 
 
+def test_qkv_append_without_rope(k):
+    """theta == 0: q and k are stored as they are (the input projector's attention has no positions)."""
+    hq, hkv, d, tokens, pos, max_seq = 4, 4, 64, 5, 3, 16
+    width = (hq + 2 * hkv) * d
+    qkv, bias = bf16(RNG.standard_normal((tokens, width))), bf16(RNG.standard_normal(width) * 0.3)
+    kc, vc = np.zeros((hkv, max_seq, d), np.uint16), np.zeros((hkv, max_seq, d), np.uint16)
+    q = np.full((tokens, hq, d), 0xFFFF, np.uint16)
+    p = np.array([pos], np.int32)
+    k.cpu.qkv_rope_append_bf16(ptr(qkv), ptr(bias), ptr(p), ptr(q), ptr(kc), ptr(vc), tokens, hq, hkv, d, max_seq, 0.0)
+    v = (f32(qkv) + f32(bias)).reshape(tokens, hq + 2 * hkv, d)
+    assert rel(f32(q), v[:, :hq]) < BF16_TOL
+    assert rel(f32(kc[:, pos:pos + tokens]).transpose(1, 0, 2), v[:, hq:hq + hkv]) < BF16_TOL
+    assert rel(f32(vc[:, pos:pos + tokens]).transpose(1, 0, 2), v[:, hq + hkv:]) < BF16_TOL
+    with pytest.raises(mk.KernelError, match="invalid argument"):
+        k.cpu.qkv_rope_append_bf16(ptr(qkv), ptr(bias), ptr(p), ptr(q), ptr(kc), ptr(vc), tokens, hq, hkv, d, max_seq,
+                                   -1.0)
+
+
 @pytest.mark.parametrize("hq,hkv,d,tokens,pos", [(4, 2, 64, 1, 0), (14, 2, 64, 1, 77), (28, 4, 128, 1, 130),
                                                  (6, 3, 128, 9, 20), (4, 4, 64, 16, 0), (4, 2, 32, 1, 77),
                                                  (6, 1, 32, 9, 20)])

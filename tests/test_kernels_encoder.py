@@ -133,7 +133,7 @@ def window_call(k, q, kc, vc, p0, lo, max_seq, scale):
     return out
 
 
-@pytest.mark.parametrize("hq,hkv,d", [(4, 4, 64), (8, 2, 32), (4, 1, 128), (20, 20, 64)])
+@pytest.mark.parametrize("hq,hkv,d", [(4, 4, 64), (8, 2, 32), (4, 1, 128), (20, 20, 64), (8, 8, 448), (2, 1, 320)])
 @pytest.mark.parametrize("p0,tokens,lo,max_seq", [
     (16, 8, 0, 64),      # lo = 0: keys 0 .. 23
     (40, 8, 8, 64),      # lo > 0: the chunk and 4 left chunks

@@ -19,6 +19,7 @@
 #include "backends/backend.h"
 #include "core/safetensors.h"
 #include "minmo/status.h"
+#include "modules/projector.h"
 #include "modules/sensevoice_large.h"
 #include "modules/sensevoice_small.h"
 #include "numpy_util.h"
@@ -226,4 +227,46 @@ MINMO_PY_BINDING(bind_testing_audio) {
       py::arg("device") = "cpu",
       "Streamed chunked SenseVoice-Large encoder: pushes mel rows in pieces of push_sizes rows, then finish(). "
       "Returns (frames, frames out per push + [frames out of finish]).");
+  t.def(
+      "speech_tokens_streamed",
+      [](const std::string& enc_path, const std::string& enc_config, const std::string& proj_path,
+         const std::string& proj_config, const std::string& chunk, FloatArray mel, std::vector<int64_t> sizes,
+         const std::string& device) {
+        check_2d(mel, "mel");
+        std::pair<minmo::Tensor, std::vector<int64_t>> res;
+        bool fused = false;
+        {
+          py::gil_scoped_release release;
+          const auto dev = minmo::open_device(device);
+          const nlohmann::json ck = parse_json(chunk, "chunk");
+          auto enc = minmo::SenseVoiceLargeEncoder::load(minmo::WeightStore::open(enc_path),
+                                                         parse_json(enc_config, "config"), ck, dev);
+          auto proj = minmo::InputProjector::load(minmo::WeightStore::open(proj_path),
+                                                  parse_json(proj_config, "config"), ck, dev);
+          fused = enc->device_blocks() && proj->device_projector();
+          minmo::LargeEncoderStream es(enc, fused ? proj->device_projector() : nullptr);
+          minmo::ProjectorStream ps(proj);
+          const float* p = mel.data();
+          const int64_t width = mel.shape(1);
+          res = run_schedule(
+              mel.shape(0), sizes, proj->output_dim(),
+              [&](int64_t at, int64_t len) {
+                minmo::Tensor out = es.push(p + at * width, len, width);
+                return fused ? out : ps.push(out);
+              },
+              [&] {
+                minmo::Tensor out = es.finish();
+                if (fused) return out;
+                minmo::Tensor toks = out.rows() ? ps.push(out) : minmo::Tensor({0, proj->output_dim()});
+                minmo::Tensor rest = ps.finish();
+                return concat_rows({toks, rest}, proj->output_dim());
+              });
+        }
+        return py::make_tuple(to_numpy(res.first), res.second, fused);
+      },
+      py::arg("encoder_path"), py::arg("encoder_config"), py::arg("projector_path"), py::arg("projector_config"),
+      py::arg("chunk"), py::arg("mel"), py::arg("push_sizes"), py::arg("device") = "cpu",
+      "The chunked encoder then the projector, streamed: mel rows in pieces of push_sizes rows, then finish(). On a "
+      "device that runs both, one graph per chunk (the frames stay on the device). Returns (tokens, tokens out per "
+      "push + [tokens out of finish], fused).");
 }

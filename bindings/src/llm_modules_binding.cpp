@@ -223,30 +223,32 @@ MINMO_PY_BINDING(bind_testing_llm) {
   // ---- input projector
   t.def(
       "projector_offline",
-      [](const std::string& weights_path, const std::string& config, const std::string& chunk, FloatArray frames) {
+      [](const std::string& weights_path, const std::string& config, const std::string& chunk, FloatArray frames,
+         const std::string& device) {
         check_2d(frames, "frames");
         minmo::Tensor out;
         {
           py::gil_scoped_release release;
           auto p = minmo::InputProjector::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"),
-                                               parse_json(chunk, "chunk"));
+                                               parse_json(chunk, "chunk"), minmo::open_device(device));
           out = p->run(frames.data(), frames.shape(0), frames.shape(1));
         }
         return to_numpy(out);
       },
-      py::arg("weights_path"), py::arg("config"), py::arg("chunk"), py::arg("frames"),
-      "Input projector offline: frames [T, encoder_dim] -> tokens [(T-1)//2+1, output_dim].");
+      py::arg("weights_path"), py::arg("config"), py::arg("chunk"), py::arg("frames"), py::arg("device") = "cpu",
+      "Input projector offline: frames [T, encoder_dim] -> tokens [(T-1)//2+1, output_dim]; device: where it runs "
+      "('cpu', 'cuda', 'cuda-sim'; BundleError for a configuration the CUDA kernels lack).");
   t.def(
       "projector_streamed",
       [](const std::string& weights_path, const std::string& config, const std::string& chunk, FloatArray frames,
-         std::vector<int64_t> sizes) {
+         std::vector<int64_t> sizes, const std::string& device) {
         check_2d(frames, "frames");
         minmo::Tensor out;
         std::vector<int64_t> counts;
         {
           py::gil_scoped_release release;
           auto p = minmo::InputProjector::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"),
-                                               parse_json(chunk, "chunk"));
+                                               parse_json(chunk, "chunk"), minmo::open_device(device));
           minmo::ProjectorStream s(p);
           const int64_t width = frames.shape(1);
           std::vector<minmo::Tensor> parts;
@@ -263,6 +265,7 @@ MINMO_PY_BINDING(bind_testing_llm) {
         return py::make_tuple(to_numpy(out), counts);
       },
       py::arg("weights_path"), py::arg("config"), py::arg("chunk"), py::arg("frames"), py::arg("push_sizes"),
+      py::arg("device") = "cpu",
       "Streamed chunked projector: pushes frames in pieces of push_sizes rows (rest as one piece), then finish(). "
       "Returns (tokens, tokens out per push + [tokens out of finish]).");
 

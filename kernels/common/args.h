@@ -38,6 +38,14 @@ inline bool attention_ok(int64_t tokens, int64_t heads_q, int64_t heads_kv, int6
          max_seq <= (int64_t{1} << 30) && tokens <= (int64_t{1} << 30) && heads_q <= 65535;
 }
 
+// The window attention and the QKV append also run the wide heads 320 .. 512 (multiples of 64).
+inline bool window_head_dim_ok(int64_t head_dim) {
+  return head_dim_ok(head_dim) || (head_dim >= 320 && head_dim <= 512 && head_dim % 64 == 0);
+}
+inline bool window_shape_ok(int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim, int64_t max_seq) {
+  return attention_ok(tokens, heads_q, heads_kv, 64, max_seq) && window_head_dim_ok(head_dim);
+}
+
 inline int64_t decode_splits(int64_t max_seq, int64_t split_size) { return (max_seq + split_size - 1) / split_size; }
 
 // minmo_decode_attention_fused_bf16: dynamic shared memory bytes (K tile of 32 rows padded by 16
@@ -95,7 +103,7 @@ inline bool bias_residual_ok(const void* y, const void* bias, const float* resid
 inline bool window_attention_ok(const void* q, const void* k_cache, const void* v_cache, const int32_t* pos,
                                 const int32_t* lo, const void* out, int64_t tokens, int64_t heads_q, int64_t heads_kv,
                                 int64_t head_dim, int64_t max_seq) {
-  return q && k_cache && v_cache && pos && lo && out && attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq) &&
+  return q && k_cache && v_cache && pos && lo && out && window_shape_ok(tokens, heads_q, heads_kv, head_dim, max_seq) &&
          tokens * (heads_q / heads_kv) <= 0x7ffffff0 &&
          !overlap(q, tokens * heads_q * head_dim * 2, out, tokens * heads_q * head_dim * 2);
 }

@@ -51,7 +51,7 @@ void minmo_cpu::qkv_store_head(const double* v, int64_t h, int64_t p, minmo_bf16
     return;
   }
   for (int64_t i = 0; i < half; ++i) {
-    const double a = double(p) * std::pow(theta, -2.0 * double(i) / double(D));
+    const double a = theta > 0 ? double(p) * std::pow(theta, -2.0 * double(i) / double(D)) : 0.0;  // 0: no RoPE
     const double c = std::cos(a), s = std::sin(a);
     dst[i] = f32_to_bf16(static_cast<float>(v[i] * c - v[i + half] * s));
     dst[i + half] = f32_to_bf16(static_cast<float>(v[i + half] * c + v[i] * s));
@@ -62,8 +62,8 @@ extern "C" int minmo_qkv_rope_append_bf16_cpu(const minmo_bf16* qkv, const minmo
                                               minmo_bf16* q_out, minmo_bf16* k_cache, minmo_bf16* v_cache,
                                               int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim,
                                               int64_t max_seq, float theta) {
-  if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta > 0) ||
-      !minmo_args::attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq))
+  if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta >= 0) ||
+      !minmo_args::window_shape_ok(tokens, heads_q, heads_kv, head_dim, max_seq))
     return MINMO_KERNEL_INVALID_ARGUMENT;
   const int64_t D = head_dim, width = (heads_q + 2 * heads_kv) * D;
   std::vector<double> v(static_cast<size_t>(D));

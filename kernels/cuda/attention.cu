@@ -25,9 +25,9 @@ bool aligned(const void* a, const void* b, const void* c, const void* d) {
 }
 
 constexpr int kWarps = 4;
-constexpr int kMaxPairs = 4;  // pair slots per lane: ceil(D / 64) <= 4
 
-// Head dims: 32, 64, 128, 192, 256 (minmo_args::head_dim_ok). Lane l owns output pairs
+// Head dims: 32, 64, 128, 192, 256 (minmo_args::head_dim_ok); window attention also 320 .. 512 in
+// steps of 64 (minmo_args::window_head_dim_ok: the input projector's 448). Lane l owns output pairs
 // j = l + 32e for e < pair_slots(D) and j < D/2: every V load, partial, output store and combine
 // term is guarded by owns_pair, a compile-time true for D % 64 == 0 (those shapes compile to the
 // code they had when the kernels were templated on D / 64).
@@ -37,9 +37,10 @@ __device__ __forceinline__ bool owns_pair(int lane, int e) {
   return D % 64 == 0 || lane + 32 * e < D / 2;
 }
 
+template <int D>
 struct RowState {
   float m, l;
-  float o[2 * kMaxPairs];
+  float o[2 * pair_slots(D)];
 };
 
 // acc + dot(q, k) over the 8 bf16 values packed in each 16-byte chunk.
@@ -56,7 +57,7 @@ __device__ __forceinline__ float dot8_bf16(const uint4& qv, const uint4& kv, flo
 // Online-softmax update for one tile of 32 keys (lane j scored key j as s; `valid` false for lanes
 // past the range): rescales the running sum and output, returns this lane's weight p.
 template <int D>
-__device__ __forceinline__ float softmax_tile(RowState& st, float s, bool valid) {
+__device__ __forceinline__ float softmax_tile(RowState<D>& st, float s, bool valid) {
   const float m_new = fmaxf(st.m, warp_max(s));  // finite: the tile has at least one key
   const float p = valid ? __expf(s - m_new) : 0.f;
   const float corr = __expf(st.m - m_new);  // 0 on the first tile (m = -inf)
@@ -69,7 +70,7 @@ __device__ __forceinline__ float softmax_tile(RowState& st, float s, bool valid)
 
 // Writes a row's partial (max, sum, output[D]) to the split-K workspace row dst (D + 2 floats).
 template <int D>
-__device__ __forceinline__ void store_partial(const RowState& st, float* dst) {
+__device__ __forceinline__ void store_partial(const RowState<D>& st, float* dst) {
   const int lane = threadIdx.x & 31;
   if (lane == 0) {
     dst[0] = st.m;
@@ -84,11 +85,11 @@ __device__ __forceinline__ void store_partial(const RowState& st, float* dst) {
 // Attends one query row (q_s: bf16 row in shared memory, D values) to keys [k_begin, k_end) of
 // one KV head (k, v: [max_seq, D]). Requires k_begin < k_end.
 template <int D>
-__device__ RowState attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* __restrict__ k,
+__device__ RowState<D> attend_range(const __nv_bfloat16* q_s, const __nv_bfloat16* __restrict__ k,
                                  const __nv_bfloat16* __restrict__ v, int64_t k_begin, int64_t k_end, float scale) {
   constexpr int P = pair_slots(D);
   const int lane = threadIdx.x & 31;
-  RowState st;
+  RowState<D> st;
   st.m = -INFINITY;
   st.l = 0.f;
 #pragma unroll
@@ -136,7 +137,7 @@ __device__ __forceinline__ void load_q_row(const __nv_bfloat16* q, __nv_bfloat16
 }
 
 template <int D>
-__device__ void store_row(const RowState& st, float inv_l, __nv_bfloat16* out) {
+__device__ void store_row(const RowState<D>& st, float inv_l, __nv_bfloat16* out) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int e = 0; e < pair_slots(D); ++e) {
@@ -164,7 +165,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     return;
   }
   load_q_row<D>(q + (static_cast<int64_t>(t) * heads_q + hq) * D, q_s[warp]);
-  const RowState st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, 0, n_keys, scale);
+  const RowState<D> st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, 0, n_keys, scale);
   store_row<D>(st, 1.f / st.l, o);
 }
 
@@ -189,7 +190,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     return;
   }
   load_q_row<D>(q + (static_cast<int64_t>(t) * heads_q + hq) * D, q_s[warp]);
-  const RowState st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
+  const RowState<D> st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
   store_row<D>(st, 1.f / st.l, o);
 }
 
@@ -208,7 +209,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (g >= group || k_begin >= k_end) return;
   const int hq = h * group + g;
   load_q_row<D>(q + static_cast<int64_t>(hq) * D, q_s[warp]);
-  const RowState st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
+  const RowState<D> st = attend_range<D>(q_s[warp], kc + h * max_seq * D, vc + h * max_seq * D, k_begin, k_end, scale);
   store_partial<D>(st, ws + (static_cast<int64_t>(hq) * gridDim.x + split) * (D + 2));
 }
 
@@ -277,7 +278,7 @@ __global__ void __launch_bounds__(1024, 1)
   const uint4* kg = reinterpret_cast<const uint4*>(kc + h * max_seq * D);
   const uint4* vg = reinterpret_cast<const uint4*>(vc + h * max_seq * D);
   const uint4* q4 = reinterpret_cast<const uint4*>(q_w);
-  RowState st;
+  RowState<D> st;
   st.m = -INFINITY;
   st.l = 0.f;
 #pragma unroll
@@ -391,21 +392,34 @@ int by_head_dim(int64_t head_dim, Fn fn) {
   return launch_status();
 }
 
+// by_head_dim, plus the wide head dims only the window attention runs (minmo_args::window_head_dim_ok).
+template <typename Fn>
+int by_window_head_dim(int64_t head_dim, Fn fn) {
+  switch (head_dim) {
+    case 320: fn(std::integral_constant<int, 320>{}); break;
+    case 384: fn(std::integral_constant<int, 384>{}); break;
+    case 448: fn(std::integral_constant<int, 448>{}); break;
+    case 512: fn(std::integral_constant<int, 512>{}); break;
+    default: return by_head_dim(head_dim, fn);
+  }
+  return launch_status();
+}
+
 }  // namespace
 
 extern "C" int minmo_qkv_rope_append_bf16(const minmo_bf16* qkv, const minmo_bf16* bias, const int32_t* pos,
                                           minmo_bf16* q_out, minmo_bf16* k_cache, minmo_bf16* v_cache,
                                           int64_t tokens, int64_t heads_q, int64_t heads_kv, int64_t head_dim,
                                           int64_t max_seq, float theta, cudaStream_t stream) {
-  if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta > 0) ||
-      !minmo_args::attention_ok(tokens, heads_q, heads_kv, head_dim, max_seq) || tokens > 0x7fffffff)
+  if (!qkv || !pos || !q_out || !k_cache || !v_cache || !(theta >= 0) ||
+      !minmo_args::window_shape_ok(tokens, heads_q, heads_kv, head_dim, max_seq) || tokens > 0x7fffffff)
     return MINMO_KERNEL_INVALID_ARGUMENT;
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(heads_q + 2 * heads_kv));
   qkv_rope_append_kernel<<<grid, static_cast<unsigned>(head_dim / 2), 0, stream>>>(
       reinterpret_cast<const __nv_bfloat16*>(qkv), reinterpret_cast<const __nv_bfloat16*>(bias), pos,
       reinterpret_cast<__nv_bfloat16*>(q_out), reinterpret_cast<__nv_bfloat16*>(k_cache),
       reinterpret_cast<__nv_bfloat16*>(v_cache), static_cast<int>(heads_q), static_cast<int>(heads_kv),
-      static_cast<int>(head_dim), max_seq, static_cast<float>(std::log2(static_cast<double>(theta))));
+      static_cast<int>(head_dim), max_seq, theta > 0 ? static_cast<float>(std::log2(static_cast<double>(theta))) : -INFINITY);
   return launch_status();
 }
 
@@ -498,7 +512,7 @@ extern "C" int minmo_window_attention_bf16(const minmo_bf16* q, const minmo_bf16
   const auto* qb = reinterpret_cast<const __nv_bfloat16*>(q);
   const auto* kb = reinterpret_cast<const __nv_bfloat16*>(k_cache);
   const auto* vb = reinterpret_cast<const __nv_bfloat16*>(v_cache);
-  return by_head_dim(head_dim, [&](auto d) {
+  return by_window_head_dim(head_dim, [&](auto d) {
     window_kernel<decltype(d)::value><<<grid, kWarps * 32, 0, stream>>>(
         qb, kb, vb, pos, lo, reinterpret_cast<__nv_bfloat16*>(out), static_cast<int>(tokens),
         static_cast<int>(heads_q), group, max_seq, scale);

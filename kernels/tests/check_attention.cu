@@ -23,7 +23,7 @@ std::string attn_shape(const Attn& a, int64_t pos, int64_t tokens, int64_t split
 }
 
 
-void qkv_case(const Attn& a, int64_t tokens, int32_t pos, bool bias) {
+void qkv_case(const Attn& a, int64_t tokens, int32_t pos, bool bias, float theta = 1e6f) {  // theta 0: no RoPE
   const int64_t width = (a.hq + 2 * a.hkv) * a.d;
   auto qkv = harness::randn_bf16(size_t(tokens * width));
   auto b = harness::randn_bf16(size_t(width), 0.5f);
@@ -35,7 +35,6 @@ void qkv_case(const Attn& a, int64_t tokens, int32_t pos, bool bias) {
       for (int64_t i = 0; i < a.d; ++i) kc[size_t((h * a.max_seq + p) * a.d + i)] = vc[size_t((h * a.max_seq + p) * a.d + i)] = kNaN;
   }
   std::vector<uint16_t> q_cpu(size_t(tokens * a.hq * a.d)), kc_cpu = kc, vc_cpu = vc;
-  const float theta = 1e6f;
   minmo_qkv_rope_append_bf16_cpu(qkv.data(), bias ? b.data() : nullptr, &pos, q_cpu.data(), kc_cpu.data(),
                                  vc_cpu.data(), tokens, a.hq, a.hkv, a.d, a.max_seq, theta);
   DevBuf<uint16_t> dqkv(qkv), db(b), dkc(kc), dvc(vc), dq = DevBuf<uint16_t>::poisoned(q_cpu.size());
@@ -46,7 +45,8 @@ void qkv_case(const Attn& a, int64_t tokens, int32_t pos, bool bias) {
   harness::sync();
   const double err = std::max({harness::rel_err(dq.host(), q_cpu), harness::rel_err(dkc.host(), kc_cpu),
                                harness::rel_err(dvc.host(), vc_cpu)});
-  harness::record(bias ? "qkv_rope_append_bf16" : "qkv_rope_append_bf16 nobias", attn_shape(a, pos, tokens), err,
+  const std::string name = std::string("qkv_rope_append_bf16") + (bias ? "" : " nobias") + (theta > 0 ? "" : " norope");
+  harness::record(name, attn_shape(a, pos, tokens), err,
                   kTol, rc);
 }
 
@@ -135,6 +135,7 @@ MINMO_CHECK(attention) {
     qkv_case(a, 1, int32_t(a.max_seq - 1), true);
     qkv_case(a, 7, 5, false);
     qkv_case(a, 5, int32_t(a.max_seq - 3), true);  // the last two tokens fall outside the cache
+    qkv_case(a, 6, 9, true, 0.f);
     for (int64_t split : {32, 64, 256}) {
       decode_case(a, 0, split);
       decode_case(a, int32_t(a.max_seq / 2 + 3), split);
@@ -174,7 +175,7 @@ MINMO_CHECK(attention) {
   harness::record("prefill_attention_bf16", "Hq % Hkv != 0", 0, 0,
                   minmo_prefill_attention_bf16(p, p, p, ip, p + 4096, 2, 5, 2, 64, 64, 1.f, nullptr),
                   MINMO_KERNEL_INVALID_ARGUMENT);
-  harness::record("qkv_rope_append_bf16", "theta=0", 0, 0,
-                  minmo_qkv_rope_append_bf16(p, nullptr, ip, p, p, p, 1, 4, 2, 64, 64, 0.f, nullptr),
+  harness::record("qkv_rope_append_bf16", "theta<0", 0, 0,
+                  minmo_qkv_rope_append_bf16(p, nullptr, ip, p, p, p, 1, 4, 2, 64, 64, -1.f, nullptr),
                   MINMO_KERNEL_INVALID_ARGUMENT);
 }

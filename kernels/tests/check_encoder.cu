@@ -110,14 +110,14 @@ void window_case(const harness::Attn& a, int64_t tokens, int32_t pos, int32_t lo
 // The chunked encoder's attention through the CUDA kernels: each chunk's q|k|v goes through the
 // QKV epilogue (RoPE at the absolute position, appended to the cache), then window attention over
 // the chunk and `left` chunks before it; against the twins run the same way.
-void window_chain_case(const harness::Attn& a, int64_t chunk, int64_t left, int64_t frames) {
+void window_chain_case(const harness::Attn& a, int64_t chunk, int64_t left, int64_t frames, float theta = 1e4f) {
   const int64_t width = (a.hq + 2 * a.hkv) * a.d;
   auto qkv = harness::randn_bf16(size_t(frames * width));
   auto kc = harness::cache_with_tail_poison(a, 0), vc = kc;
   std::vector<uint16_t> kc_cpu = kc, vc_cpu = vc, q_cpu(size_t(frames * a.hq * a.d)), o_cpu(q_cpu.size());
   DevBuf<uint16_t> dqkv(qkv), dkc(kc), dvc(vc), dq = DevBuf<uint16_t>::poisoned(q_cpu.size()),
                                                 dout = DevBuf<uint16_t>::poisoned(q_cpu.size());
-  const float scale = 1.f / std::sqrt(float(a.d)), theta = 1e4f;
+  const float scale = 1.f / std::sqrt(float(a.d));
   int rc = MINMO_KERNEL_OK;
   for (int64_t start = 0; start < frames; start += chunk) {
     const int64_t len = std::min(chunk, frames - start);
@@ -136,7 +136,7 @@ void window_chain_case(const harness::Attn& a, int64_t chunk, int64_t left, int6
   }
   harness::record("chain qkv_rope+window",
                   harness::shape_str({{"Hq", a.hq}, {"Hkv", a.hkv}, {"D", a.d}, {"frames", frames}, {"chunk", chunk},
-                                      {"left", left}}),
+                                      {"left", left}, {"rope", theta > 0 ? 1 : 0}}),
                   harness::rel_err(dout.host(), o_cpu), kTolBf16, rc);
 }
 
@@ -212,10 +212,11 @@ MINMO_CHECK(encoder_norm_epilogues) {
 
 MINMO_CHECK(encoder_window_attention) {
   const bool sm = harness::small();
-  // SenseVoice-Large (20 heads of 64, MHA), GQA groups 1 and 4, head dims 32 / 64 / 128.
+  // SenseVoice-Large (20 heads of 64, MHA), GQA groups 1 and 4, head dims 32 / 64 / 128; MinMo's input
+  // projector (8 heads of 448) and another wide head (320, GQA 2).
   const harness::Attn enc{20, 20, 64, sm ? 48 : 400}, g4{8, 2, 64, 72}, d32{4, 1, 32, 60}, d128{8, 2, 128, 50},
-      mha128{3, 3, 128, 33};
-  for (const harness::Attn& a : {enc, g4, d32, d128, mha128}) {
+      mha128{3, 3, 128, 33}, proj{8, 8, 448, 60}, d320{4, 2, 320, 41};
+  for (const harness::Attn& a : {enc, g4, d32, d128, mha128, proj, d320}) {
     window_case(a, 8, 0, 0);                                         // first chunk: lo = 0
     window_case(a, 8, 16, 0);                                        // lo = 0 with earlier chunks
     const int32_t mid = int32_t(std::min<int64_t>(40, a.max_seq - 8));
@@ -233,6 +234,7 @@ MINMO_CHECK(encoder_window_attention) {
   }
   window_chain_case(sm ? harness::Attn{4, 4, 64, 48} : enc, 8, 4, sm ? 43 : 203);
   window_chain_case(harness::Attn{8, 2, 32, 61}, 8, 2, 61);
+  window_chain_case(harness::Attn{8, 8, 448, 40}, 4, 4, 39, 0.f);  // the projector's: chunks of 4 tokens, no RoPE
 
   uint16_t* p = reinterpret_cast<uint16_t*>(256);
   int32_t* ip = reinterpret_cast<int32_t*>(512);

@@ -8,7 +8,8 @@
 #   4. when build/gpu-carry exists (`make gpu-carry` on the build machine): the runtime's CUDA
 #      backend (minmo_cuda_check) against its CPU backend: minmo-tiny's LLM in every quant mode, a
 #      voice LM, a whole streaming turn of minmo-tiny (same response tokens), the chunked encoder
-#      at SenseVoice-Large size (checked and timed per 320 ms chunk); then prefill / decode timings
+#      at SenseVoice-Large size (checked and timed per 320 ms chunk), alone and with MinMo's input
+#      projector chained in the same graph (tokens checked); then prefill / decode timings
 #      at Qwen2.5-7B (with a 256-row prompt) and CosyVoice2-0.5B voice LM sizes (fused and unfused);
 #      the decoder check again under compute-sanitizer memcheck
 #   5. run bench/gpu/decode_bench.py, then bench/gpu/latency_table.py (the paper's latency table at

@@ -18,14 +18,15 @@
 extern "C" {
 #endif
 
-/* QKV epilogue for T new tokens at positions p = *pos + t:
+/* QKV epilogue for T new tokens at positions p = *pos + t (any head dim of the window attention):
  *   qkv: bf16 [T, (Hq + 2 Hkv) * D] (the fused q|k|v projection output), bias: bf16
  *   [(Hq + 2 Hkv) * D] or null. With v = float(qkv) + float(bias):
  *   q_out[t, h, :]          = bf16(rope(v[t, q head h], p))      q_out: bf16 [T, Hq, D]
  *   k_cache[h, p, :]        = bf16(rope(v[t, k head h], p))
  *   v_cache[h, p, :]        = bf16(v[t, v head h])
  * rope is Qwen2's rotate-half: for i < D/2, a = p * theta^(-2i/D) (fp32 on the GPU, fp64 in the twin),
- *   out[i] = x[i] cos a - x[i + D/2] sin a,  out[i + D/2] = x[i + D/2] cos a + x[i] sin a. */
+ *   out[i] = x[i] cos a - x[i + D/2] sin a,  out[i + D/2] = x[i + D/2] cos a + x[i] sin a;
+ * theta == 0: no rotation (rope(x, p) = x; attention without positions, the input projector's). */
 int minmo_qkv_rope_append_bf16(const minmo_bf16* qkv, const minmo_bf16* bias, const int32_t* pos, minmo_bf16* q_out,
                                minmo_bf16* k_cache, minmo_bf16* v_cache, int64_t tokens, int64_t heads_q,
                                int64_t heads_kv, int64_t head_dim, int64_t max_seq, float theta,
@@ -89,7 +90,8 @@ int minmo_prefill_attention_bf16_cpu(const minmo_bf16* q, const minmo_bf16* k_ca
                                      const int32_t* pos, minmo_bf16* out, int64_t tokens, int64_t heads_q,
                                      int64_t heads_kv, int64_t head_dim, int64_t max_seq, float scale);
 
-/* Window (chunk) attention for the chunked streaming encoder: T query tokens of one chunk whose
+/* Window (chunk) attention for the chunked streaming encoder and input projector (head dims: those
+ * above and also 320, 384, 448, 512, as for minmo_qkv_rope_append_bf16): T query tokens of one chunk whose
  * keys and values are already in the cache at positions p0 .. p0 + T - 1 (p0 = *pos; written by
  * minmo_qkv_rope_append_bf16, RoPE at the absolute position). With w = *lo (a DEVICE pointer like
  * pos; host pointers for the twin), every query attends NON-causally to the keys

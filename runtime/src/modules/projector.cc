@@ -5,6 +5,7 @@
 #include <string>
 
 #include "backends/cpu/ops.h"
+#include "backends/cuda/projector_cuda.h"
 #include "modules/qwen2_layer.h"
 #include "minmo/status.h"
 
@@ -30,8 +31,10 @@ ProjectorConfig ProjectorConfig::from_json(const nlohmann::json& config) {
   return c;
 }
 
-InputProjector::InputProjector(const ProjectorConfig& config, const ChunkSpec& chunk, const WeightStore& weights)
-    : cfg_(config), chunk_(chunk), weights_(weights) {
+InputProjector::InputProjector(const ProjectorConfig& config, const ChunkSpec& chunk, const WeightStore& weights,
+                               std::shared_ptr<const cuda::CudaProjector> device)
+    : cfg_(config), chunk_(chunk), weights_(weights), device_(std::move(device)) {
+  if (device_) return;
   const int64_t d = cfg_.output_dim;
   linear1_ = load_panel_linear(weights_, "linear1", 2 * cfg_.encoder_dim, cfg_.hidden_dim);
   linear2_ = load_panel_linear(weights_, "linear2", cfg_.hidden_dim, d);
@@ -51,10 +54,21 @@ InputProjector::InputProjector(const ProjectorConfig& config, const ChunkSpec& c
 }
 
 std::shared_ptr<const InputProjector> InputProjector::load(const WeightStore& weights, const nlohmann::json& config,
-                                                           const nlohmann::json& streaming) {
-  return std::make_shared<const InputProjector>(ProjectorConfig::from_json(config), ChunkSpec::from_json(streaming),
-                                                weights);
+                                                           const nlohmann::json& streaming,
+                                                           const std::shared_ptr<cuda::Device>& device,
+                                                           std::string* cpu_fallback) {
+  const ProjectorConfig cfg = ProjectorConfig::from_json(config);
+  const ChunkSpec chunk = ChunkSpec::from_json(streaming);
+  std::shared_ptr<const cuda::CudaProjector> on_device;
+  if (device) {
+    const std::string why = cuda::CudaProjector::unsupported(cfg, chunk);
+    if (!why.empty() && cpu_fallback) *cpu_fallback = why;
+    else on_device = cuda::CudaProjector::load(weights, cfg, chunk, device);
+  }
+  return std::make_shared<const InputProjector>(cfg, chunk, weights, on_device);
 }
+
+std::string InputProjector::device() const { return device_ ? device_->device() : "cpu"; }
 
 void InputProjector::embed_pairs(const float* pairs, int64_t n, float* x) const {
   if (n == 0) return;
@@ -103,6 +117,10 @@ Tensor InputProjector::run(const float* frames, int64_t T, int64_t width) const 
               "input projector: frames must have " << E << " columns, got " << width);
   MINMO_CHECK(T >= 0, ErrorCode::InvalidArgument, "input projector: negative frame count " << T);
   const int64_t n = output_tokens(T);
+  if (device_ && n > 0) {  // chunked: the same as streaming every chunk
+    auto state = device_->new_state(n);
+    return device_->push(*state, frames, T, true);
+  }
   Tensor x({n, d});
   if (n == 0) return x;
   // Pairs of frames; an odd last frame is paired with zeros.
@@ -135,7 +153,10 @@ ProjectorStream::ProjectorStream(std::shared_ptr<const InputProjector> projector
   reset();
 }
 
+ProjectorStream::~ProjectorStream() = default;
+
 void ProjectorStream::reset() {
+  if (device_state_) proj_->device_->reset(*device_state_);
   odd_frame_.clear();
   pending_.clear();
   kcache_.assign(proj_->layers_.size(), {});
@@ -187,6 +208,7 @@ Tensor ProjectorStream::push(const float* frames, int64_t n, int64_t width) {
   MINMO_CHECK(width == E, ErrorCode::InvalidArgument,
               "ProjectorStream: frames must have " << E << " columns, got " << width);
   MINMO_CHECK(n >= 0 && (n == 0 || frames != nullptr), ErrorCode::InvalidArgument, "ProjectorStream: bad frames");
+  if (proj_->device_) return device_push(frames, n, false);
   // Complete frame pairs: [odd frame, frames...].
   const int64_t have = static_cast<int64_t>(odd_frame_.size()) / E + n;
   const int64_t npairs = have / 2;
@@ -212,6 +234,11 @@ Tensor ProjectorStream::push(const float* frames, int64_t n, int64_t width) {
 Tensor ProjectorStream::finish() {
   const int64_t E = proj_->cfg_.encoder_dim, d = proj_->cfg_.output_dim;
   MINMO_CHECK(!finished_, ErrorCode::InvalidArgument, "ProjectorStream: finish() called twice (call reset())");
+  if (proj_->device_) {
+    Tensor out = device_push(nullptr, 0, true);
+    finished_ = true;
+    return out;
+  }
   if (!odd_frame_.empty()) {
     std::vector<float> pair(static_cast<size_t>(2 * E), 0.f);
     std::memcpy(pair.data(), odd_frame_.data(), sizeof(float) * static_cast<size_t>(E));
@@ -223,6 +250,13 @@ Tensor ProjectorStream::finish() {
   const int64_t np = static_cast<int64_t>(pending_.size()) / d;
   Tensor out = np > 0 ? run_chunk(np) : Tensor({0, d});
   finished_ = true;
+  return out;
+}
+
+Tensor ProjectorStream::device_push(const float* frames, int64_t n, bool final) {
+  if (!device_state_) device_state_ = proj_->device_->new_state(kDeviceTokens);
+  Tensor out = proj_->device_->push(*device_state_, frames, n, final);
+  tokens_done_ += out.rows();
   return out;
 }
 

@@ -37,15 +37,32 @@ struct ProjectorConfig {
 };
 
 class ProjectorStream;
+namespace cuda {
+class Device;
+class CudaProjector;
+class CudaProjectorState;
+}  // namespace cuda
 
 class InputProjector {
  public:
   // Borrows the tensors of `weights` (kept alive by this object). Throws NotFound naming a
   // missing tensor, BundleError naming a tensor of the wrong shape (expected and actual).
-  InputProjector(const ProjectorConfig& config, const ChunkSpec& chunk, const WeightStore& weights);
+  // device: the projector on the device (load()); the CPU layers are then not made (their weights
+  // are repacked in place, which the device upload must read first).
+  InputProjector(const ProjectorConfig& config, const ChunkSpec& chunk, const WeightStore& weights,
+                 std::shared_ptr<const cuda::CudaProjector> device = nullptr);
   // config: the module's config object; streaming: manifest["streaming"].
+  // device (null: CPU): the projector runs there (backends/cuda/projector_cuda.h, chunked attention);
+  // a configuration its kernels lack runs on the CPU, with the reason in *cpu_fallback when given
+  // (else BundleError).
   static std::shared_ptr<const InputProjector> load(const WeightStore& weights, const nlohmann::json& config,
-                                                    const nlohmann::json& streaming);
+                                                    const nlohmann::json& streaming,
+                                                    const std::shared_ptr<cuda::Device>& device = nullptr,
+                                                    std::string* cpu_fallback = nullptr);
+  // "cpu", or the device it runs on.
+  std::string device() const;
+  // The device projector, or null (CPU).
+  const std::shared_ptr<const cuda::CudaProjector>& device_projector() const { return device_; }
 
   const ProjectorConfig& config() const { return cfg_; }
   const ChunkSpec& chunk() const { return chunk_; }
@@ -78,6 +95,7 @@ class InputProjector {
   ProjectorConfig cfg_;
   ChunkSpec chunk_;
   WeightStore weights_;
+  std::shared_ptr<const cuda::CudaProjector> device_;  // null: the CPU layers below run
   PanelLinear linear1_, linear2_;
   std::vector<Layer> layers_;
 };
@@ -90,7 +108,11 @@ class InputProjector {
 // push schedule. Requires a chunked ChunkSpec (InvalidArgument otherwise).
 class ProjectorStream {
  public:
+  // Tokens per turn when the projector runs on a device (its K/V caches are made once): the tokens
+  // of LargeEncoderStream::kDeviceFrames frames; a longer turn is CacheFull.
+  static constexpr int64_t kDeviceTokens = 2048;
   explicit ProjectorStream(std::shared_ptr<const InputProjector> projector);
+  ~ProjectorStream();
   // frames [n, encoder_dim] (n may be 0) -> new tokens [k, output_dim]. InvalidArgument on a wrong
   // width or after finish().
   Tensor push(const Tensor& frames);
@@ -105,6 +127,8 @@ class ProjectorStream {
  private:
   // Runs the layers over the first n pending tokens (one chunk, or the partial last one).
   Tensor run_chunk(int64_t n);
+  // push() / finish() on the device projector.
+  Tensor device_push(const float* frames, int64_t n, bool final);
 
   std::shared_ptr<const InputProjector> proj_;
   std::vector<float> odd_frame_;   // a frame waiting for its pair ([encoder_dim] or empty)
@@ -112,6 +136,7 @@ class ProjectorStream {
   std::vector<std::vector<float>> kcache_, vcache_;  // per layer [cached tokens, output_dim]
   int64_t tokens_done_ = 0;
   bool finished_ = false;
+  std::unique_ptr<cuda::CudaProjectorState> device_state_;  // on the device (kept across reset())
 };
 
 }  // namespace minmo

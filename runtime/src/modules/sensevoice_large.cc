@@ -7,6 +7,7 @@
 
 #include "backends/cpu/ops.h"
 #include "backends/cuda/encoder_cuda.h"
+#include "backends/cuda/projector_cuda.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -198,23 +199,28 @@ Tensor SenseVoiceLargeEncoder::run(const float* mel, int64_t T, int64_t width) c
               "sensevoice_large encoder: mel must have " << cfg_.n_mels << " columns, got " << width);
   MINMO_CHECK(T >= 1, ErrorCode::InvalidArgument, "sensevoice_large encoder: no mel rows (empty input)");
   MINMO_CHECK(mel != nullptr, ErrorCode::InvalidArgument, "sensevoice_large encoder: null mel");
+  if (device_blocks_) {  // chunked: the same as streaming every chunk
+    const int64_t n = encoder_frames(T);
+    auto state = device_blocks_->new_state(n);
+    Tensor frames({0, cfg_.d_model});
+    device_blocks_->encode_mel(*state, mel, 0, T, 0, n, true, frames);
+    return frames;
+  }
   ConvState s1, s2;
   Tensor y1 = conv_step(conv1_, s1, mel, T, true);
   Tensor x = conv_step(conv2_, s2, y1.ptr(), y1.rows(), true);
-  if (device_blocks_) {  // chunked: the same as streaming every chunk
-    auto state = device_blocks_->new_state(std::max<int64_t>(1, x.rows()));
-    device_blocks_->encode(*state, x.ptr(), 0, x.rows());
-  } else {
-    encode(x, 0, x.rows(), nullptr);
-  }
+  encode(x, 0, x.rows(), nullptr);
   return x;
 }
 
 // ---------------------------------------------------------------------------------- stream
 
-LargeEncoderStream::LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder)
-    : enc_(std::move(encoder)) {
+LargeEncoderStream::LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder,
+                                       std::shared_ptr<const cuda::CudaProjector> chained)
+    : enc_(std::move(encoder)), chained_(std::move(chained)) {
   MINMO_CHECK(enc_ != nullptr, ErrorCode::InvalidArgument, "LargeEncoderStream: no encoder");
+  MINMO_CHECK(!chained_ || enc_->device_blocks_, ErrorCode::InvalidArgument,
+              "LargeEncoderStream: a chained device projector needs the encoder's blocks on the device");
   MINMO_CHECK(enc_->chunk().chunked, ErrorCode::InvalidArgument,
               "LargeEncoderStream needs chunked encoder attention (streaming.encoder_attention = 'chunked'); with "
               "full attention re-encode the turn with SenseVoiceLargeEncoder::run");
@@ -224,6 +230,8 @@ LargeEncoderStream::LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEnco
 LargeEncoderStream::~LargeEncoderStream() = default;
 
 void LargeEncoderStream::reset() {
+  mel_.clear();
+  mel_base_ = n_mel_ = 0;
   conv1_ = {};
   conv2_ = {};
   pending_.clear();
@@ -260,6 +268,7 @@ Tensor LargeEncoderStream::step(const float* rows, int64_t n, bool final) {
   const SenseVoiceLargeEncoder& e = *enc_;
   const int64_t d = e.cfg_.d_model, C = e.chunk_.chunk_frames;
   MINMO_CHECK(!finished_, ErrorCode::InvalidArgument, "large encoder stream: used after finish() (call reset())");
+  if (e.device_blocks_) return device_step(rows, n, final);
   Tensor y1 = e.conv_step(e.conv1_, conv1_, rows, n, final);
   Tensor y2 = e.conv_step(e.conv2_, conv2_, y1.ptr(), y1.rows(), final);
   pending_.insert(pending_.end(), y2.data.begin(), y2.data.end());
@@ -269,15 +278,32 @@ Tensor LargeEncoderStream::step(const float* rows, int64_t n, bool final) {
   if (m > 0) {
     std::memcpy(x.ptr(), pending_.data(), static_cast<size_t>(m * d) * sizeof(float));
     pending_.erase(pending_.begin(), pending_.begin() + m * d);
-    if (e.device_blocks_) {
-      if (!device_state_) device_state_ = e.device_blocks_->new_state(kDeviceFrames);
-      e.device_blocks_->encode(*device_state_, x.ptr(), frames_done_, m);
-    } else {
-      e.encode(x, frames_done_, frames_done_ + m, &caches_);
-    }
+    e.encode(x, frames_done_, frames_done_ + m, &caches_);
     frames_done_ += m;
   }
   return x;
+}
+
+Tensor LargeEncoderStream::device_step(const float* rows, int64_t n, bool final) {
+  const SenseVoiceLargeEncoder& e = *enc_;
+  const int64_t M = e.cfg_.n_mels, C = e.chunk_.chunk_frames;
+  if (n > 0) mel_.insert(mel_.end(), rows, rows + n * M);
+  n_mel_ += n;
+  // whole chunks whose mel rows (up to 4 (p0 + C) - 1) are in, then at the end the rest
+  int64_t frames = 0;
+  if (final) frames = SenseVoiceLargeEncoder::encoder_frames(n_mel_) - frames_done_;
+  else if (n_mel_ >= 4 * (frames_done_ + C)) frames = (n_mel_ / 4 - frames_done_) / C * C;
+  Tensor out({0, chained_ ? chained_->output_dim() : e.cfg_.d_model});
+  if (frames > 0) {
+    if (!device_state_) device_state_ = e.device_blocks_->new_state(kDeviceFrames, chained_.get());
+    e.device_blocks_->encode_mel(*device_state_, mel_.data(), mel_base_, n_mel_ - mel_base_, frames_done_, frames,
+                                 final, out);
+    frames_done_ += frames;
+  }
+  const int64_t keep = std::clamp<int64_t>(4 * frames_done_ - 3, mel_base_, n_mel_);  // the next chunk's first row
+  mel_.erase(mel_.begin(), mel_.begin() + (keep - mel_base_) * M);
+  mel_base_ = keep;
+  return out;
 }
 
 }  // namespace minmo

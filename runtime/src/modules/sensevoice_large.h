@@ -40,6 +40,7 @@ namespace cuda {
 class Device;
 class CudaEncoderBlocks;
 class CudaEncoderState;
+class CudaProjector;
 }  // namespace cuda
 
 class SenseVoiceLargeEncoder {
@@ -48,8 +49,8 @@ class SenseVoiceLargeEncoder {
   // missing tensor, BundleError naming a tensor of the wrong shape (expected and actual).
   SenseVoiceLargeEncoder(const SenseVoiceLargeConfig& config, const ChunkSpec& chunk, const WeightStore& weights);
   // config: the module's config object; streaming: manifest["streaming"].
-  // device (null: CPU): the blocks run there (backends/cuda/encoder_cuda.h; the convolutions stay
-  // on the CPU); a configuration its kernels lack runs on the CPU, with the reason in
+  // device (null: CPU): the convolutions and blocks run there (backends/cuda/encoder_cuda.h); a
+  // configuration its kernels lack runs on the CPU, with the reason in
   // *cpu_fallback when given (else BundleError).
   static std::shared_ptr<const SenseVoiceLargeEncoder> load(const WeightStore& weights, const nlohmann::json& config,
                                                            const nlohmann::json& streaming,
@@ -57,6 +58,8 @@ class SenseVoiceLargeEncoder {
                                                            std::string* cpu_fallback = nullptr);
   // "cpu", or the device the blocks run on.
   std::string device() const;
+  // The blocks on the device, or null (CPU).
+  const std::shared_ptr<const cuda::CudaEncoderBlocks>& device_blocks() const { return device_blocks_; }
 
   const SenseVoiceLargeConfig& config() const { return cfg_; }
   const ChunkSpec& chunk() const { return chunk_; }
@@ -117,7 +120,11 @@ class LargeEncoderStream {
   // Frames per turn when the blocks run on a device (their K/V caches are made once): 4096 = 164 s
   // of audio; a longer turn is CacheFull.
   static constexpr int64_t kDeviceFrames = 4096;
-  explicit LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder);
+  // chained: an input projector on the device of the encoder's blocks (cuda::CudaEncoderBlocks::
+  // new_state); push() and finish() then return its audio tokens [k, output_dim] instead of frames,
+  // the frames never leaving the device. InvalidArgument when the blocks run on the CPU.
+  explicit LargeEncoderStream(std::shared_ptr<const SenseVoiceLargeEncoder> encoder,
+                              std::shared_ptr<const cuda::CudaProjector> chained = nullptr);
   ~LargeEncoderStream();
   // rows [n, n_mels] (n may be 0) -> new frames [k, d_model]. InvalidArgument on a wrong width
   // or after finish().
@@ -130,12 +137,17 @@ class LargeEncoderStream {
 
  private:
   Tensor step(const float* rows, int64_t n, bool final);
+  // step() with the encoder on a device: the convolutions run there too, on the mel rows kept here.
+  Tensor device_step(const float* rows, int64_t n, bool final);
 
   std::shared_ptr<const SenseVoiceLargeEncoder> enc_;
   SenseVoiceLargeEncoder::ConvState conv1_, conv2_;
   std::vector<float> pending_;  // subsampled frames not encoded yet, from frame frames_done_
   int64_t frames_done_ = 0;
   std::vector<SenseVoiceLargeEncoder::LayerCache> caches_;
+  std::vector<float> mel_;          // device path: mel rows from mel_base_ (the next chunk's first)
+  int64_t mel_base_ = 0, n_mel_ = 0;  // n_mel_: rows pushed this stream
+  std::shared_ptr<const cuda::CudaProjector> chained_;
   std::unique_ptr<cuda::CudaEncoderState> device_state_;  // the blocks on the device (kept across reset())
   bool finished_ = false;
 };

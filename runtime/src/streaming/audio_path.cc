@@ -1,5 +1,6 @@
 #include "streaming/audio_path.h"
 
+#include "backends/cuda/encoder_cuda.h"
 #include "streaming/models.h"
 
 namespace minmo {
@@ -54,6 +55,51 @@ class Chunked final : public Base {
   Stream stream_;
 };
 
+// The encoder's and the projector's streams one after the other on the host.
+class HostAudioTokens final : public AudioTokenStream {
+ public:
+  explicit HostAudioTokens(const LoadedModels& m) : frames_(make_frame_stream(m)), tokens_(make_token_stream(m)) {}
+  Tensor push(const Tensor& feats, bool final, std::map<std::string, StageTimes>& times) override {
+    Tensor enc, toks;
+    if (has_rows(feats) || final) {
+      StageTimer t(times, "encoder");
+      enc = frames_->push(feats);
+      if (final) append_rows(enc, frames_->finish());
+    }
+    if (has_rows(enc) || final) {
+      StageTimer t(times, "projector");
+      toks = tokens_->push(enc);
+      if (final) append_rows(toks, tokens_->finish());
+    }
+    return toks;
+  }
+  void reset() override {
+    frames_->reset();
+    tokens_->reset();
+  }
+
+ private:
+  std::unique_ptr<FrameStream> frames_;
+  std::unique_ptr<TokenStream> tokens_;
+};
+
+// The encoder's blocks and the projector in one device graph per chunk (LargeEncoderStream chained).
+class DeviceAudioTokens final : public AudioTokenStream {
+ public:
+  explicit DeviceAudioTokens(const LoadedModels& m) : stream_(m.large, m.projector->device_projector()) {}
+  Tensor push(const Tensor& feats, bool final, std::map<std::string, StageTimes>& times) override {
+    if (!has_rows(feats) && !final) return Tensor();
+    StageTimer t(times, "encoder");
+    Tensor toks = has_rows(feats) ? stream_.push(feats) : Tensor();
+    if (final) append_rows(toks, stream_.finish());
+    return toks;
+  }
+  void reset() override { stream_.reset(); }
+
+ private:
+  LargeEncoderStream stream_;
+};
+
 }  // namespace
 
 void append_rows(Tensor& dst, const Tensor& src) {
@@ -88,6 +134,13 @@ std::unique_ptr<TokenStream> make_token_stream(const LoadedModels& m) {
   auto proj = m.projector;
   auto fn = [proj](const Tensor& frames) { return proj->run(frames); };
   return std::make_unique<WholeTurn<decltype(fn)>>(fn);
+}
+
+std::unique_ptr<AudioTokenStream> make_audio_token_stream(const LoadedModels& m) {
+  const bool fused = m.large && m.projector && m.large->device_blocks() && m.projector->device_projector() &&
+                     m.projector->device_projector()->device_ptr() == m.large->device_blocks()->device_ptr();
+  if (fused) return std::make_unique<DeviceAudioTokens>(m);
+  return std::make_unique<HostAudioTokens>(m);
 }
 
 }  // namespace minmo

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "audio/fbank_frontend.h"
+#include "backends/cuda/output_projector_cuda.h"
 #include "audio/whisper_frontend.h"
 #include "core/manifest.h"
 #include "modules/audio_common.h"
@@ -34,6 +35,7 @@ struct LoadedModels {
   std::shared_ptr<const Qwen2Decoder> llm;  // on the runtime's device (cpu, cuda)
   std::shared_ptr<const DuplexPredictor> duplex;
   std::shared_ptr<const OutputProjector> output_projector;
+  std::shared_ptr<const cuda::CudaOutputProjector> output_projector_device;  // null: it runs on the CPU
   std::shared_ptr<const VoiceLM> voice_lm;
   std::shared_ptr<const FlowModel> flow;   // token2wav
   std::shared_ptr<const HiftModel> hift;
@@ -46,8 +48,8 @@ struct LoadedModels {
   int max_positions() const { return llm ? static_cast<int>(llm->config().max_position_embeddings) : 0; }
 };
 
-// device: "cpu", or "cuda" / "cuda-sim": the LLM, the voice LM and the chunked encoder's blocks on
-// the CUDA backend (every other module on the CPU).
+// device: "cpu", or "cuda" / "cuda-sim": the LLM, the voice LM, the chunked encoder's blocks, the
+// chunked input projector and the output projector on the CUDA backend (every other module on the CPU).
 std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files,
                                                 const std::string& device = "cpu");
 

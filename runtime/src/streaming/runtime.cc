@@ -58,10 +58,16 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "sensevoice_large")
       m->large = SenseVoiceLargeEncoder::load(weights_of(e), e.config, m->manifest.streaming, gpu,
                                               &m->cpu_fallbacks[name]);
-    else if (a == "projector") m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming);
+    else if (a == "projector")
+      m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming, gpu, &m->cpu_fallbacks[name]);
     else if (a == "qwen2") m->llm = load_qwen2_decoder(weights_of(e), e.config, gpu, {}, &m->cpu_fallbacks[name]);
     else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
-    else if (a == "output_projector") m->output_projector = OutputProjector::load(weights_of(e), e.config);
+    else if (a == "output_projector") {
+      const WeightStore w = weights_of(e);
+      if (gpu)  // first: the CPU module repacks the weights in place
+        m->output_projector_device = cuda::CudaOutputProjector::load(w, OutputProjectorConfig::from_json(e.config), gpu);
+      m->output_projector = OutputProjector::load(w, e.config);
+    }
     else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config, gpu, &m->cpu_fallbacks[name]);
     else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config);
     else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config);
@@ -96,6 +102,8 @@ std::map<std::string, std::string> Runtime::module_devices() const {
     if (e.arch == "qwen2" && m.llm) out[name] = m.llm->device();
     else if (e.arch == "voice_lm" && m.voice_lm) out[name] = m.voice_lm->body().device();
     else if (e.arch == "sensevoice_large" && m.large) out[name] = m.large->device();
+    else if (e.arch == "projector" && m.projector) out[name] = m.projector->device();
+    else if (e.arch == "output_projector" && m.output_projector_device) out[name] = m.output_projector_device->device();
     else out[name] = "cpu";
   }
   return out;
@@ -143,7 +151,10 @@ TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) cons
     out["p_turn"] = as_vector(pt);
     out["p_barge"] = as_vector(pb);
   } else if (e.arch == "output_projector") {
-    out["semantic"] = m.output_projector->run(input(in, name, "token_embeds"), input(in, name, "hidden"));
+    const Tensor& embeds = input(in, name, "token_embeds");
+    const Tensor& hidden = input(in, name, "hidden");
+    out["semantic"] = m.output_projector_device ? m.output_projector_device->run(embeds, hidden)
+                                                : m.output_projector->run(embeds, hidden);
   } else if (e.arch == "voice_lm") {
     const Tensor& x = input(in, name, "embeds");
     expect_matrix(x, "embeds", m.voice_lm->hidden_size());

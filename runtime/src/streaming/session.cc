@@ -17,21 +17,6 @@ namespace {
 constexpr int kSamplesPerAudioToken = 1280;  // 80 ms at 16 kHz
 constexpr double kMsPerAudioToken = 80.0;
 
-class StageTimer {
- public:
-  StageTimer(std::map<std::string, StageTimes>& times, const char* stage)
-      : times_(times), stage_(stage), t0_(std::chrono::steady_clock::now()) {}
-  ~StageTimer() {
-    auto dt = std::chrono::steady_clock::now() - t0_;
-    times_[stage_].ms.push_back(std::chrono::duration<double, std::milli>(dt).count());
-  }
-
- private:
-  std::map<std::string, StageTimes>& times_;
-  const char* stage_;
-  std::chrono::steady_clock::time_point t0_;
-};
-
 }  // namespace
 
 struct Session::Impl {
@@ -43,14 +28,14 @@ struct Session::Impl {
   int capacity = 0;
 
   std::unique_ptr<FeatureStream> features;
-  std::unique_ptr<FrameStream> frames;
-  std::unique_ptr<TokenStream> tokens;
+  std::unique_ptr<AudioTokenStream> audio;  // encoder + projector
   std::unique_ptr<DecoderState> llm_state;
   std::unique_ptr<DuplexState> duplex_state;
   std::unique_ptr<SpeechPath> speech;  // speak mode: the response's speaking state
   std::unique_ptr<DecoderState> spare_voice_state;  // the last response's voice LM state, reused
   std::vector<int64_t> speech_tokens;  // speak mode: the last response's speech tokens once it ended
   std::vector<float> semantic;         // speak mode: one semantic vector (scratch)
+  std::unique_ptr<cuda::CudaOutputProjectorState> semantic_state;  // the output projector on the device
   bool text_done = false;              // speak mode: the text of the response ended, speech goes on
   Tensor ctc_features;  // CTC bundles: the turn's features (the encoder runs at end of turn)
 
@@ -109,13 +94,8 @@ struct Session::Impl {
       ctc_features = Tensor();
       return;
     }
-    if (frames) {  // the session's audio path serves every turn (a GPU encoder keeps its buffers)
-      frames->reset();
-      tokens->reset();
-    } else {
-      frames = make_frame_stream(*models);
-      tokens = make_token_stream(*models);
-    }
+    if (audio) audio->reset();  // the session's audio path serves every turn (a GPU encoder keeps its buffers)
+    else audio = make_audio_token_stream(*models);
     if (llm_state) llm_state->reset();  // the session's KV cache serves every turn
     else llm_state = models->llm->new_state(capacity);
     duplex_state = models->duplex ? models->duplex->new_state(capacity) : nullptr;
@@ -164,18 +144,7 @@ struct Session::Impl {
       append_rows(ctc_features, feats);
       return;
     }
-    Tensor enc;
-    if (feats.rows() > 0 || final) {
-      StageTimer t(times, "encoder");
-      enc = frames->push(feats);
-      if (final) append_rows(enc, frames->finish());
-    }
-    Tensor toks;
-    if (enc.rows() > 0 || final) {
-      StageTimer t(times, "projector");
-      toks = tokens->push(enc);
-      if (final) append_rows(toks, tokens->finish());
-    }
+    Tensor toks = audio->push(feats, final, times);
     if (toks.rows() == 0) return;
     Tensor hidden;
     {
@@ -274,7 +243,13 @@ struct Session::Impl {
       StageTimer t(times, "semantic_vectors");
       const int64_t H = models->llm->hidden_size();
       Tensor emb = models->llm->embed(&tok, 1);
-      models->output_projector->run_row(emb.ptr(), hidden.ptr() + (hidden.rows() - 1) * H, semantic.data());
+      const float* h = hidden.ptr() + (hidden.rows() - 1) * H;
+      if (models->output_projector_device) {
+        if (!semantic_state) semantic_state = models->output_projector_device->new_state();
+        models->output_projector_device->run_row(*semantic_state, emb.ptr(), h, semantic.data());
+      } else {
+        models->output_projector->run_row(emb.ptr(), h, semantic.data());
+      }
       speech->push_text(semantic.data(), 1);
     }
     if (static_cast<int>(response.size()) >= opt.max_new_tokens) end_text();
@@ -361,8 +336,8 @@ void Session::close() {
   if (impl_->closed) return;
   impl_->closed = true;
   impl_->features.reset();
-  impl_->frames.reset();
-  impl_->tokens.reset();
+  impl_->audio.reset();
+  impl_->semantic_state.reset();
   impl_->llm_state.reset();
   impl_->duplex_state.reset();
   impl_->speech.reset();
