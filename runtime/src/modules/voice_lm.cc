@@ -242,6 +242,7 @@ void VoiceTokenStream::sample_block() {
   block_.resize(static_cast<size_t>(cfg_.speech_ratio));
   lm_->sample_block(*state_, rng_, tokens_, block_.data());
   block_at_ = 0;
+  ++device_blocks_;
 }
 
 int64_t VoiceTokenStream::step() {

@@ -158,6 +158,8 @@ class VoiceTokenStream {
   bool text_ended() const { return text_ended_; }
   int64_t text_count() const { return n_text_; }
   const std::vector<int64_t>& tokens() const { return tokens_; }
+  // Interleave blocks drawn by the device loop (VoiceLM::sample_block).
+  int64_t device_blocks() const { return device_blocks_; }
 
  private:
   int64_t sample(bool allow_eos);
@@ -177,6 +179,7 @@ class VoiceTokenStream {
   std::vector<int64_t> tokens_;
   std::vector<int64_t> block_;  // tokens of the block drawn on the device; block_at_: next to return
   size_t block_at_ = 0;
+  int64_t device_blocks_ = 0;
   Tensor logits_;
 };
 
