@@ -60,6 +60,7 @@ class VoiceStreamRunner {
     d["launches"] = cq ? cq->sample_loop_launches() : 0;
     return d;
   }
+  uint64_t rng_state() const { return stream_->rng_state(); }
   // A new stream of the same LM reusing this one's state (as a session's next response does).
   void restart(uint64_t seed) {
     py::gil_scoped_release release;
@@ -87,6 +88,7 @@ MINMO_PY_BINDING(bind_testing_voice) {
       .def("step", &VoiceStreamRunner::step)
       .def_property_readonly("tokens", &VoiceStreamRunner::tokens)
       .def_property_readonly("device_loop", &VoiceStreamRunner::device_loop)
+      .def_property_readonly("rng_state", [](const VoiceStreamRunner& r) { return r.rng_state(); })
       .def("restart", &VoiceStreamRunner::restart, py::arg("seed"),
            "A new stream (seed) on this one's LM state, reset, as a session's next response.");
   t.def(

@@ -73,6 +73,7 @@ class SplitMix64 {
   uint64_t next();
   // The generator's state (a device sampler advances a copy: cuda::CudaQwen2::run_sample_loop).
   uint64_t& state() { return state_; }
+  uint64_t state() const { return state_; }
   double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
 
  private:
@@ -160,6 +161,8 @@ class VoiceTokenStream {
   const std::vector<int64_t>& tokens() const { return tokens_; }
   // Interleave blocks drawn by the device loop (VoiceLM::sample_block).
   int64_t device_blocks() const { return device_blocks_; }
+  // The sampling generator's state (advanced by every draw, host or device).
+  uint64_t rng_state() const { return rng_.state(); }
 
  private:
   int64_t sample(bool allow_eos);
