@@ -1,7 +1,9 @@
 // Voice-decoder sampling in one block of kThreads threads: forbidden-token bitmask in shared
 // memory; top-k by k rounds of a block arg-max under the (logit desc, id asc) order; the
 // normaliser by a block sum; the nucleus draw and the RAS count by thread 0 (the same serial
-// steps as the CPU twin); the RAS fallback by a segmented block scan over the vocabulary.
+// steps as the CPU twin); the RAS fallback by a segmented block scan over the vocabulary. The loop
+// sampler (sample_ras_loop_*) reuses the top-k, sum and draw helpers in fp64 with SplitMix64
+// uniforms, its generator state, history ring and position in device memory.
 #include <cuda_runtime.h>
 
 #include "../common/args.h"

@@ -135,7 +135,10 @@ class VoiceLM {
   std::string loop_note_;
 };
 
-// The interleave state machine (reference VoiceTokenStream). Not thread-safe.
+// The interleave state machine (reference VoiceTokenStream). On a device body with a sample loop
+// (VoiceLM::block_on_device) each interleave block is drawn at its first step by one device loop and
+// returned token by token; the final phase (eos allowed) and the CPU sample each step on the host.
+// Both draw from the one SplitMix64 state (copied to the device and back per block). Not thread-safe.
 class VoiceTokenStream {
  public:
   static constexpr int64_t kNeedText = -1;

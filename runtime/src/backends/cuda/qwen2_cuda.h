@@ -16,7 +16,9 @@
 // the state is made (a session's start, not its first token): copy the embedding in, 8 launches
 // per layer (5 fused), final norm, the head, copy the hidden state and logits out; the position is
 // read on the device, so the graph replays at any position. The head is the LM head or a module's
-// own (Qwen2Head: the voice LM's llm_decoder, with its bias).
+// own (Qwen2Head: the voice LM's llm_decoder, with its bias). A model loaded with a SampleLoop (the
+// voice LM) also captures, per state, a graph of `steps` sampled tokens and the decode steps between
+// them (run_sample_loop), its generator state, history and position on the device.
 #pragma once
 
 #include <atomic>
