@@ -186,3 +186,27 @@ def test_speech_session_unchanged_by_the_loop(small_minmo_bundle, monkeypatch):
         s, events = speak_turn(rt, audio, max_new_tokens=12, speech_seed=5)
         got[loop] = ([e.token_id for e in events if e.kind == "speech_token"], list(s.speech_tokens))
     assert got["1"] == got["0"] and got["1"][0] == got["1"][1] and len(got["1"][0]) >= 30
+
+
+def test_cuda_check_voice_block_on_sim(small_minmo_bundle, tmp_path):
+    """minmo_cuda_check decoder --module voice_lm: a block through the device loop against per-step
+    host sampling on the same device, timed (the GPU check of issue 5's 15-token target)."""
+    import os
+    import subprocess
+
+    tool = os.path.join(os.path.dirname(__file__), "..", "build", "cuda-check", "runtime", "minmo_cuda_check")
+    if not os.path.exists(tool):
+        pytest.skip("minmo_cuda_check not built (make cuda-compile builds it where nvcc is installed)")
+    out = tmp_path / "voice.json"
+    r = subprocess.run([tool, "decoder", "--bundle", small_minmo_bundle, "--module", "voice_lm", "--device",
+                        "cuda-sim", "--ctx", "16", "--steps", "2", "--blocks", "3", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    (variant,) = report["voice_block"].values()
+    assert variant["check"] == {"blocks": 4, "token_mismatches": 0}
+    assert variant["16"]["block"]["count"] == 3 and variant["16"]["per_step"]["count"] == 3
+    assert "voice block (15 tokens) at ctx 16" in r.stderr
+    bad = subprocess.run([tool, "decoder", "--bundle", small_minmo_bundle, "--module", "voice_lm", "--device",
+                          "cuda-sim", "--blocks", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--blocks must be >= 1" in bad.stderr

@@ -11,7 +11,9 @@
 #      backend (minmo_cuda_check) against its CPU backend: minmo-tiny's LLM in every quant mode, a
 #      voice LM, a whole streaming turn of minmo-tiny (same response tokens), the chunked encoder
 #      at SenseVoice-Large size (checked and timed per 320 ms chunk); then prefill / decode timings
-#      at Qwen2.5-7B and CosyVoice2-0.5B voice LM sizes, fused and unfused steps;
+#      at Qwen2.5-7B and CosyVoice2-0.5B voice LM sizes, fused and unfused steps (for the voice LMs
+#      also a 15-token interleave block through the device loop graph, its tokens checked against
+#      per-step host sampling and timed: issue 5's "15 speech tokens <= 4 ms");
 #      the decoder check again under compute-sanitizer memcheck
 # Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
 # decode_bench.json, bench.txt, latency_table.json, latency.txt, runtime_*.json, runtime.txt, build.txt,
@@ -99,7 +101,7 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
-    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^check|^decode at|^prefill|decode step:$|^response|^cpu:|^cuda:|^encoder' | tr '\n' ';')"
+    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^check|^decode at|^prefill|decode step:$|^voice block|^response|^cpu:|^cuda:|^encoder' | tr '\n' ';')"
   }
   for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" decoder --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16 --fused both; done
   rt small_voice_lm decoder --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16 --fused both
@@ -110,7 +112,8 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
   rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
   if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)
     timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_cuda_check" decoder --device cuda \
-      --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 --fused both > "$OUT/runtime_memcheck.txt" 2>&1
+      --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 --blocks 2 --fused both \
+      > "$OUT/runtime_memcheck.txt" 2>&1
     RMC=$?
     [ $RMC -ne 0 ] && RUNTIME=$RMC
     stamp "runtime memcheck: rc=$RMC, $(grep -E 'ERROR SUMMARY' "$OUT/runtime_memcheck.txt" | tail -n 1)"
