@@ -21,21 +21,10 @@ from minmo_rt.export.checkpoints import synthetic
 from minmo_rt.export.reference import SplitMix64, VoiceLMConfig
 from minmo_rt.export.reference.voice_decoder import VoiceLM as VoiceLMRef
 
-from test_cuda_backend import VOICE_CFG, _device_or_skip
+from test_cuda_backend import VOICE_CFG, device, step_kind  # noqa: F401  (fixtures: cuda-sim and cuda, step kinds)
 from test_llm_modules import save
 
 TV = _core.testing_voice
-
-
-@pytest.fixture(params=["cuda-sim", pytest.param("cuda", marks=pytest.mark.gpu)])
-def device(request):
-    return _device_or_skip(request.param)
-
-
-@pytest.fixture(params=["fused", "unfused"])
-def step_kind(request, monkeypatch):
-    monkeypatch.setenv("MINMO_CUDA_FUSED", "1" if request.param == "fused" else "0")
-    return request.param
 
 
 def _voice_lm(tmp_path_factory, cfg: VoiceLMConfig, name: str, seed: int = 0):

@@ -186,28 +186,10 @@ int ras_loop(const L* logits, int64_t n, int32_t* history, int64_t cap, minmo_ra
     const int n_cand = top_k(l.data(), n, p.top_k, cand);
     const double mx = static_cast<double>(l[cand[0]]);
     const double z = block_sum<double>(n, [&](int64_t i) { return minmo_exp_det_f64(static_cast<double>(l[i]) - mx); });
-    double prob[MINMO_SAMPLING_MAX_TOP_K];
-    double cum = 0.0;
-    int kept = 0;
-    while (kept < n_cand && cum < p.top_p) {
-      prob[kept] = minmo_exp_det_f64(static_cast<double>(l[cand[kept]]) - mx) / z;
-      cum += prob[kept];
-      ++kept;
-    }
-    const double u = minmo_splitmix64_uniform(&st->rng) * cum;
-    token = cand[kept - 1];
-    double acc = 0.0;
-    for (int j = 0; j < kept; ++j) {
-      acc += prob[j];
-      if (u < acc) {
-        token = cand[j];
-        break;
-      }
-    }
-    const int64_t nh = st->n_history, from = nh > p.win_size ? nh - p.win_size : 0;
-    int reps = 0;
-    for (int64_t j = from; j < nh; ++j) reps += history[j % cap] == token;
-    if (static_cast<double>(reps) >= static_cast<double>(p.win_size) * p.tau_r) {
+    float cl[MINMO_SAMPLING_MAX_TOP_K];
+    for (int j = 0; j < n_cand; ++j) cl[j] = l[cand[j]];
+    token = cand[minmo_ras_nucleus(cl, n_cand, mx, z, p.top_p, &st->rng)];
+    if (minmo_ras_repeats(history, cap, st->n_history, p.win_size, p.tau_r, token)) {
       const double target = minmo_splitmix64_uniform(&st->rng);
       token = static_cast<int32_t>(block_draw(n, target, [&](int64_t i, double& w) {
         w = minmo_exp_det_f64(static_cast<double>(l[i]) - mx) / z;

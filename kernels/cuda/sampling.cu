@@ -291,28 +291,10 @@ __global__ void __launch_bounds__(kThreads) ras_loop_kernel(const L* __restrict_
     const double z = block_sum(part, red_d);
     if (tid == 0) {
       rng = state->rng;
-      double prob[MINMO_SAMPLING_MAX_TOP_K];
-      double cum = 0.0;
-      int kept = 0;
-      while (kept < n_cand_s && cum < p.top_p) {
-        prob[kept] = minmo_exp_det_f64(static_cast<double>(at(cand[kept])) - mx) / z;
-        cum += prob[kept];
-        ++kept;
-      }
-      const double u = minmo_splitmix64_uniform(&rng) * cum;
-      int tok = cand[kept - 1];
-      double acc = 0.0;
-      for (int j = 0; j < kept; ++j) {
-        acc += prob[j];
-        if (u < acc) {
-          tok = cand[j];
-          break;
-        }
-      }
-      const int64_t nh = state->n_history, from = nh > p.win_size ? nh - p.win_size : 0;
-      int reps = 0;
-      for (int64_t j = from; j < nh; ++j) reps += history[j % cap] == tok;
-      fallback = static_cast<double>(reps) >= static_cast<double>(p.win_size) * p.tau_r;
+      float cl[MINMO_SAMPLING_MAX_TOP_K];
+      for (int j = 0; j < n_cand_s; ++j) cl[j] = at(cand[j]);
+      const int tok = cand[minmo_ras_nucleus(cl, n_cand_s, mx, z, p.top_p, &rng)];
+      fallback = minmo_ras_repeats(history, cap, state->n_history, p.win_size, p.tau_r, tok);
       if (fallback) target = minmo_splitmix64_uniform(&rng);
       chosen = tok;
     }

@@ -221,4 +221,35 @@ MINMO_HD double minmo_exp_det_f64(double x) {
   return hi * v.f;
 }
 
+/* Steps of minmo_sample_ras_loop_* shared by the kernel (one thread) and its twin. The nucleus draw
+ * over the candidates' logits cl[n_cand] (descending): p_j = exp(cl_j - mx) / z kept while
+ * cum < top_p; one uniform; the index of the drawn candidate. */
+MINMO_HD int minmo_ras_nucleus(const float* cl, int n_cand, double mx, double z, double top_p, uint64_t* rng) {
+  double prob[MINMO_SAMPLING_MAX_TOP_K];
+  double cum = 0.0;
+  int kept = 0;
+  while (kept < n_cand && cum < top_p) {
+    prob[kept] = minmo_exp_det_f64((double)cl[kept] - mx) / z;
+    cum += prob[kept];
+    ++kept;
+  }
+  const double u = minmo_splitmix64_uniform(rng) * cum;
+  double acc = 0.0;
+  for (int j = 0; j < kept; ++j) {
+    acc += prob[j];
+    if (u < acc) return j;
+  }
+  return kept - 1;
+}
+
+/* Whether token repeats often enough in the last win_size entries of the history ring (entry j at
+ * history[j % cap], n_history entries) for the RAS redraw: count >= win_size * tau_r (fp64). */
+MINMO_HD int minmo_ras_repeats(const int32_t* history, int64_t cap, int64_t n_history, int32_t win_size, double tau_r,
+                               int32_t token) {
+  const int64_t from = n_history > win_size ? n_history - win_size : 0;
+  int reps = 0;
+  for (int64_t j = from; j < n_history; ++j) reps += history[j % cap] == token;
+  return (double)reps >= (double)win_size * tau_r;
+}
+
 #endif /* MINMO_KERNELS_SAMPLING_H_ */
