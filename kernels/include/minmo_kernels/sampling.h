@@ -66,10 +66,11 @@ int minmo_sample_ras_f32_cpu(const float* logits, int64_t vocab, const int32_t* 
  * A non-finite logit among the allowed ids: token -1 (appended too), the generator not advanced.
  *
  * How close to the CPU ras_sample: exp is minmo_exp_det_f64 (explicit fma, relative error ~2e-16;
- * the CPU uses libm exp) and z is a block reduction (the CPU sums in id order), so p differs from
- * the CPU's by a few fp64 ulps. The uniforms are bit-identical, so the token is identical unless
- * u (or u2) lies within ~1e-15 relative of a cumulative-probability boundary; the fp64 threshold
- * compares of top_p and RAS are the CPU's. The CPU twin reproduces the kernel's order of every
+ * the CPU uses libm exp) and z is a block reduction (the CPU sums in id order; the redraw's running
+ * sum is a segmented scan), so p and its running sums differ from the CPU's by a few fp64 ulps. The
+ * uniforms, the candidates (exact float compares) and the RAS count are the CPU's, so the token is
+ * identical unless u * cum, u2 or top_p lies within ~1e-15 relative of a cumulative-probability
+ * boundary (tests/test_kernels_misc.py: no difference in thousands of draws). The CPU twin reproduces the kernel's order of every
  * sum (strided per-thread partials, warp butterflies; segmented scan over MINMO_SAMPLING_THREADS
  * contiguous slices for the redraw) and the kernel's exp, so kernel and twin agree bit for bit. */
 typedef struct minmo_ras_params {
