@@ -70,9 +70,9 @@ int minmo_sample_ras_f32_cpu(const float* logits, int64_t vocab, const int32_t* 
  * sum is a segmented scan), so p and its running sums differ from the CPU's by a few fp64 ulps. The
  * uniforms, the candidates (exact float compares) and the RAS count are the CPU's, so the token is
  * identical unless u * cum, u2 or top_p lies within ~1e-15 relative of a cumulative-probability
- * boundary (tests/test_kernels_misc.py: none in over a thousand draws). The CPU twin reproduces the kernel's order of every
- * sum (strided per-thread partials, warp butterflies; segmented scan over MINMO_SAMPLING_THREADS
- * contiguous slices for the redraw) and the kernel's exp, so kernel and twin agree bit for bit. */
+ * boundary (tests/test_kernels_misc.py: none in over a thousand draws). The CPU twin reproduces the
+ * kernel's order of every sum (strided per-thread partials, warp butterflies; segmented scan over
+ * MINMO_SAMPLING_THREADS contiguous slices for the redraw) and its exp, so the two agree bit for bit. */
 typedef struct minmo_ras_params {
   int32_t top_k;    /* 1 .. MINMO_SAMPLING_MAX_TOP_K (CosyVoice2: 25) */
   int32_t win_size; /* RAS window, >= 1 (10) */
