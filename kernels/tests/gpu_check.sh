@@ -11,10 +11,10 @@
 #      backend (minmo_cuda_check) against its CPU backend: minmo-tiny's LLM in every quant mode, a
 #      voice LM, a whole streaming turn of minmo-tiny (same response tokens), the chunked encoder
 #      at SenseVoice-Large size (checked and timed per 320 ms chunk); then prefill / decode timings
-#      at Qwen2.5-7B and CosyVoice2-0.5B voice LM sizes, fused and unfused steps (for the voice LMs
-#      also a 15-token interleave block through the device loop graph, its tokens checked against
-#      per-step host sampling and timed: issue 5's "15 speech tokens <= 4 ms");
+#      at Qwen2.5-7B and CosyVoice2-0.5B voice LM sizes, fused and unfused steps;
 #      the decoder check again under compute-sanitizer memcheck
+#      (the voice LM checks also run a 15-token interleave block through the device loop graph,
+#      its tokens checked against per-step host sampling and timed: "15 speech tokens <= 4 ms")
 # Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
 # decode_bench.json, bench.txt, latency_table.json, latency.txt, runtime_*.json, runtime.txt, build.txt,
 # summary.txt. Exit status: non-zero when the build, the harness, memcheck, racecheck or a runtime
