@@ -13,7 +13,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "kernels")
 sys.path.insert(0, os.path.join(KERNELS, "python"))
-from minmo_kernels_ctypes import SamplingParams  # noqa: E402  (re-exported for the tests)
+from minmo_kernels_ctypes import RasParams, RasState, SamplingParams  # noqa: E402  (re-exported for the tests)
 
 
 def load_cpu_kernels() -> ctypes.CDLL:
@@ -29,6 +29,11 @@ def load_cpu_kernels() -> ctypes.CDLL:
         "minmo_hamming_crossfade_f32_cpu": [vp, vp, i64],
         "minmo_sample_ras_f32_cpu": [vp, i64, vp, i64, vp, i64, SamplingParams, ctypes.POINTER(ctypes.c_int32)],
         "minmo_philox4x32_cpu": [ctypes.c_uint64, ctypes.c_uint64, vp, vp],
+        "minmo_sample_ras_loop_f32_cpu": [vp, i64, vp, i64, ctypes.POINTER(RasState), vp, RasParams,
+                                          ctypes.POINTER(ctypes.c_int32)],
+        "minmo_sample_ras_loop_bf16_cpu": [vp, i64, vp, i64, ctypes.POINTER(RasState), vp, RasParams,
+                                           ctypes.POINTER(ctypes.c_int32)],
+        "minmo_embedding_row_f32_cpu": [vp, i64, i64, vp, vp],
     }
     for name, args in sig.items():
         fn = getattr(L, name)

@@ -255,8 +255,8 @@ def test_voice_lm_logits_vs_reference(voice, device):
 
 
 def test_voice_lm_stream_on_device(voice, device, step_kind):
-    """The 5:15 interleave stream with the body on the device: a decode step per speech token (the
-    graph without the LM head) and the speech head with its bias, sampled on the host."""
+    """The 5:15 interleave stream with the body and speech head on the device: each interleave block
+    drawn by the device loop (test_cuda_voice_loop.py), the final phase sampled on the host."""
     lm, path, cfg = voice
     s = _core.testing_voice.VoiceStream(path, cfg, 7, 256, device)
     assert s.device == device

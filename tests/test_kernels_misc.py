@@ -7,12 +7,16 @@ tests/test_kernels.py::test_cuda_kernels_match_cpu_twins runs where a GPU is pre
 from __future__ import annotations
 
 import ctypes
+import os
+import tempfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from _kernels_cpu import SamplingParams, load_cpu_kernels, ptr
+from _kernels_cpu import RasParams, RasState, SamplingParams, load_cpu_kernels, ptr
+from minmo_rt.export.reference import SplitMix64, VoiceLMConfig, ras_sample
 from minmo_rt.export.reference.layers import chunk_limits, fsmn_memory
 from minmo_rt.export.reference.configs import ChunkSpec
 
@@ -272,3 +276,139 @@ def test_sampling_ras_threshold_and_forced_and_forbidden(lib):
 def test_sampling_rejects_bad_parameters(lib, kw):
     logits = np.zeros(5, np.float32)
     assert sample(lib, logits, **kw)[0] == INVALID
+
+
+# ---- the voice LM's sampler as a device-loop step (SplitMix64 state in memory) -----------------
+
+
+
+def ras_loop(lib, logits, n_allowed, state, history, pos=None, cfg=VoiceLMConfig(), bf16=False):
+    """One minmo_sample_ras_loop_*_cpu call; history: the int32 ring (updated in place)."""
+    tok = ctypes.c_int32(-7)
+    fn = lib.minmo_sample_ras_loop_bf16_cpu if bf16 else lib.minmo_sample_ras_loop_f32_cpu
+    params = RasParams(top_k=cfg.top_k, win_size=cfg.win_size, top_p=cfg.top_p, tau_r=cfg.tau_r)
+    rc = fn(ptr(logits), n_allowed, ptr(history), history.size, ctypes.byref(state),
+            ptr(pos) if pos is not None else None, params, ctypes.byref(tok))
+    return rc, tok.value
+
+
+def to_bf16_bits(x):
+    """fp32 -> bf16 bits, round to nearest even (finite values)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def check_against_ras_sample(lib, rows, n_allowed, seed, cfg=VoiceLMConfig(), bf16=False, cap=None):
+    """Draws one token per row as a loop (history ring, state carried between calls) and with the
+    reference ras_sample; returns (tokens, reference tokens, RAS redraws seen)."""
+    cap = cap or cfg.win_size + 3
+    ring = np.full(cap, -5, np.int32)
+    state = RasState(rng=seed, n_history=0)
+    pos = np.array([41], np.int32)
+    ref_rng, history, got, want, redraws = SplitMix64(seed), [], [], [], 0
+    for i, row in enumerate(rows):
+        before = ref_rng.state
+        want.append(ras_sample(row.astype(np.float32), n_allowed, history, cfg, ref_rng))
+        draws = 1 if ref_rng.state == (before + 0x9E3779B97F4A7C15) % 2**64 else 2
+        redraws += draws == 2
+        rc, tok = ras_loop(lib, to_bf16_bits(row) if bf16 else np.ascontiguousarray(row, np.float32), n_allowed,
+                           state, history=ring, pos=pos, cfg=cfg, bf16=bf16)
+        assert rc == OK
+        got.append(tok)
+        history.append(want[-1])
+        assert state.n_history == i + 1 and pos[0] == 42 + i and ring[i % cap] == tok
+        assert state.rng == ref_rng.state  # the same number of draws, so the same generator state
+    return got, want, redraws
+
+
+def test_ras_loop_matches_reference_ras_sample(lib):
+    """Random logits at CosyVoice2's vocabulary (6561 of 6564 ids allowed), scales from flat to peaked,
+    around a common profile so that tokens repeat and the RAS redraw happens."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(6564)
+    rows = [((base + 0.5 * rng.standard_normal(6564)) * s).astype(np.float32) for s in rng.uniform(0.3, 6.0, 300)]
+    got, want, redraws = check_against_ras_sample(lib, rows, 6561, seed=12345)
+    assert got == want and redraws >= 20
+
+
+def test_ras_loop_small_vocab_configs(lib):
+    """Odd sizes and configs: top_k 1 (greedy nucleus, RAS fires on every repeat), top_p 1, a window of one."""
+    rng = np.random.default_rng(4)
+    for n, cfg in [(3, VoiceLMConfig(top_k=1)), (41, VoiceLMConfig(top_p=1.0, top_k=64)),
+                   (1025, VoiceLMConfig(win_size=1, tau_r=0.5)), (7, VoiceLMConfig(tau_r=0.0))]:
+        base = 3 * rng.standard_normal(n + 3)
+        rows = [(base + rng.standard_normal(n + 3)).astype(np.float32) for _ in range(120)]
+        got, want, redraws = check_against_ras_sample(lib, rows, n, seed=int(rng.integers(2**63)), cfg=cfg)
+        assert got == want and redraws > 0, cfg
+
+
+def test_ras_loop_on_voice_lm_logits(lib):
+    """The logits of a voice LM (the runtime's CPU backend, fp32; and bf16-rounded, what the CUDA
+    backend's head writes): the loop kernel's twin draws ras_sample's tokens."""
+    import json
+
+    from minmo_rt import _core
+    from minmo_rt.export.checkpoints import synthetic
+    from minmo_rt.export.reference.voice_decoder import VoiceLM as VoiceLMRef
+    from test_llm_modules import save
+
+    cfg = VoiceLMConfig(vocab_size=300, hidden_size=128, intermediate_size=192, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=64, speech_token_size=200)
+    torch.manual_seed(0)
+    lm = synthetic.perturb_(VoiceLMRef(cfg), 3).eval()
+    with tempfile.TemporaryDirectory() as d:
+        path = save(lm, os.path.join(d, "voice.safetensors"))
+        with torch.no_grad():
+            x = torch.cat([lm.sos(), lm.speech_embed(list(range(0, 200, 2)) * 2)]).numpy()
+        logits = _core.testing_voice.voice_logits(path, json.dumps(cfg.to_dict()), x, "cpu")
+    for bf16 in (False, True):
+        rows = [r for r in logits]
+        if bf16:  # the values the device sees
+            rows = [(to_bf16_bits(r).astype(np.uint32) << 16).view(np.float32) for r in rows]
+        got, want, redraws = check_against_ras_sample(lib, rows, cfg.speech_token_size, seed=7, cfg=cfg, bf16=bf16)
+        assert got == want and redraws >= 5
+
+
+def test_ras_loop_window_ring_and_errors(lib):
+    cfg = VoiceLMConfig(top_k=1, win_size=3, tau_r=0.5)  # redraw when the argmax is >= 1.5 of the last 3
+    logits = np.array([0.0, 6.0, 1.0, 5.0, -1.0, 0.5], np.float32)
+    ring = np.array([1, 4, 0, 2, 2], np.int32)  # cap 5; entries 3, 4 (= 2, 2) and 5 % 5 = 0 (= 1) are the window
+    st = RasState(rng=99, n_history=6)
+    assert ras_loop(lib, logits, 5, st, ring, cfg=cfg) == (OK, 1)  # one 1 in the window: no redraw
+    assert st.n_history == 7 and ring[1] == 1 and st.rng == (99 + 0x9E3779B97F4A7C15) % 2**64
+    # the window now holds 2, 1, 1: the argmax repeats twice, so a redraw from ids [0, 5)
+    seen = set()
+    for s in range(200):
+        st2 = RasState(rng=s, n_history=7)
+        rc, tok = ras_loop(lib, logits, 5, st2, ring.copy(), cfg=cfg)
+        assert rc == OK and 0 <= tok < 5
+        seen.add(tok)
+    assert seen > {1}
+    bad = logits.copy()
+    bad[2] = np.inf
+    st3 = RasState(rng=5, n_history=0)
+    ring3 = np.zeros(5, np.int32)
+    pos = np.array([10], np.int32)
+    assert ras_loop(lib, bad, 5, st3, ring3, pos=pos, cfg=cfg) == (OK, -1)
+    assert st3.rng == 5 and st3.n_history == 1 and ring3[0] == -1 and pos[0] == 11
+    assert ras_loop(lib, bad, 2, RasState(rng=5), ring3, cfg=cfg)[0] == OK  # the bad id is not allowed
+    for kw in [dict(top_k=0), dict(top_k=65), dict(top_p=0.0), dict(top_p=1.5), dict(win_size=0),
+               dict(tau_r=-1.0)]:
+        bad_cfg = SimpleNamespace(**{**dict(top_k=25, win_size=3, top_p=0.8, tau_r=0.1), **kw})
+        assert ras_loop(lib, logits, 5, RasState(), ring, cfg=bad_cfg)[0] == INVALID, kw
+    assert ras_loop(lib, logits, 5, RasState(), np.zeros(9, np.int32))[0] == INVALID  # ring < window
+    assert ras_loop(lib, logits, 0, RasState(), ring, cfg=cfg)[0] == INVALID
+
+
+def test_embedding_row(lib):
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((7, 13)).astype(np.float32)
+    out = poisoned(13)
+    for i in (0, 6, 3):
+        assert lib.minmo_embedding_row_f32_cpu(ptr(table), 7, 13, ptr(np.array([i], np.int32)), ptr(out)) == OK
+        assert np.array_equal(out, table[i])
+    for bad in (-1, 7):
+        out = poisoned(13)
+        assert lib.minmo_embedding_row_f32_cpu(ptr(table), 7, 13, ptr(np.array([bad], np.int32)), ptr(out)) == OK
+        assert not out.any()
+    assert lib.minmo_embedding_row_f32_cpu(ptr(table), 0, 13, ptr(np.array([0], np.int32)), ptr(out)) == INVALID

@@ -15,6 +15,7 @@
 #include <algorithm>
 
 #include "backends/backend.h"
+#include "backends/cuda/qwen2_cuda.h"
 #include "modules/voice_lm.h"
 #include "numpy_util.h"
 #include "registry.h"
@@ -32,6 +33,7 @@ class VoiceStreamRunner {
     lm_ = minmo::VoiceLM::load(minmo::WeightStore::open(weights_path), minmo::pyb::parse_json(config, "config"),
                                minmo::open_device(device));
     stream_ = std::make_unique<minmo::VoiceTokenStream>(lm_, seed, capacity);
+    capacity_ = capacity;
   }
   void push_text(minmo::pyb::FloatArray rows) {
     MINMO_CHECK(rows.ndim() == 2 && rows.shape(1) == lm_->hidden_size(), ErrorCode::InvalidArgument,
@@ -47,10 +49,28 @@ class VoiceStreamRunner {
   }
   std::vector<int64_t> tokens() const { return stream_->tokens(); }
   std::string device() const { return lm_->body().device(); }
+  // The device sample loop: blocks this stream drew with it, graphs captured / launched by the model.
+  py::dict device_loop() const {
+    py::dict d;
+    const auto* cq = dynamic_cast<const minmo::cuda::CudaQwen2*>(&lm_->body());
+    d["enabled"] = lm_->block_on_device();
+    d["note"] = lm_->block_loop_note();
+    d["blocks"] = stream_->device_blocks();
+    d["captures"] = cq ? cq->sample_loop_captures() : 0;
+    d["launches"] = cq ? cq->sample_loop_launches() : 0;
+    return d;
+  }
+  uint64_t rng_state() const { return stream_->rng_state(); }
+  // A new stream of the same LM reusing this one's state (as a session's next response does).
+  void restart(uint64_t seed) {
+    py::gil_scoped_release release;
+    stream_ = std::make_unique<minmo::VoiceTokenStream>(lm_, seed, capacity_, stream_->release_state());
+  }
 
  private:
   std::shared_ptr<const minmo::VoiceLM> lm_;
   std::unique_ptr<minmo::VoiceTokenStream> stream_;
+  int capacity_ = 0;
 };
 
 }  // namespace
@@ -66,7 +86,11 @@ MINMO_PY_BINDING(bind_testing_voice) {
       .def("push_text", &VoiceStreamRunner::push_text)
       .def("end_text", &VoiceStreamRunner::end_text)
       .def("step", &VoiceStreamRunner::step)
-      .def_property_readonly("tokens", &VoiceStreamRunner::tokens);
+      .def_property_readonly("tokens", &VoiceStreamRunner::tokens)
+      .def_property_readonly("device_loop", &VoiceStreamRunner::device_loop)
+      .def_property_readonly("rng_state", [](const VoiceStreamRunner& r) { return r.rng_state(); })
+      .def("restart", &VoiceStreamRunner::restart, py::arg("seed"),
+           "A new stream (seed) on this one's LM state, reset, as a session's next response.");
   t.def(
       "voice_logits",
       [](const std::string& weights_path, const std::string& config, minmo::pyb::FloatArray embeds,

@@ -16,6 +16,15 @@ inline bool overlap(const void* a, int64_t na, const void* b, int64_t nb) {
   return a && b && pa < pb + static_cast<uintptr_t>(nb) && pb < pa + static_cast<uintptr_t>(na);
 }
 
+// minmo_sample_ras_loop_*: the logits, loop state and outputs, the reference sampler's parameters,
+// a history ring at least one window long.
+inline bool ras_loop_ok(const void* logits, int64_t n, const void* history, int64_t cap, const void* state,
+                        const minmo_ras_params& p, const void* token_out) {
+  return logits && history && state && token_out && n >= 1 && n < (int64_t{1} << 31) && p.top_k >= 1 &&
+         p.top_k <= MINMO_SAMPLING_MAX_TOP_K && p.top_p > 0.0 && p.top_p <= 1.0 && p.win_size >= 1 &&
+         p.tau_r >= 0.0 && cap >= p.win_size && cap < (int64_t{1} << 31);
+}
+
 inline bool gemv_ok(const void* x, const void* w, const void* y, int64_t batch, int64_t n, int64_t k) {
   return x && w && y && batch >= 1 && batch <= MINMO_GEMV_MAX_BATCH && n >= 1 && k >= 1 && n < (int64_t{1} << 30) &&
          k < (int64_t{1} << 31) &&

@@ -47,6 +47,9 @@ _SIGNATURES = {
     "hift_istft_f32": "ppqiif",
     "hamming_crossfade_f32": "ppq",
     "sample_ras_f32": "pqpqpqSp",
+    "sample_ras_loop_f32": "pqpqppRp",
+    "sample_ras_loop_bf16": "pqpqppRp",
+    "embedding_row_f32": "pqqpp",
     # speech encoder (norm.h, mlp.h, attention.h, conv.h)
     "layernorm_residual_bf16": "pppppqqf",
     "bias_act_bf16": "ppqqi",
@@ -63,9 +66,21 @@ class SamplingParams(ctypes.Structure):
                 ("seed", ctypes.c_uint64), ("counter", ctypes.c_uint64)]
 
 
-# Argument codes: p = pointer, q = int64, i = int32, f = float, S = SamplingParams, s = cudaStream_t.
+class RasParams(ctypes.Structure):
+    """minmo_ras_params (sampling.h), passed by value."""
+    _fields_ = [("top_k", ctypes.c_int32), ("win_size", ctypes.c_int32), ("top_p", ctypes.c_double),
+                ("tau_r", ctypes.c_double)]
+
+
+class RasState(ctypes.Structure):
+    """minmo_ras_state (sampling.h): the loop's SplitMix64 state and history count."""
+    _fields_ = [("rng", ctypes.c_uint64), ("n_history", ctypes.c_int64)]
+
+
+# Argument codes: p = pointer, q = int64, i = int32, f = float, S = SamplingParams, R = RasParams,
+# s = cudaStream_t.
 _CTYPES = {"p": ctypes.c_void_p, "q": ctypes.c_int64, "i": ctypes.c_int32, "f": ctypes.c_float, "S": SamplingParams,
-           "s": ctypes.c_void_p}
+           "R": RasParams, "s": ctypes.c_void_p}
 
 
 class KernelError(RuntimeError):

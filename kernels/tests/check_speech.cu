@@ -150,4 +150,89 @@ MINMO_CHECK(sample_ras) {
   harness::record("sample_ras_f32", "all forbidden -> -1", dtok.host()[0] == -1 ? 0.0 : 1.0, 0.0, rc);
 }
 
+// The loop sampler: `steps` draws in a row, state and history ring carried on the device and in the
+// twin, logits around a common profile (tokens repeat, so RAS redraws happen). err = fraction of
+// draws whose token, generator state, history count or position differ.
+template <typename L>
+void ras_loop_case(const char* name, int64_t vocab, int64_t n_allowed, int steps, minmo_ras_params p, bool bf16) {
+  const int64_t cap = p.win_size + 5;
+  auto base = harness::randn(size_t(vocab), 3.f);
+  std::vector<int32_t> ring_cpu(size_t(cap), -3);
+  minmo_ras_state st_cpu{0x1234567890abcdefull + uint64_t(vocab), 0};
+  int32_t pos_cpu = 17;
+  DevBuf<int32_t> dring(ring_cpu), dpos(std::vector<int32_t>{pos_cpu}), dtok = DevBuf<int32_t>::poisoned(1);
+  DevBuf<uint64_t> dst(std::vector<uint64_t>{st_cpu.rng, 0});
+  auto* st_dev = reinterpret_cast<minmo_ras_state*>(dst.data());
+  int bad = 0, rc_all = MINMO_KERNEL_OK;
+  for (int t = 0; t < steps; ++t) {
+    auto noise = harness::randn(size_t(vocab), 1.f);
+    std::vector<float> row(static_cast<size_t>(vocab));
+    for (size_t i = 0; i < row.size(); ++i) row[i] = base[i] + noise[i];
+    if (t == steps - 1) row[size_t(n_allowed / 2)] = NAN;  // the last draw: a non-finite logit -> -1
+    std::vector<L> logits(row.size());
+    if constexpr (sizeof(L) == 2) logits = harness::to_bf16(row);
+    else logits = row;
+    int32_t tok_cpu = -7;
+    const int rc_cpu = bf16 ? minmo_sample_ras_loop_bf16_cpu(reinterpret_cast<const minmo_bf16*>(logits.data()),
+                                                            n_allowed, ring_cpu.data(), cap, &st_cpu, &pos_cpu, p,
+                                                            &tok_cpu)
+                            : minmo_sample_ras_loop_f32_cpu(reinterpret_cast<const float*>(logits.data()), n_allowed,
+                                                           ring_cpu.data(), cap, &st_cpu, &pos_cpu, p, &tok_cpu);
+    DevBuf<L> dl(logits);
+    const int rc = bf16 ? minmo_sample_ras_loop_bf16(reinterpret_cast<const minmo_bf16*>(dl.data()), n_allowed,
+                                                     dring.data(), cap, st_dev, dpos.data(), p, dtok.data(), nullptr)
+                        : minmo_sample_ras_loop_f32(reinterpret_cast<const float*>(dl.data()), n_allowed, dring.data(),
+                                                    cap, st_dev, dpos.data(), p, dtok.data(), nullptr);
+    harness::sync();
+    if (rc != MINMO_KERNEL_OK) rc_all = rc;
+    if (rc_cpu != MINMO_KERNEL_OK) rc_all = rc_cpu;
+    const auto st = dst.host();
+    bad += dtok.host()[0] != tok_cpu || st[0] != st_cpu.rng || int64_t(st[1]) != st_cpu.n_history ||
+           dpos.host()[0] != pos_cpu;
+  }
+  bad += dring.host() != ring_cpu;
+  harness::record(name, harness::shape_str({{"vocab", vocab}, {"allowed", n_allowed}, {"steps", steps},
+                                            {"top_k", p.top_k}, {"win", p.win_size}}),
+                  double(bad) / steps, 0.0, rc_all);
+}
+
+MINMO_CHECK(sample_ras_loop) {
+  const minmo_ras_params cosy{25, 10, 0.8, 0.1};
+  ras_loop_case<minmo_bf16>("sample_ras_loop_bf16", 6564, 6561, harness::small() ? 8 : 200, cosy, true);
+  ras_loop_case<float>("sample_ras_loop_f32", 6564, 6561, harness::small() ? 8 : 100, cosy, false);
+  ras_loop_case<float>("sample_ras_loop_f32", 5, 3, 40, minmo_ras_params{1, 3, 1.0, 0.5}, false);
+  ras_loop_case<minmo_bf16>("sample_ras_loop_bf16", 4099, 4097, 40, minmo_ras_params{64, 1, 0.95, 0.0}, true);
+  if (!harness::small()) ras_loop_case<float>("sample_ras_loop_f32", 151936, 151936, 10, cosy, false);
+  DevBuf<float> dl(std::vector<float>(8, 0.f));
+  DevBuf<int32_t> dh(std::vector<int32_t>(4, 0)), dtok = DevBuf<int32_t>::poisoned(1);
+  DevBuf<uint64_t> dst(std::vector<uint64_t>{1, 0});
+  auto* st = reinterpret_cast<minmo_ras_state*>(dst.data());
+  harness::record("sample_ras_loop_f32", "history ring < window", 0, 0,
+                  minmo_sample_ras_loop_f32(dl.data(), 8, dh.data(), 4, st, nullptr, cosy, dtok.data(), nullptr),
+                  MINMO_KERNEL_INVALID_ARGUMENT);
+  harness::record("sample_ras_loop_f32", "top_k 65", 0, 0,
+                  minmo_sample_ras_loop_f32(dl.data(), 8, dh.data(), 4, st, nullptr, minmo_ras_params{65, 2, 0.8, 0.1},
+                                            dtok.data(), nullptr),
+                  MINMO_KERNEL_INVALID_ARGUMENT);
+}
+
+MINMO_CHECK(embedding_row) {
+  for (int64_t dim : {int64_t(1), int64_t(129), int64_t(896), int64_t(3584)}) {
+    const int64_t rows = 37;
+    auto table = harness::randn(size_t(rows * dim));
+    DevBuf<float> dt(table);
+    for (int32_t id : {0, 36, 17, -1, 37}) {
+      std::vector<float> cpu(size_t(dim), NAN);
+      minmo_embedding_row_f32_cpu(table.data(), rows, dim, &id, cpu.data());
+      DevBuf<int32_t> did(std::vector<int32_t>{id});
+      DevBuf<float> dout = DevBuf<float>::poisoned(size_t(dim));
+      const int rc = minmo_embedding_row_f32(dt.data(), rows, dim, did.data(), dout.data(), nullptr);
+      harness::sync();
+      const auto got = dout.host();
+      harness::record("embedding_row_f32", harness::shape_str({{"dim", dim}, {"id", id}}),
+                      got == cpu ? 0.0 : 1.0, 0.0, rc);
+    }
+  }
+}
+
 }  // namespace

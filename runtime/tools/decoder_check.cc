@@ -13,7 +13,15 @@
 // --steps N (decode steps timed per context, 32), --long-prefill ROWS (also time a prompt of that
 // many rows: 64-row chunks through the prefill GEMM; 0: off, the default), --fused 0|1|both (decode-step kernels; default:
 // the backend's choice, see CudaQwen2::fused_step; both: two device copies, each timed), --no-check,
-// --json OUT.
+// --blocks N (voice LM: interleave blocks timed per context, 20), --json OUT.
+//
+// Voice LM (voice_block): a 5:15 interleave block as a session runs it. At each context, the block's
+// pending rows (a speech embedding + 5 text vectors) are prefilled and the 15 speech tokens drawn by
+// the device loop (one graph replay: sample on the device, gather, decode step, head; VoiceLM::
+// sample_block), timed as "block" (prefill + loop, host copies included) and "loop" (the replay
+// alone); and the same block by the per-step path (15 x: decode-step graph, logits to the host,
+// ras_sample) as "per_step". Check: the loop's 15 tokens and generator state equal the per-step
+// path's on the same device (its CPU ras_sample on the device's logits); exit status 1 otherwise.
 //
 // Check: the same random embeddings (a prefill of --prefill rows in chunks, 2 decode steps, a chunk
 // of 24 rows (the prefill GEMM), 2 decode steps) on
@@ -122,12 +130,14 @@ Tensor schedule_logits(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64
 }
 
 // The module's decoder on `device` (null: CPU): the LLM, or a voice LM's body with its speech head
-// (the returned pointer keeps the whole VoiceLM alive).
+// (the returned pointer keeps the whole VoiceLM alive; *voice receives it).
 std::shared_ptr<const minmo::Qwen2Decoder> load_decoder(const std::string& module, const minmo::WeightStore& w,
                                                         const json& config,
-                                                        const std::shared_ptr<minmo::cuda::Device>& device) {
+                                                        const std::shared_ptr<minmo::cuda::Device>& device,
+                                                        std::shared_ptr<const minmo::VoiceLM>* voice = nullptr) {
   if (module == "llm") return minmo::load_qwen2_decoder(w, config, device);
   const auto lm = minmo::VoiceLM::load(w, config, device);
+  if (voice) *voice = lm;
   return std::shared_ptr<const minmo::Qwen2Decoder>(lm, &lm->body());
 }
 
@@ -140,6 +150,8 @@ std::vector<int64_t> parse_list(const std::string& s) {
 
 json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill, int64_t steps,
                   const std::vector<int64_t>& ctxs, int64_t long_prefill);
+json voice_block(const minmo::VoiceLM& lm, const Tensor& embeds, int64_t blocks, const std::vector<int64_t>& ctxs,
+                 int& rc);
 
 }  // namespace
 
@@ -148,7 +160,7 @@ namespace tools {
 
 int decoder_check(int argc, char** argv) {
   std::string bundle, size, module = "llm", device = "cuda", json_out;
-  int64_t prefill = 9, steps = 32, long_prefill = 0;
+  int64_t prefill = 9, steps = 32, long_prefill = 0, blocks = 20;
   std::vector<int64_t> ctxs = {128, 1024};
   bool check = true;
   std::string fused;
@@ -163,6 +175,7 @@ int decoder_check(int argc, char** argv) {
     else if (a == "--prefill") prefill = std::stoll(next());
     else if (a == "--steps") steps = std::stoll(next());
     else if (a == "--long-prefill") long_prefill = std::stoll(next());
+    else if (a == "--blocks") blocks = std::stoll(next());
     else if (a == "--ctx") ctxs = parse_list(next());
     else if (a == "--json") json_out = next();
     else if (a == "--no-check") check = false;
@@ -170,8 +183,8 @@ int decoder_check(int argc, char** argv) {
     else MINMO_THROW(minmo::ErrorCode::InvalidArgument, "unknown argument " << a << " (see the file's header)");
   }
   MINMO_CHECK(bundle.empty() != size.empty(), minmo::ErrorCode::InvalidArgument, "give --bundle DIR or --size S");
-  MINMO_CHECK(prefill >= 1 && steps >= 1 && long_prefill >= 0, minmo::ErrorCode::InvalidArgument,
-              "--prefill and --steps must be >= 1, --long-prefill >= 0");
+  MINMO_CHECK(prefill >= 1 && steps >= 1 && blocks >= 1 && long_prefill >= 0, minmo::ErrorCode::InvalidArgument,
+              "--prefill, --steps and --blocks must be >= 1, --long-prefill >= 0");
   MINMO_CHECK(fused.empty() || fused == "0" || fused == "1" || fused == "both", minmo::ErrorCode::InvalidArgument,
               "--fused must be 0, 1 or both");
 
@@ -203,10 +216,12 @@ int decoder_check(int argc, char** argv) {
   // The device models first: the CPU model repacks the fp32 weights in place when it loads. A voice
   // LM is checked through its body with the speech head (VoiceLM::body()).
   std::vector<std::shared_ptr<const minmo::Qwen2Decoder>> variants;
+  std::vector<std::shared_ptr<const minmo::VoiceLM>> voices;  // module voice_lm: the LM of each variant
   for (const char* f : {"0", "1"}) {
     if (fused != "both" && fused != f && !(fused.empty() && variants.empty())) continue;
     if (!fused.empty()) setenv("MINMO_CUDA_FUSED", fused == "both" ? f : fused.c_str(), 1);
-    variants.push_back(load_decoder(module, weights, config, dev));
+    voices.emplace_back();
+    variants.push_back(load_decoder(module, weights, config, dev, &voices.back()));
     if (fused != "both") break;
   }
   const auto& gpu = variants.front();
@@ -250,6 +265,11 @@ int decoder_check(int argc, char** argv) {
     const std::string key = dynamic_cast<const minmo::cuda::CudaQwen2&>(*v).fused_step() ? "fused" : "unfused";
     std::cerr << key << " decode step:\n";
     report["timings"][key] = time_decoder(*v, embeds, prefill, steps, ctxs, long_prefill);
+  }
+  for (size_t i = 0; i < voices.size() && voices[i]; ++i) {
+    const std::string key = dynamic_cast<const minmo::cuda::CudaQwen2&>(*variants[i]).fused_step() ? "fused" : "unfused";
+    std::cerr << key << " voice block:\n";
+    report["voice_block"][key] = voice_block(*voices[i], embeds, blocks, ctxs, rc);
   }
   write_report(report, json_out);
   return rc;
@@ -322,6 +342,95 @@ json time_decoder(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t pr
               << s["p99_ms"].get<double>() << " ms, " << s["gb_per_s_at_p50"].get<double>() << " GB/s; Orin floor "
               << s["orin_floor_ms"].get<double>() << " ms\n";
   }
+  return report;
+}
+
+// One interleave block at the state's end: 6 pending rows (a speech embedding, 5 text vectors from
+// embeds) prefilled, then the 15 tokens by the device loop (device) or per step on the host.
+struct BlockRun {
+  std::vector<int64_t> tokens;
+  uint64_t rng;
+  double block_ms, loop_ms;
+};
+
+BlockRun run_block(const minmo::VoiceLM& lm, minmo::DecoderState& state, const Tensor& embeds, int64_t row0,
+                   std::vector<int64_t> history, uint64_t seed, bool device) {
+  const minmo::VoiceLMConfig& c = lm.config();
+  const int64_t H = lm.hidden_size(), S = c.speech_ratio;
+  std::vector<float> pending(lm.speech_embedding(history.empty() ? 0 : history.back()),
+                             lm.speech_embedding(history.empty() ? 0 : history.back()) + H);
+  pending.insert(pending.end(), embeds.row(row0), embeds.row(row0) + c.text_ratio * H);
+  minmo::SplitMix64 rng(seed);
+  Tensor logits;
+  BlockRun r;
+  r.tokens.resize(static_cast<size_t>(S));
+  const double a = now_ms();
+  lm.forward(state, pending.data(), static_cast<int64_t>(pending.size()) / H, logits, true);
+  const double b = now_ms();
+  if (device) {
+    lm.sample_block(state, rng, history, r.tokens.data());
+  } else {
+    for (int64_t i = 0; i < S; ++i) {
+      if (i > 0) lm.forward(state, lm.speech_embedding(r.tokens[i - 1]), 1, logits, true);
+      r.tokens[i] = minmo::ras_sample(logits.ptr(), c.speech_token_size, history, c, rng);
+      history.push_back(r.tokens[i]);
+    }
+  }
+  r.block_ms = now_ms() - a;
+  r.loop_ms = now_ms() - b;
+  r.rng = rng.state();
+  return r;
+}
+
+json voice_block(const minmo::VoiceLM& lm, const Tensor& embeds, int64_t blocks, const std::vector<int64_t>& ctxs,
+                 int& rc) {
+  json report;
+  if (!lm.block_on_device()) {
+    report["skipped"] = "no device loop: " + lm.block_loop_note();
+    std::cerr << "voice block: " << report["skipped"].get<std::string>() << "\n";
+    return report;
+  }
+  const minmo::VoiceLMConfig& c = lm.config();
+  const int64_t H = lm.hidden_size(), max_ctx = *std::max_element(ctxs.begin(), ctxs.end());
+  auto state = lm.body().new_state(static_cast<int>(max_ctx + 2 * (c.text_ratio + c.speech_ratio)));
+  int mismatches = 0;
+  for (int64_t ctx : ctxs) {
+    std::vector<double> block_ms, loop_ms, step_ms;
+    for (int64_t r = 0; r <= blocks; ++r) {
+      // history: recent tokens with repeats, so that RAS redraws happen as in speech
+      std::vector<int64_t> history;
+      for (int64_t i = 0; i < c.win_size; ++i) history.push_back((r * 7 + i % 3) % c.speech_token_size);
+      BlockRun runs[2];
+      for (int device = 1; device >= 0; --device) {
+        state->reset();
+        for (int64_t at = 0; at < ctx; at += 8)  // the context: prefilled in chunks, not timed
+          lm.body().forward(*state, embeds.ptr() + at * H, std::min<int64_t>(8, ctx - at), nullptr, nullptr);
+        runs[device] = run_block(lm, *state, embeds, (ctx + r) % (embeds.rows() - c.text_ratio), history,
+                                 1000 + static_cast<uint64_t>(r), device == 1);
+      }
+      const bool same = runs[1].tokens == runs[0].tokens && runs[1].rng == runs[0].rng;
+      mismatches += !same;
+      if (!same && mismatches <= 3) {
+        std::cerr << "voice block at ctx " << ctx << ", run " << r << ": device loop tokens differ from per-step:";
+        for (size_t i = 0; i < runs[1].tokens.size(); ++i) std::cerr << " " << runs[1].tokens[i] << "/" << runs[0].tokens[i];
+        std::cerr << "\n";
+      }
+      if (r == 0) continue;  // warm-up
+      block_ms.push_back(runs[1].block_ms);
+      loop_ms.push_back(runs[1].loop_ms);
+      step_ms.push_back(runs[0].block_ms);
+    }
+    json s = {{"block", stats(block_ms)}, {"loop", stats(loop_ms)}, {"per_step", stats(step_ms)}};
+    report[std::to_string(ctx)] = s;
+    std::cerr << "voice block (" << c.speech_ratio << " tokens) at ctx " << ctx << ": p50 "
+              << s["block"]["p50_ms"].get<double>() << " ms (loop " << s["loop"]["p50_ms"].get<double>()
+              << " ms), per-step path " << s["per_step"]["p50_ms"].get<double>() << " ms\n";
+  }
+  const int64_t total = static_cast<int64_t>(ctxs.size()) * (blocks + 1);
+  report["check"] = {{"blocks", total}, {"token_mismatches", mismatches}};
+  std::cerr << "check voice block: device loop vs per-step tokens, " << mismatches << " of " << total
+            << " blocks differ" << (mismatches == 0 ? " (ok)\n" : " (FAILED)\n");
+  if (mismatches) rc = 1;
   return report;
 }
 

@@ -47,6 +47,62 @@ int minmo_sample_ras_f32(const float* logits, int64_t vocab, const int32_t* hist
 int minmo_sample_ras_f32_cpu(const float* logits, int64_t vocab, const int32_t* history, int64_t n_history,
                              const int32_t* forbid, int64_t n_forbid, minmo_sampling_params params, int32_t* token_out);
 
+/* The voice LM's sampler as a step of a device loop (a replayed CUDA graph): the semantics of the
+ * reference ras_sample (export/reference/voice_decoder.py, runtime modules/voice_lm.cc) with its
+ * SplitMix64 generator, whose state lives in device memory and is advanced by the kernel.
+ *
+ * Over ids [0, n_allowed) of one logits row (bf16 or fp32), in fp64: mx = max logit,
+ * p_i = exp(l_i - mx) / z with z = sum_i exp(l_i - mx); nucleus candidates = the top_k largest
+ * logits (descending, ties: lower id), kept while cum < top_p (at least one), cum = their p sum;
+ * u = uniform() * cum, token = the first kept id whose running p sum exceeds u (else the last kept).
+ * RAS: when the token occurs >= win_size * tau_r (fp64) times in the last win_size history entries,
+ * a second draw from all ids: u2 = uniform(), the first id whose running p sum exceeds u2 (else
+ * n_allowed - 1). uniform() = (SplitMix64 next() >> 11) * 2^-53, so 1 or 2 draws per token.
+ *
+ * Loop state (device memory): state->rng (SplitMix64 state), state->n_history (tokens drawn so far);
+ * history is a ring of history_cap >= win_size entries, entry j at history[j % history_cap]. The
+ * kernel appends the token there, increments n_history, writes *token_out and, when pos is not
+ * null, increments *pos (the position of the sampled row -> the position the token is fed at).
+ * A non-finite logit among the allowed ids: token -1 (appended too), the generator not advanced.
+ *
+ * How close to the CPU ras_sample: exp is minmo_exp_det_f64 (explicit fma, relative error ~2e-16;
+ * the CPU uses libm exp) and z is a block reduction (the CPU sums in id order; the redraw's running
+ * sum is a segmented scan), so p and its running sums differ from the CPU's by a few fp64 ulps. The
+ * uniforms, the candidates (exact float compares) and the RAS count are the CPU's, so the token is
+ * identical unless u * cum, u2 or top_p lies within ~1e-15 relative of a cumulative-probability
+ * boundary (tests/test_kernels_misc.py: none in over a thousand draws). The CPU twin reproduces the
+ * kernel's order of every sum (strided per-thread partials, warp butterflies; segmented scan over
+ * MINMO_SAMPLING_THREADS contiguous slices for the redraw) and its exp, so the two agree bit for bit. */
+typedef struct minmo_ras_params {
+  int32_t top_k;    /* 1 .. MINMO_SAMPLING_MAX_TOP_K (CosyVoice2: 25) */
+  int32_t win_size; /* RAS window, >= 1 (10) */
+  double top_p;     /* (0, 1] (0.8) */
+  double tau_r;     /* >= 0 (0.1) */
+} minmo_ras_params;
+
+typedef struct minmo_ras_state {
+  uint64_t rng;      /* SplitMix64 state (the reference generator's `state`) */
+  int64_t n_history; /* tokens in the history ring (>= 0) */
+} minmo_ras_state;
+
+int minmo_sample_ras_loop_bf16(const minmo_bf16* logits, int64_t n_allowed, int32_t* history, int64_t history_cap,
+                               minmo_ras_state* state, int32_t* pos, minmo_ras_params params, int32_t* token_out,
+                               cudaStream_t stream);
+int minmo_sample_ras_loop_bf16_cpu(const minmo_bf16* logits, int64_t n_allowed, int32_t* history,
+                                   int64_t history_cap, minmo_ras_state* state, int32_t* pos,
+                                   minmo_ras_params params, int32_t* token_out);
+int minmo_sample_ras_loop_f32(const float* logits, int64_t n_allowed, int32_t* history, int64_t history_cap,
+                              minmo_ras_state* state, int32_t* pos, minmo_ras_params params, int32_t* token_out,
+                              cudaStream_t stream);
+int minmo_sample_ras_loop_f32_cpu(const float* logits, int64_t n_allowed, int32_t* history, int64_t history_cap,
+                                  minmo_ras_state* state, int32_t* pos, minmo_ras_params params, int32_t* token_out);
+
+/* out[dim] = table[*id] (fp32 rows [rows, dim]); zeros when *id is outside [0, rows). The sampled
+ * token's embedding as the next decode step's input, the id read on the device. */
+int minmo_embedding_row_f32(const float* table, int64_t rows, int64_t dim, const int32_t* id, float* out,
+                            cudaStream_t stream);
+int minmo_embedding_row_f32_cpu(const float* table, int64_t rows, int64_t dim, const int32_t* id, float* out);
+
 /* The four 32-bit words of Philox4x32-10 for (key = seed, counter = (counter, 0)) and their
  * uniforms in [0, 1): (word >> 8) * 2^-24. Host helper for tests and callers. */
 void minmo_philox4x32_cpu(uint64_t seed, uint64_t counter, uint32_t words[4], float uniforms[4]);
@@ -114,6 +170,87 @@ MINMO_HD float minmo_exp_det(float x) {
   p = fmaf(p, r, 1.0f);
   const int k = (int)n;
   return k >= -126 ? p * minmo_pow2i(k) : (p * minmo_pow2i(k + 126)) * minmo_pow2i(-126);
+}
+
+/* SplitMix64 (modules/voice_lm.h SplitMix64, the reference's): advances *state, returns the output. */
+MINMO_HD uint64_t minmo_splitmix64_next(uint64_t* state) {
+  *state += 0x9E3779B97F4A7C15ull;
+  uint64_t z = *state;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+MINMO_HD double minmo_splitmix64_uniform(uint64_t* state) {
+  return (double)(minmo_splitmix64_next(state) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* exp(x) in fp64 for x <= 0, bit-identical on host and device: x = n ln2 + r (Cody-Waite, |r| <=
+ * ln2 / 2), degree-13 Taylor polynomial in r by explicit fma, times 2^n. Relative error ~2e-16;
+ * 0 below -745 and for -inf / NaN. */
+MINMO_HD double minmo_exp_det_f64(double x) {
+  if (!(x > -745.0)) return 0.0;
+  const double n = rint(x * 1.4426950408889634);
+  double r = fma(-n, 6.93147180369123816490e-01, x); /* ln2 hi (32 significant bits) */
+  r = fma(-n, 1.90821492927058770002e-10, r);         /* ln2 lo */
+  double p = 1.0 / 6227020800.0;                      /* 1/13! */
+  p = fma(p, r, 1.0 / 479001600.0);
+  p = fma(p, r, 1.0 / 39916800.0);
+  p = fma(p, r, 1.0 / 3628800.0);
+  p = fma(p, r, 1.0 / 362880.0);
+  p = fma(p, r, 1.0 / 40320.0);
+  p = fma(p, r, 1.0 / 5040.0);
+  p = fma(p, r, 1.0 / 720.0);
+  p = fma(p, r, 1.0 / 120.0);
+  p = fma(p, r, 1.0 / 24.0);
+  p = fma(p, r, 1.0 / 6.0);
+  p = fma(p, r, 0.5);
+  p = fma(p, r, 1.0);
+  p = fma(p, r, 1.0);
+  int k = (int)n;
+  union {
+    uint64_t u;
+    double f;
+  } v;
+  if (k >= -1022) {
+    v.u = (uint64_t)(k + 1023) << 52;
+    return p * v.f;
+  }
+  v.u = (uint64_t)(k + 1022 + 1023) << 52; /* subnormal result: two exact-power steps */
+  const double hi = p * v.f;
+  v.u = (uint64_t)(-1022 + 1023) << 52;
+  return hi * v.f;
+}
+
+/* Steps of minmo_sample_ras_loop_* shared by the kernel (one thread) and its twin. The nucleus draw
+ * over the candidates' logits cl[n_cand] (descending): p_j = exp(cl_j - mx) / z kept while
+ * cum < top_p; one uniform; the index of the drawn candidate. */
+MINMO_HD int minmo_ras_nucleus(const float* cl, int n_cand, double mx, double z, double top_p, uint64_t* rng) {
+  double prob[MINMO_SAMPLING_MAX_TOP_K];
+  double cum = 0.0;
+  int kept = 0;
+  while (kept < n_cand && cum < top_p) {
+    prob[kept] = minmo_exp_det_f64((double)cl[kept] - mx) / z;
+    cum += prob[kept];
+    ++kept;
+  }
+  const double u = minmo_splitmix64_uniform(rng) * cum;
+  double acc = 0.0;
+  for (int j = 0; j < kept; ++j) {
+    acc += prob[j];
+    if (u < acc) return j;
+  }
+  return kept - 1;
+}
+
+/* Whether token repeats often enough in the last win_size entries of the history ring (entry j at
+ * history[j % cap], n_history entries) for the RAS redraw: count >= win_size * tau_r (fp64). */
+MINMO_HD int minmo_ras_repeats(const int32_t* history, int64_t cap, int64_t n_history, int32_t win_size, double tau_r,
+                               int32_t token) {
+  const int64_t from = n_history > win_size ? n_history - win_size : 0;
+  int reps = 0;
+  for (int64_t j = from; j < n_history; ++j) reps += history[j % cap] == token;
+  return (double)reps >= (double)win_size * tau_r;
 }
 
 #endif /* MINMO_KERNELS_SAMPLING_H_ */

@@ -12,6 +12,9 @@
 #include "modules/qwen2_decoder.h"
 
 namespace minmo {
+namespace cuda {
+struct SampleLoop;
+}
 
 // null for "cpu"; the CUDA backend's device for "cuda" and "cuda-sim" (cuda::Device::open).
 // Throws InvalidArgument on an unknown name, DeviceError when the device is unusable.
@@ -19,9 +22,11 @@ std::shared_ptr<cuda::Device> open_device(const std::string& name);
 
 // The Qwen2 decoder on `device` (null: the CPU model) with its logits head. A shape the CUDA
 // kernels do not run (cuda::CudaQwen2::unsupported) is a BundleError, or, when `cpu_fallback` is
-// given, loads on the CPU and stores the reason there.
+// given, loads on the CPU and stores the reason there. loop: on the CUDA backend, a device sample
+// loop for the model (cuda::CudaQwen2::load); ignored on the CPU.
 std::shared_ptr<const Qwen2Decoder> load_qwen2_decoder(const WeightStore& weights, const nlohmann::json& config,
                                                        const std::shared_ptr<cuda::Device>& device,
-                                                       const Qwen2Head& head = {}, std::string* cpu_fallback = nullptr);
+                                                       const Qwen2Head& head = {}, std::string* cpu_fallback = nullptr,
+                                                       const cuda::SampleLoop* loop = nullptr);
 
 }  // namespace minmo

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "backends/cpu/ops_llm.h"
+#include "backends/cuda/qwen2_cuda.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -156,9 +158,30 @@ VoiceLM::VoiceLM(const VoiceLMConfig& cfg, const WeightStore& weights, const std
   head.name = "llm_decoder";
   head.out = N;
   head.bias = true;
-  body_ = load_qwen2_decoder(weights_, cfg_.body.to_json(), device, head, cpu_fallback);
   llm_embedding_ = load_tensor(weights_, "llm_embedding.weight", {2, H});
   speech_embedding_ = load_tensor(weights_, "speech_embedding.weight", {N, H});
+  cuda::SampleLoop loop;
+  loop.embedding = speech_embedding_;
+  loop.rows = N;
+  loop.n_allowed = cfg_.speech_token_size;
+  loop.steps = cfg_.speech_ratio;
+  loop.params.top_k = static_cast<int32_t>(std::min<int64_t>(cfg_.top_k, INT32_MAX));
+  loop.params.win_size = static_cast<int32_t>(std::min<int64_t>(cfg_.win_size, INT32_MAX));
+  loop.params.top_p = cfg_.top_p;
+  loop.params.tau_r = cfg_.tau_r;
+  const char* env = std::getenv("MINMO_VOICE_LOOP");
+  if (device) loop_note_ = env && std::string(env) == "0" ? "MINMO_VOICE_LOOP=0" : loop.unsupported(N);
+  const bool with_loop = device && loop_note_.empty();
+  body_ = load_qwen2_decoder(weights_, cfg_.body.to_json(), device, head, cpu_fallback, with_loop ? &loop : nullptr);
+  loop_body_ = dynamic_cast<const cuda::CudaQwen2*>(body_.get());
+  if (loop_body_ && !loop_body_->has_sample_loop()) loop_body_ = nullptr;
+}
+
+void VoiceLM::sample_block(DecoderState& state, SplitMix64& rng, const std::vector<int64_t>& history,
+                           int64_t* out) const {
+  MINMO_CHECK(loop_body_ != nullptr, ErrorCode::InvalidArgument,
+              "voice LM: blocks are sampled on the device only (a device body with its sample loop)");
+  loop_body_->run_sample_loop(state, rng.state(), history.data(), static_cast<int64_t>(history.size()), out);
 }
 
 std::shared_ptr<const VoiceLM> VoiceLM::load(const WeightStore& weights, const nlohmann::json& config,
@@ -212,6 +235,16 @@ int64_t VoiceTokenStream::sample(bool allow_eos) {
   return ras_sample(logits_.ptr(), cfg_.speech_token_size + (allow_eos ? 1 : 0), tokens_, cfg_, rng_);
 }
 
+void VoiceTokenStream::sample_block() {
+  const int64_t H = lm_->hidden_size();
+  lm_->forward(*state_, pending_.data(), static_cast<int64_t>(pending_.size()) / H, logits_, true);
+  pending_.clear();
+  block_.resize(static_cast<size_t>(cfg_.speech_ratio));
+  lm_->sample_block(*state_, rng_, tokens_, block_.data());
+  block_at_ = 0;
+  ++device_blocks_;
+}
+
 int64_t VoiceTokenStream::step() {
   if (ended_) return kEnded;
   const int64_t H = lm_->hidden_size();
@@ -235,6 +268,7 @@ int64_t VoiceTokenStream::step() {
     }
   }
   int64_t tok;
+  bool fed = false;  // its embedding is in the LM state already (a device block's token but the last)
   if (final_) {
     tok = sample(static_cast<double>(tokens_.size()) >= cfg_.min_token_text_ratio * static_cast<double>(n_text_));
     if (tok == cfg_.eos()) {
@@ -242,11 +276,17 @@ int64_t VoiceTokenStream::step() {
       return kEnded;
     }
   } else {
-    tok = sample(false);
+    if (in_block_ == 0 && lm_->block_on_device()) sample_block();
+    if (block_at_ < block_.size()) {
+      tok = block_[block_at_++];
+      fed = block_at_ < block_.size();
+    } else {
+      tok = sample(false);
+    }
     ++in_block_;
   }
   tokens_.push_back(tok);
-  append_pending(lm_->speech_embedding(tok), 1);
+  if (!fed) append_pending(lm_->speech_embedding(tok), 1);
   if (final_ && static_cast<double>(tokens_.size()) >= cfg_.max_token_text_ratio * static_cast<double>(n_text_))
     ended_ = true;
   return tok;

@@ -18,6 +18,9 @@
 #include "modules/qwen2.h"
 
 namespace minmo {
+namespace cuda {
+class CudaQwen2;
+}
 
 // Python OutputProjectorConfig.
 struct OutputProjectorConfig {
@@ -68,6 +71,9 @@ class SplitMix64 {
  public:
   explicit SplitMix64(uint64_t seed) : state_(seed) {}
   uint64_t next();
+  // The generator's state (a device sampler advances a copy: cuda::CudaQwen2::run_sample_loop).
+  uint64_t& state() { return state_; }
+  uint64_t state() const { return state_; }
   double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
 
  private:
@@ -86,7 +92,9 @@ class VoiceLM {
   // Tensors: the Qwen2 body (model.*), llm_embedding.weight [2, H], speech_embedding.weight
   // [S + 3, H], llm_decoder.{weight,bias} [S + 3, H] / [S + 3].
   // The body and head run on `device` (null: the CPU; backends/backend.h), the embeddings and
-  // sampling on the CPU. cpu_fallback: as load_qwen2_decoder's.
+  // sampling on the CPU; on a device the interleave blocks also run as one device loop each
+  // (sample_block), unless the sampler's kernel lacks the config (top_k > 64) or the environment
+  // sets MINMO_VOICE_LOOP=0. cpu_fallback: as load_qwen2_decoder's.
   VoiceLM(const VoiceLMConfig& cfg, const WeightStore& weights, const std::shared_ptr<cuda::Device>& device = nullptr,
           std::string* cpu_fallback = nullptr);
   static std::shared_ptr<const VoiceLM> load(const WeightStore& weights, const nlohmann::json& config,
@@ -108,15 +116,29 @@ class VoiceLM {
   // (last_only) or of every row.
   void forward(DecoderState& state, const float* embeds, int64_t T, Tensor& logits, bool last_only) const;
 
+  // Whether sample_block runs (a device body with its sample loop).
+  bool block_on_device() const { return loop_body_ != nullptr; }
+  // Why not, when a device body has no loop ("" otherwise).
+  const std::string& block_loop_note() const { return loop_note_; }
+  // An interleave block on the device, after forward() of its pending rows (last_only): speech_ratio
+  // tokens drawn from ids [0, speech_token_size) by the reference ras_sample (history: the stream's
+  // tokens so far; rng advanced as the host draws would), each but the last fed to the LM.
+  void sample_block(DecoderState& state, SplitMix64& rng, const std::vector<int64_t>& history, int64_t* out) const;
+
  private:
   VoiceLMConfig cfg_;
   WeightStore weights_;
   std::shared_ptr<const Qwen2Decoder> body_;
   const float* llm_embedding_ = nullptr;
   const float* speech_embedding_ = nullptr;
+  const cuda::CudaQwen2* loop_body_ = nullptr;  // body_ when it runs sample_block
+  std::string loop_note_;
 };
 
-// The interleave state machine (reference VoiceTokenStream). Not thread-safe.
+// The interleave state machine (reference VoiceTokenStream). On a device body with a sample loop
+// (VoiceLM::block_on_device) each interleave block is drawn at its first step by one device loop and
+// returned token by token; the final phase (eos allowed) and the CPU sample each step on the host.
+// Both draw from the one SplitMix64 state (copied to the device and back per block). Not thread-safe.
 class VoiceTokenStream {
  public:
   static constexpr int64_t kNeedText = -1;
@@ -140,9 +162,15 @@ class VoiceTokenStream {
   bool text_ended() const { return text_ended_; }
   int64_t text_count() const { return n_text_; }
   const std::vector<int64_t>& tokens() const { return tokens_; }
+  // Interleave blocks drawn by the device loop (VoiceLM::sample_block).
+  int64_t device_blocks() const { return device_blocks_; }
+  // The sampling generator's state (advanced by every draw, host or device).
+  uint64_t rng_state() const { return rng_.state(); }
 
  private:
   int64_t sample(bool allow_eos);
+  // Feeds the pending rows and draws the whole interleave block on the device into block_.
+  void sample_block();
   void append_pending(const float* rows, int64_t n);
 
   std::shared_ptr<const VoiceLM> lm_;
@@ -155,6 +183,9 @@ class VoiceTokenStream {
   int64_t in_block_;
   bool text_ended_ = false, final_ = false, ended_ = false;
   std::vector<int64_t> tokens_;
+  std::vector<int64_t> block_;  // tokens of the block drawn on the device; block_at_: next to return
+  size_t block_at_ = 0;
+  int64_t device_blocks_ = 0;
   Tensor logits_;
 };
 

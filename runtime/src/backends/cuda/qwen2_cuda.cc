@@ -1,6 +1,7 @@
 #include "backends/cuda/qwen2_cuda.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -54,6 +55,10 @@ class CudaQwen2State final : public DecoderState {
     arena_.place(&b.ws, ws);
     arena_.place(&b.fused_ws, fws);
     arena_.place(&b.counters, 1 + Hkv);  // gemv_norm's, then one per KV head (attention)
+    if (owner->has_sample_loop()) {
+      arena_.place(&b.loop, owner->loop_io_bytes());
+      arena_.place(&b.token, 1);
+    }
     arena_.commit(dev);
     stream_.memset(b.counters, 0, sizeof(uint32_t) * static_cast<size_t>(1 + Hkv));
     stream_.sync();
@@ -66,6 +71,7 @@ class CudaQwen2State final : public DecoderState {
       gemm_ = Gemm::open(stream_, &why);
       MINMO_CHECK(gemm_ != nullptr, ErrorCode::DeviceError, "qwen2 decoder: " << why);
     }
+    if (owner->has_sample_loop()) loop_host_ = Allocation(dev, owner->loop_io_bytes(), MemoryKind::PinnedHost);
   }
 
   int64_t length() const override { return length_; }
@@ -74,15 +80,20 @@ class CudaQwen2State final : public DecoderState {
     MINMO_CHECK(n >= 0 && n <= length_, ErrorCode::InvalidArgument,
                 "qwen2 decoder: cannot truncate " << length_ << " positions to " << n);
     length_ = n;  // positions >= n are overwritten before they are read again
+    fresh_logits_ = false;
   }
-  void reset() override { length_ = 0; }
+  void reset() override {
+    length_ = 0;
+    fresh_logits_ = false;
+  }
 
  private:
   friend class CudaQwen2;
   // Device buffers (in arena_): per layer K / V caches [Hkv, capacity, D]; the position; the fp32
   // residual stream and bf16 activations of up to kMaxRows rows (gate_up: the GEMM's gate|up
   // output before the SiLU product, when prefill uses the GEMM); the attention workspaces and the
-  // fused kernels' self-resetting counters (gemv_norm's, then one per KV head).
+  // fused kernels' self-resetting counters (gemv_norm's, then one per KV head); with a sample loop,
+  // its io block (CudaQwen2::loop_io_bytes) and the sampled token.
   struct Buffers {
     std::vector<minmo_bf16*> k, v;
     int32_t* pos;
@@ -90,6 +101,8 @@ class CudaQwen2State final : public DecoderState {
     minmo_bf16 *hn, *qkv, *q, *attn, *o, *act, *down, *logits, *gate_up = nullptr;
     float *ws, *fused_ws;
     uint32_t* counters;
+    uint8_t* loop;
+    int32_t* token;
   };
 
   const CudaQwen2* owner_;
@@ -98,16 +111,32 @@ class CudaQwen2State final : public DecoderState {
   std::unique_ptr<Gemm> gemm_;  // prefill products of many rows (null: gemv slices); uses stream_
   Arena arena_;
   Buffers b{};
-  Allocation in_, pos_host_, hidden_host_, logits_host_;
+  Allocation in_, pos_host_, hidden_host_, logits_host_, loop_host_;
   Graph step_[2];  // decode steps (one row) without / with the logits (CudaQwen2::step_graph)
+  Graph loop_;     // the sample loop (CudaQwen2::run_sample_loop)
+  bool fresh_logits_ = false;  // the device logits row 0 is the last position's
 };
 
 // ---- model -------------------------------------------------------------------------------------
 
 CudaQwen2::CudaQwen2(const Qwen2Config& cfg, std::shared_ptr<Device> device) : cfg_(cfg), device_(std::move(device)) {}
 
+std::string SampleLoop::unsupported(int64_t logits_width) const {
+  std::ostringstream os;
+  if (!embedding || rows < 1) os << "no embedding table";
+  else if (n_allowed < 1 || n_allowed > logits_width) os << "drawing from " << n_allowed << " of " << logits_width << " logits";
+  else if (steps < 1 || steps > 4096) os << steps << " steps per loop";
+  else if (params.top_k < 1 || params.top_k > MINMO_SAMPLING_MAX_TOP_K)
+    os << "top_k " << params.top_k << " (the sampling kernel takes 1 .. " << MINMO_SAMPLING_MAX_TOP_K << ")";
+  else if (params.win_size < 1 || params.win_size > (1 << 20)) os << "RAS window " << params.win_size;
+  else if (!(params.top_p > 0 && params.top_p <= 1) || !(params.tau_r >= 0))
+    os << "top_p " << params.top_p << ", tau_r " << params.tau_r;
+  return os.str();
+}
+
 std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlohmann::json& config,
-                                                 std::shared_ptr<Device> device, const Qwen2Head& head) {
+                                                 std::shared_ptr<Device> device, const Qwen2Head& head,
+                                                 const SampleLoop* loop) {
   const Qwen2Config c = Qwen2Config::from_json(config);
   const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
@@ -152,6 +181,15 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
                                                                : load_linear(w, head.name, H, n_out, head.bias);
   m->head_ = stack_linears(up, {h}, head.name);
   if (h.b) m->head_bias_ = up.add_bf16(h.b, n_out);
+  if (loop) {
+    const std::string bad = loop->unsupported(n_out);
+    MINMO_CHECK(bad.empty(), ErrorCode::InvalidArgument, "qwen2 decoder: sample loop: " << bad);
+    m->loop_ = *loop;
+    const float* table = loop->embedding;
+    const size_t bytes = sizeof(float) * static_cast<size_t>(loop->rows * H);
+    m->loop_table_ = up.add(bytes, [table, bytes](uint8_t* dst) { std::memcpy(dst, table, bytes); });
+    m->loop_.embedding = nullptr;  // the caller's table is not kept
+  }
   m->weights_.commit(device);
   up.run(device);
   m->attn_splits_ = std::max<int64_t>(1, 2 * device->sm_count() / Hkv);
@@ -181,16 +219,18 @@ std::unique_ptr<DecoderState> CudaQwen2::new_state(int capacity_tokens) const {
               "qwen2 decoder: state capacity must be >= 1 position, got " << capacity_tokens);
   auto s = std::make_unique<CudaQwen2State>(this, capacity_tokens);
   step_graph(*s, 1);  // captured now, when the session starts, not on its first response token
+  if (has_sample_loop()) {
+    CudaQwen2State* sp = s.get();
+    s->loop_ = s->stream_.capture([sp, this] { enqueue_sample_loop(*sp); });
+    ++loop_captures_;
+  }
   return s;
 }
 
 const Graph& CudaQwen2::step_graph(CudaQwen2State& s, int64_t logit_rows) const {
   Graph& g = s.step_[logit_rows];
   if (g.empty())
-    g = s.stream_.capture([&s, logit_rows, this] {
-      if (fused_step_) enqueue_fused_step(s, logit_rows);
-      else enqueue_chunk(s, 1, logit_rows);
-    });
+    g = s.stream_.capture([&s, logit_rows, this] { enqueue_chunk(s, 1, logit_rows); });
   return g;
 }
 
@@ -256,13 +296,25 @@ void CudaQwen2::enqueue_outputs(CudaQwen2State& s, int64_t rows, int64_t logit_r
   const int64_t H = cfg_.hidden_size;
   d.download(s.hidden_host_.data(), s.b.hn, sizeof(minmo_bf16) * rows * H);
   if (logit_rows > 0) {
-    product(s, head_, s.b.hn + (rows - logit_rows) * H, s.b.logits, logit_rows, false);
-    if (head_bias_) MINMO_DEVICE_CALL(d, bias_act_bf16, s.b.logits, bf16(*head_bias_), logit_rows, head_.n, MINMO_ACT_NONE);
+    enqueue_head(s, rows, logit_rows);
     d.download(s.logits_host_.data(), s.b.logits, sizeof(minmo_bf16) * logit_rows * head_.n);
   }
 }
 
+void CudaQwen2::enqueue_head(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
+  const Stream& d = s.stream_;
+  product(s, head_, s.b.hn + (rows - logit_rows) * cfg_.hidden_size, s.b.logits, logit_rows, false);
+  if (head_bias_) MINMO_DEVICE_CALL(d, bias_act_bf16, s.b.logits, bf16(*head_bias_), logit_rows, head_.n, MINMO_ACT_NONE);
+}
+
 void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
+  enqueue_inputs(s, rows);
+  enqueue_layers(s, rows);
+  enqueue_outputs(s, rows, logit_rows);
+}
+
+void CudaQwen2::enqueue_layers(CudaQwen2State& s, int64_t rows) const {
+  if (rows == 1 && fused_step_) return enqueue_fused_layers(s);
   const Stream& d = s.stream_;
   const CudaQwen2State::Buffers& b = s.b;
   const Qwen2Config& c = cfg_;
@@ -270,7 +322,6 @@ void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_row
   const int64_t cap = s.capacity_;
   const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  enqueue_inputs(s, rows);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, l ? b.down : nullptr, b.resid, bf16(L.in_norm), b.hn, rows, H, eps);
@@ -288,10 +339,9 @@ void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_row
     product(s, L.down, b.act, b.down, rows, false);
   }
   MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, b.down, b.resid, bf16(final_norm_), b.hn, rows, H, eps);
-  enqueue_outputs(s, rows, logit_rows);
 }
 
-void CudaQwen2::enqueue_fused_step(CudaQwen2State& s, int64_t logit_rows) const {
+void CudaQwen2::enqueue_fused_layers(CudaQwen2State& s) const {
   const Stream& d = s.stream_;
   const CudaQwen2State::Buffers& b = s.b;
   const Qwen2Config& c = cfg_;
@@ -299,7 +349,6 @@ void CudaQwen2::enqueue_fused_step(CudaQwen2State& s, int64_t logit_rows) const 
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   uint32_t* norm_counter = b.counters;
-  enqueue_inputs(s, 1);
   MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, nullptr, b.resid, bf16(layers_[0].in_norm), b.hn, 1, H, eps);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
@@ -311,7 +360,65 @@ void CudaQwen2::enqueue_fused_step(CudaQwen2State& s, int64_t logit_rows) const 
     product(s, L.gate_up, b.hn, b.act, 1, true);
     product_norm(d, L.down, b.act, b.resid, gamma_next, b.hn, norm_counter);
   }
-  enqueue_outputs(s, 1, logit_rows);
+}
+
+void CudaQwen2::enqueue_sample_loop(CudaQwen2State& s) const {
+  const Stream& d = s.stream_;
+  auto* st = reinterpret_cast<minmo_ras_state*>(s.b.loop);
+  auto* history = reinterpret_cast<int32_t*>(s.b.loop + sizeof(minmo_ras_state));
+  d.upload(s.b.loop, s.loop_host_.data(), loop_io_bytes());
+  d.upload(s.b.pos, s.pos_host_.data(), sizeof(int32_t));
+  for (int64_t i = 0; i < loop_.steps; ++i) {
+    MINMO_DEVICE_CALL(d, sample_ras_loop_bf16, s.b.logits, loop_.n_allowed, history, loop_history_cap(), st, s.b.pos,
+                      loop_.params, s.b.token);
+    if (i + 1 == loop_.steps) break;
+    MINMO_DEVICE_CALL(d, embedding_row_f32, weights_.at<float>(loop_table_), loop_.rows, cfg_.hidden_size, s.b.token,
+                      s.b.resid);
+    enqueue_layers(s, 1);
+    enqueue_head(s, 1, 1);
+  }
+  d.download(s.loop_host_.data(), s.b.loop, loop_io_bytes());
+}
+
+void CudaQwen2::run_sample_loop(DecoderState& base, uint64_t& rng, const int64_t* history, int64_t n_history,
+                                int64_t* out) const {
+  MINMO_CHECK(has_sample_loop(), ErrorCode::InvalidArgument, "qwen2 decoder: this model has no sample loop");
+  auto* own = dynamic_cast<CudaQwen2State*>(&base);
+  MINMO_CHECK(own != nullptr && own->owner_ == this, ErrorCode::InvalidArgument,
+              "qwen2 decoder: the state was created by another model");
+  CudaQwen2State& s = *own;
+  MINMO_CHECK(s.fresh_logits_, ErrorCode::InvalidArgument,
+              "qwen2 decoder: the sample loop starts from the logits of the state's last position: run forward() "
+              "(last_only) first");
+  MINMO_CHECK(n_history >= 0 && (n_history == 0 || history != nullptr), ErrorCode::InvalidArgument,
+              "qwen2 decoder: sample loop history of " << n_history << " tokens is null or negative");
+  const int64_t steps = loop_.steps;
+  MINMO_CHECK(s.length_ + steps - 1 <= s.capacity_, ErrorCode::CacheFull,
+              "qwen2 decoder: KV cache full: " << s.length_ << " of " << s.capacity_ << " positions used, the sample "
+                                               << "loop appends " << steps - 1 << " more");
+  const int64_t n0 = std::min<int64_t>(n_history, loop_.params.win_size);
+  uint8_t* io = s.loop_host_.as<uint8_t>();
+  const minmo_ras_state in{rng, n0};
+  std::memcpy(io, &in, sizeof in);
+  auto* hist = reinterpret_cast<int32_t*>(io + sizeof(minmo_ras_state));
+  for (int64_t i = 0; i < n0; ++i) {
+    const int64_t t = history[n_history - n0 + i];
+    hist[i] = t >= 0 && t <= INT32_MAX ? static_cast<int32_t>(t) : -1;  // -1 equals no drawn token
+  }
+  *s.pos_host_.as<int32_t>() = static_cast<int32_t>(s.length_ - 1);
+  s.stream_.launch(s.loop_);
+  s.stream_.sync();
+  ++loop_launches_;
+  minmo_ras_state st;
+  std::memcpy(&st, io, sizeof st);
+  for (int64_t i = 0; i < steps; ++i) {
+    out[i] = hist[n0 + i];
+    MINMO_CHECK(out[i] >= 0, ErrorCode::Internal,
+                "voice LM sampling: non-finite logits (model output) at step " << i << " of the device loop");
+  }
+  rng = st.rng;
+  s.length_ += steps - 1;
+  s.fresh_logits_ = false;
 }
 
 void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
@@ -344,6 +451,7 @@ void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tens
     }
     d.sync();
     s.length_ += rows;
+    s.fresh_logits_ = t0 + rows == T && logit_rows == 1;
     if (hidden_out) {
       const auto* h = s.hidden_host_.as<minmo_bf16>();
       float* dst = hidden_out->ptr() + t0 * H;

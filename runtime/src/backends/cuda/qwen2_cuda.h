@@ -18,9 +18,12 @@
 // the state is made (a session's start, not its first token): copy the embedding in, 8 launches
 // per layer (5 fused), final norm, the head, copy the hidden state and logits out; the position is
 // read on the device, so the graph replays at any position. The head is the LM head or a module's
-// own (Qwen2Head: the voice LM's llm_decoder, with its bias).
+// own (Qwen2Head: the voice LM's llm_decoder, with its bias). A model loaded with a SampleLoop (the
+// voice LM) also captures, per state, a graph of `steps` sampled tokens and the decode steps between
+// them (run_sample_loop), its generator state, history and position on the device.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -37,13 +40,31 @@
 namespace minmo {
 namespace cuda {
 
+// A loop of decode steps fed by their own sampled logits, run as one CUDA graph per state (the
+// voice LM's block of speech tokens): sample a token from the last position's logits
+// (minmo_sample_ras_loop_bf16: the reference ras_sample with its SplitMix64 state on the device),
+// copy its fp32 embedding row into the next position's input (minmo_embedding_row_f32), decode step,
+// head, sample, ... `steps` tokens and steps - 1 decode steps; the last token is not fed.
+struct SampleLoop {
+  const float* embedding = nullptr;  // host fp32 [rows, hidden]: a token's input row (uploaded fp32,
+  int64_t rows = 0;                  // so the device feeds the values the host path feeds)
+  int64_t n_allowed = 0;             // ids [0, n_allowed) of the head's logits are drawn
+  int64_t steps = 0;                 // tokens per run, >= 1
+  minmo_ras_params params{};
+  // Why the sampling kernel cannot run this loop ("" when it can): top_k, win_size, sizes.
+  std::string unsupported(int64_t logits_width) const;
+};
+
 class CudaQwen2 final : public Qwen2Decoder {
  public:
   // Uploads the weights of `weights` (tensor names as modules/qwen2.h) to `device`. Throws
   // NotFound / BundleError like the CPU model, BundleError for a shape the kernels do not run
   // (head_dim, GQA group, int4 group size) and DeviceError when the device lacks memory or fp8.
+  // loop (optional, validated: InvalidArgument when loop->unsupported()): its embedding table is
+  // uploaded and every state gets the loop's buffers and graph (run_sample_loop).
   static std::shared_ptr<const CudaQwen2> load(const WeightStore& weights, const nlohmann::json& config,
-                                               std::shared_ptr<Device> device, const Qwen2Head& head = {});
+                                               std::shared_ptr<Device> device, const Qwen2Head& head = {},
+                                               const SampleLoop* loop = nullptr);
 
   // Why the kernels cannot run this shape ("" when they can): head_dim, GQA group.
   static std::string unsupported(const Qwen2Config& c);
@@ -72,6 +93,20 @@ class CudaQwen2 final : public Qwen2Decoder {
   // MINMO_CUDA_FUSED=0 / 1 overrides.
   bool fused_step() const { return fused_step_; }
 
+  bool has_sample_loop() const { return loop_.steps > 0; }
+  const SampleLoop& sample_loop() const { return loop_; }
+  // Runs the sample loop (has_sample_loop()) on `state`, whose last forward() gave the logits of its
+  // last position (last_only, or a single row): loop.steps tokens into out[steps]. rng: the
+  // SplitMix64 state, uploaded and read back advanced; history[n_history]: the tokens drawn before
+  // (the last win_size count for RAS). The state grows by steps - 1 positions. One graph launch
+  // (captured when the state was made), one copy in, one copy out. InvalidArgument without fresh
+  // logits, CacheFull when the positions do not fit, Internal on a non-finite logit.
+  void run_sample_loop(DecoderState& state, uint64_t& rng, const int64_t* history, int64_t n_history,
+                       int64_t* out) const;
+  // Graphs captured and launched for the sample loop, over all states (tests).
+  int64_t sample_loop_captures() const { return loop_captures_; }
+  int64_t sample_loop_launches() const { return loop_launches_; }
+
   struct Layer {
     size_t in_norm = 0, post_norm = 0, qkv_bias = 0;
     DeviceLinear qkv, o, gate_up, down;
@@ -83,18 +118,30 @@ class CudaQwen2 final : public Qwen2Decoder {
   friend class CudaQwen2State;
   // Enqueues the positions of one chunk (rows <= kMaxRows) of state s at the device position
   // *s.pos: the embeddings are in s's pinned input buffer; afterwards its pinned outputs hold the
-  // hidden states (all rows) and the logits of the last `logit_rows` rows.
+  // hidden states (all rows) and the logits of the last `logit_rows` rows. One row runs the fused
+  // step when fused_step_.
   void enqueue_chunk(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
+  // The layers and final norm of `rows` positions at *s.pos: fp32 input rows in the residual
+  // buffer -> normed hidden states (bf16) in hn.
+  void enqueue_layers(class CudaQwen2State& s, int64_t rows) const;
+  // The head (and its bias) on the last logit_rows rows of hn -> the device logits.
+  void enqueue_head(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
+  // The sample loop's graph body (run_sample_loop).
+  void enqueue_sample_loop(class CudaQwen2State& s) const;
   // The state's decode-step graph with (1) or without (0) the logits, captured on first use; the
   // one with logits is captured when the state is made.
   const Graph& step_graph(class CudaQwen2State& s, int64_t logit_rows) const;
-  // Enqueues the fused decode step (one row; fused_step_), same inputs and outputs.
-  void enqueue_fused_step(class CudaQwen2State& s, int64_t logit_rows) const;
+  // The fused decode step's layers (one row; fused_step_), as enqueue_layers.
+  void enqueue_fused_layers(class CudaQwen2State& s) const;
   // The copies around a chunk: the pinned embeddings and position in; the final-norm hidden
   // states out, and the head's logits of the last logit_rows rows.
   void enqueue_inputs(class CudaQwen2State& s, int64_t rows) const;
   void enqueue_outputs(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
   const minmo_bf16* bf16(size_t offset) const { return weights_.at<minmo_bf16>(offset); }
+  // The sample loop's io block: minmo_ras_state, then the int32 history ring of
+  // loop_history_cap() entries (the last win_size tokens before the loop, then its steps).
+  int64_t loop_history_cap() const { return loop_.params.win_size + loop_.steps; }
+  size_t loop_io_bytes() const { return sizeof(minmo_ras_state) + sizeof(int32_t) * loop_history_cap(); }
   // Device pointers of a product's weight arguments (the ones its format uses).
   struct Weights {
     const uint8_t* q;
@@ -127,6 +174,9 @@ class CudaQwen2 final : public Qwen2Decoder {
   size_t final_norm_ = 0;
   DeviceLinear head_;
   std::optional<size_t> head_bias_;  // bf16 [head_.n] in the weight arena, when the head has a bias
+  SampleLoop loop_;                  // steps == 0: none
+  size_t loop_table_ = 0;            // fp32 [loop_.rows, hidden] in the weight arena
+  mutable std::atomic<int64_t> loop_captures_{0}, loop_launches_{0};
 };
 
 }  // namespace cuda
