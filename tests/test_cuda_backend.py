@@ -471,16 +471,21 @@ def encoder_weights(tmp_path_factory):
     return enc.state_dict(), save_enc(tmp_path_factory.mktemp("enc"), "encoder", enc.state_dict())
 
 
+def encoder_reference(state: dict, chunk: ChunkSpec, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random mel [T, n_mels] (seeded by T) and the reference encoder's frames for it."""
+    mel = (0.5 * np.random.default_rng(T).standard_normal((T, ENC_CFG.n_mels))).astype(np.float32)
+    ref_enc = SenseVoiceLargeEncoderRef(ENC_CFG, chunk)
+    ref_enc.load_state_dict(state)
+    with torch.no_grad():
+        return mel, ref_enc.eval()(torch.from_numpy(mel)).numpy()
+
+
 @pytest.mark.parametrize("mode", list(ENC_CHUNKS))
 @pytest.mark.parametrize("T", [3, 37, 101, 150])
 def test_encoder_vs_reference_and_streamed(encoder_weights, device, mode, T):
     state, path = encoder_weights
     chunk = ENC_CHUNKS[mode]
-    mel = (0.5 * np.random.default_rng(T).standard_normal((T, ENC_CFG.n_mels))).astype(np.float32)
-    ref_enc = SenseVoiceLargeEncoderRef(ENC_CFG, chunk)
-    ref_enc.load_state_dict(state)
-    with torch.no_grad():
-        ref = ref_enc.eval()(torch.from_numpy(mel)).numpy()
+    mel, ref = encoder_reference(state, chunk, T)
     conf, cj = json.dumps(ENC_CFG.to_dict()), json.dumps(chunk.to_dict())
     TA = _core.testing_audio
     offline = TA.sensevoice_large_run(path, conf, cj, mel, device)

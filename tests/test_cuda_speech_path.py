@@ -11,11 +11,10 @@ import torch
 
 import minmo_rt
 from minmo_rt import _core
-from minmo_rt.export.reference import ChunkSpec, ProjectorConfig, SenseVoiceLargeConfig
-from minmo_rt.export.reference.encoder_large import SenseVoiceLargeEncoder as SenseVoiceLargeEncoderRef
+from minmo_rt.export.reference import ChunkSpec, ProjectorConfig
 from minmo_rt.export.reference.projector import InputProjector as InputProjectorRef
 
-from test_cuda_backend import BF16_TOL, device  # noqa: F401  (the device fixture)
+from test_cuda_backend import ENC_CFG, BF16_TOL, device, encoder_reference, encoder_weights  # noqa: F401 (fixtures)
 from test_llm_modules import randomize, rel_err, save
 
 TL, TA = _core.testing_llm, _core.testing_audio
@@ -92,30 +91,15 @@ def test_projector_state_holds_the_turn(projector):
 
 # ---- the encoder's blocks and the projector chained on the device ------------------------------
 
-ENC_CFG = SenseVoiceLargeConfig(n_mels=128, d_model=128, n_heads=4, n_blocks=2, fsmn_kernel=15)
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    from test_audio_modules import randomize as randomize_enc, save as save_enc
-
-    enc = randomize_enc(SenseVoiceLargeEncoderRef(ENC_CFG), seed=5)
-    return enc.state_dict(), save_enc(tmp_path_factory.mktemp("enc"), "encoder", enc.state_dict())
-
-
 @pytest.mark.parametrize("mode", ["chunk8_left1", "chunk8_left4", "chunk20_left2"])
 @pytest.mark.parametrize("T", [5, 64, 150])
-def test_encoder_and_projector_chained(encoder, projector, device, mode, T):
+def test_encoder_and_projector_chained(encoder_weights, projector, device, mode, T):
     """mel -> encoder -> projector with both on the device (one graph per chunk, frames never on the
     host) against the reference modules and against the CPU path, for several push schedules."""
-    enc_state, enc_path = encoder
+    enc_state, enc_path = encoder_weights
     proj_ref, proj_path = projector
     chunk = CHUNKS[mode]
-    mel = (0.5 * np.random.default_rng(T).standard_normal((T, ENC_CFG.n_mels))).astype(np.float32)
-    ref_enc = SenseVoiceLargeEncoderRef(ENC_CFG, chunk)
-    ref_enc.load_state_dict(enc_state)
-    with torch.no_grad():
-        frames = ref_enc.eval()(torch.from_numpy(mel)).numpy()
+    mel, frames = encoder_reference(enc_state, chunk, T)
     want = reference(proj_ref, chunk, frames)
     args = (enc_path, json.dumps(ENC_CFG.to_dict()), proj_path, json.dumps(PROJ_CFG.to_dict()),
             json.dumps(chunk.to_dict()), mel)
