@@ -111,7 +111,7 @@ def test_tiny_session_duplex_on_the_device(tiny, device, pushes):  # noqa: F811
     assert dev_text == cpu_text and len(cpu) > 10
     assert dev.shape == cpu.shape
     np.testing.assert_array_equal(dev[:, 0], cpu[:, 0])
-    # measured on cuda-sim: max |p diff| 0.004 (p_turn), 0.003 (p_barge)
+    # measured on cuda-sim (57 events): max abs difference 0.0038 (p_turn), 0.0061 (p_barge); rel. 0.0022
     assert np.abs(dev[:, 1:] - cpu[:, 1:]).max() <= 0.03
     assert rel_err(dev[:, 1:], cpu[:, 1:]) <= BF16_TOL
     # the offline module (run_module) on the device against the CPU's
