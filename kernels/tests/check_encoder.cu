@@ -81,10 +81,10 @@ void bias_residual_case(int64_t rows, int64_t n, bool with_bias) {
 // fp32 -> bf16: the same bits as the CPU twin (round to nearest even).
 void f32_to_bf16_case(int64_t n) {
   auto x = harness::randn(size_t(n), 50.f);
-  std::vector<uint16_t> y_cpu(size_t(n));
+  std::vector<uint16_t> y_cpu(static_cast<size_t>(n));
   const int rc_cpu = minmo_f32_to_bf16_cpu(x.data(), y_cpu.data(), n);
   DevBuf<float> dx(x);
-  DevBuf<uint16_t> dy(std::vector<uint16_t>(size_t(n), 0));
+  DevBuf<uint16_t> dy(std::vector<uint16_t>(static_cast<size_t>(n), 0));
   const int rc = minmo_f32_to_bf16(dx.data(), dy.data(), n, nullptr);
   harness::sync();
   harness::record("f32_to_bf16", harness::shape_str({{"n", n}}), harness::rel_err(dy.host(), y_cpu), 0.f, rc | rc_cpu);
