@@ -157,11 +157,12 @@ struct Session::Impl {
     std::vector<float> p_turn, p_barge;
     if (duplex_device_state) {
       // The LLM's hidden states stay on the device: the predictor reads each prefill chunk's rows
-      // there (its time is inside llm_prefill).
+      // there (its "duplex" time is also inside llm_prefill).
       const auto& llm = static_cast<const cuda::CudaQwen2&>(*models->llm);  // duplex_device implies it
       std::vector<float> pt, pb;
       StageTimer t(times, "llm_prefill");
       llm.forward_hidden_device(*llm_state, toks.ptr(), toks.rows(), [&](const minmo_bf16* rows, int64_t n) {
+        StageTimer td(times, "duplex");
         duplex_device_state->push_device(rows, n, &pt, &pb);
         p_turn.insert(p_turn.end(), pt.begin(), pt.end());
         p_barge.insert(p_barge.end(), pb.begin(), pb.end());
