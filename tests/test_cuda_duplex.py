@@ -16,11 +16,10 @@ import torch
 import minmo_rt
 from minmo_rt import _core
 from minmo_rt.export.reference import DuplexConfig
-from minmo_rt.export.reference.duplex import DuplexPredictor
 
 from test_cuda_backend import BF16_TOL, device  # noqa: F401  (the device fixture)
 from test_cuda_speech_path import tiny  # noqa: F401  (the minmo-tiny bundle fixture)
-from test_llm_modules import randomize, rel_err, save
+from test_llm_modules import make_duplex, rel_err, save
 
 TL = _core.testing_llm
 
@@ -32,10 +31,7 @@ T = 150
 
 @pytest.fixture(scope="module")
 def duplex(tmp_path_factory):
-    torch.manual_seed(5)
-    ref = DuplexPredictor(CFG).eval()
-    randomize(ref, seed=55, std=0.1)
-    return ref, save(ref, tmp_path_factory.mktemp("duplex") / "duplex.safetensors"), json.dumps(CFG.to_dict())
+    return make_duplex(CFG, 5, 0.1, tmp_path_factory.mktemp("duplex") / "duplex.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +126,7 @@ def test_duplex_falls_back_to_the_cpu_with_a_reason(tiny, tmp_path):  # noqa: F8
         manifest = json.load(f)
     entry = manifest["modules"]["duplex"]
     cfg = DuplexConfig(**{**entry["config"], "num_attention_heads": 4, "head_dim": 16})
-    torch.manual_seed(0)
-    ref = DuplexPredictor(cfg).eval()
-    randomize(ref, seed=2)
-    weights = save(ref, os.path.join(bundle, entry["weights"]))
+    ref, weights, _ = make_duplex(cfg, 2, 0.08, os.path.join(bundle, entry["weights"]))
     entry["config"] = cfg.to_dict()
     with open(weights, "rb") as f:
         data = f.read()

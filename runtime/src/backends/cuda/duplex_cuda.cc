@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <sstream>
 
-#include "common/args.h"
 #include "cpu/cpu_util.h"
 #include "minmo/status.h"
 #include "modules/audio_common.h"
@@ -37,13 +35,7 @@ void probabilities(const minmo_bf16* logits, int64_t rows, int64_t at, std::vect
 CudaDuplex::CudaDuplex(const DuplexConfig& config, std::shared_ptr<Device> device)
     : cfg_(config), device_(std::move(device)) {}
 
-std::string CudaDuplex::unsupported(const DuplexConfig& c) {
-  if (minmo_args::attention_ok(1, c.num_attention_heads, c.num_key_value_heads, c.head_dim, 1)) return "";
-  std::ostringstream os;
-  os << c.num_attention_heads << " query heads, " << c.num_key_value_heads << " KV heads of dimension " << c.head_dim
-     << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/attention.h)";
-  return os.str();
-}
+std::string CudaDuplex::unsupported(const DuplexConfig& c) { return qwen2_layer_unsupported(c.layer()); }
 
 std::shared_ptr<const CudaDuplex> CudaDuplex::load(const WeightStore& w, const DuplexConfig& c,
                                                    std::shared_ptr<Device> device) {

@@ -188,13 +188,7 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   return m;
 }
 
-std::string CudaQwen2::unsupported(const Qwen2Config& c) {
-  if (minmo_args::attention_ok(1, c.num_attention_heads, c.num_key_value_heads, c.head_dim, 1)) return "";
-  std::ostringstream os;
-  os << c.num_attention_heads << " query heads, " << c.num_key_value_heads << " KV heads of dimension " << c.head_dim
-     << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/attention.h)";
-  return os.str();
-}
+std::string CudaQwen2::unsupported(const Qwen2Config& c) { return qwen2_layer_unsupported(qwen2_layer_config(c)); }
 
 std::unique_ptr<DecoderState> CudaQwen2::new_state(int capacity_tokens) const {
   MINMO_CHECK(capacity_tokens >= 1, ErrorCode::InvalidArgument,

@@ -1,6 +1,9 @@
 #include "backends/cuda/qwen2_layer_cuda.h"
 
 #include <cmath>
+#include <sstream>
+
+#include "common/args.h"
 
 namespace minmo {
 namespace cuda {
@@ -29,6 +32,14 @@ Qwen2DeviceLayer Qwen2DeviceLayer::load(Uploads& up, const WeightStore& w, const
   if (formats)
     for (const DeviceLinear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) formats->insert(l->format());
   return L;
+}
+
+std::string qwen2_layer_unsupported(const Qwen2LayerConfig& c) {
+  if (minmo_args::attention_ok(1, c.heads, c.kv_heads, c.head_dim, 1)) return "";
+  std::ostringstream os;
+  os << c.heads << " query heads, " << c.kv_heads << " KV heads of dimension " << c.head_dim
+     << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/attention.h)";
+  return os.str();
 }
 
 void enqueue_qwen2_layer(const Stream& d, const Arena& w, const Qwen2DeviceLayer& L, const Qwen2LayerConfig& c,

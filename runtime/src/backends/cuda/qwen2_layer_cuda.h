@@ -42,6 +42,9 @@ struct Qwen2LayerBuffers {
   const int32_t* pos = nullptr;
 };
 
+// Why the attention kernels cannot run this layer's shape ("" when they can): head_dim, GQA group.
+std::string qwen2_layer_unsupported(const Qwen2LayerConfig& c);
+
 // Keys per block of the split-K decode attention (the workspace size: minmo_decode_attention_workspace_floats).
 constexpr int64_t kQwen2SplitSize = 32;
 
