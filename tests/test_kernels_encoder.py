@@ -122,6 +122,22 @@ def test_bias_epilogue_rejections(k):
     assert act(ptr(y), None, 0, 16, GELU) == 0  # zero rows: nothing to do
 
 
+def test_f32_to_bf16(k):
+    """Round to nearest even, as torch's bfloat16 cast (NaN stays NaN, +-inf kept); rejections."""
+    x = np.concatenate([RNG.standard_normal(1000).astype(np.float32) * 100,
+                        np.array([0.0, -0.0, np.inf, -np.inf, 3.0e38, 1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8], np.float32)])
+    y = np.zeros(x.size, np.uint16)
+    assert k.cpu.f32_to_bf16.raw(ptr(x), ptr(y), x.size) == 0
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(y, want)
+    nan = np.array([np.nan], np.float32)
+    assert k.cpu.f32_to_bf16.raw(ptr(nan), ptr(y), 1) == 0 and np.isnan(f32(y[:1]))[0]
+    raw = k.cpu.f32_to_bf16.raw
+    assert raw(None, ptr(y), 4) == 1 and raw(ptr(x), None, 4) == 1
+    assert raw(ptr(x), ptr(x[1:]), 8) == 1  # y inside x
+    assert raw(ptr(x), ptr(y), 0) == 0  # nothing to do
+
+
 # ---- window attention ------------------------------------------------------------------------
 def window_call(k, q, kc, vc, p0, lo, max_seq, scale):
     tokens, hq, d = q.shape
@@ -267,8 +283,8 @@ def test_im2col_rejections(k):
 
 def test_cuda_exports_declared(k):
     """The launch functions are exported under the same names (checked where the library has CUDA)."""
-    for name in ("layernorm_residual_bf16", "bias_act_bf16", "bias_residual_bf16", "window_attention_bf16",
-                 "im2col_k3s2_bf16"):
+    for name in ("layernorm_residual_bf16", "bias_act_bf16", "bias_residual_bf16", "f32_to_bf16",
+                 "window_attention_bf16", "im2col_k3s2_bf16"):
         assert name in mk._SIGNATURES
         assert hasattr(k.lib, f"minmo_{name}_cpu")
         if k.has_cuda:

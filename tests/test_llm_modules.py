@@ -482,12 +482,17 @@ DUPLEX_CFG = DuplexConfig(llm_hidden=64, hidden_size=32, intermediate_size=48, n
                           num_key_value_heads=1, head_dim=16, rope_theta=10000.0, rms_norm_eps=1e-6)
 
 
+def make_duplex(cfg: DuplexConfig, seed: int, std: float, path) -> tuple:
+    """A reference duplex predictor with random weights saved to path: (module, path, config JSON)."""
+    torch.manual_seed(seed)
+    ref = DuplexPredictor(cfg).eval()
+    randomize(ref, seed=11 * seed, std=std)
+    return ref, save(ref, path), json.dumps(cfg.to_dict())
+
+
 @pytest.fixture(scope="module")
 def duplex(tmp_path_factory):
-    torch.manual_seed(3)
-    ref = DuplexPredictor(DUPLEX_CFG).eval()
-    randomize(ref, seed=33, std=0.2)
-    return ref, save(ref, tmp_path_factory.mktemp("duplex") / "duplex.safetensors"), json.dumps(DUPLEX_CFG.to_dict())
+    return make_duplex(DUPLEX_CFG, 3, 0.2, tmp_path_factory.mktemp("duplex") / "duplex.safetensors")
 
 
 @pytest.mark.parametrize("schedule", [[50], [1], [3, 5, 2], [17, 1], [20, 20]])

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -18,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/backend.h"
+#include "backends/cuda/duplex_cuda.h"
 #include "core/safetensors.h"
 #include "minmo/status.h"
 #include "modules/duplex.h"
@@ -344,27 +346,42 @@ MINMO_PY_BINDING(bind_testing_llm) {
   t.def(
       "duplex_streamed",
       [](const std::string& weights_path, const std::string& config, FloatArray hidden, std::vector<int64_t> sizes,
-         int64_t capacity, bool model_api) {
+         int64_t capacity, bool model_api, const std::string& device) {
         check_2d(hidden, "hidden");
         std::vector<float> turn, barge;
         {
           py::gil_scoped_release release;
-          auto pred = minmo::DuplexPredictor::load(minmo::WeightStore::open(weights_path), parse_json(config, "config"));
           const int64_t T = hidden.shape(0), W = hidden.shape(1);
           const int64_t cap = capacity > 0 ? capacity : std::max<int64_t>(T, 1);
-          // model_api: DuplexPredictor::new_state + DuplexPredictor::push; else DuplexState(shared_ptr).
-          std::unique_ptr<minmo::DuplexState> st =
-              model_api ? pred->new_state(cap) : std::make_unique<minmo::DuplexState>(pred, cap);
+          const minmo::WeightStore weights = minmo::WeightStore::open(weights_path);
+          const nlohmann::json cfg = parse_json(config, "config");
+          // The CUDA backend's predictor (host input), or the CPU one; model_api: DuplexPredictor::new_state +
+          // DuplexPredictor::push, else DuplexState(shared_ptr).
+          std::function<void(const float*, int64_t, std::vector<float>*, std::vector<float>*)> push;
+          std::shared_ptr<const minmo::cuda::CudaDuplex> model;
+          std::unique_ptr<minmo::cuda::CudaDuplexState> dst;
+          std::shared_ptr<const minmo::DuplexPredictor> pred;
+          std::unique_ptr<minmo::DuplexState> st;
+          if (const auto dev = minmo::open_device(device)) {
+            model = minmo::cuda::CudaDuplex::load(weights, minmo::DuplexConfig::from_json(cfg), dev);
+            dst = model->new_state(cap);
+            push = [&](const float* x, int64_t len, std::vector<float>* pt, std::vector<float>* pb) {
+              dst->push(x, len, W, pt, pb);
+            };
+          } else {
+            pred = minmo::DuplexPredictor::load(weights, cfg);
+            st = model_api ? pred->new_state(cap) : std::make_unique<minmo::DuplexState>(pred, cap);
+            push = [&](const float* x, int64_t len, std::vector<float>* pt, std::vector<float>* pb) {
+              if (!model_api) return st->push(x, len, W, pt, pb);
+              minmo::Tensor piece({len, W});
+              std::memcpy(piece.ptr(), x, sizeof(float) * static_cast<size_t>(len * W));
+              pred->push(*st, piece, pt, pb);
+            };
+          }
           std::vector<float> pt, pb;
           int64_t at = 0;
           for (int64_t len : split_rows(T, sizes)) {
-            if (model_api) {
-              minmo::Tensor piece({len, W});
-              std::memcpy(piece.ptr(), hidden.data() + at * W, sizeof(float) * static_cast<size_t>(len * W));
-              pred->push(*st, piece, &pt, &pb);
-            } else {
-              st->push(hidden.data() + at * W, len, W, &pt, &pb);
-            }
+            push(hidden.data() + at * W, len, &pt, &pb);
             turn.insert(turn.end(), pt.begin(), pt.end());
             barge.insert(barge.end(), pb.begin(), pb.end());
             at += len;
@@ -373,7 +390,8 @@ MINMO_PY_BINDING(bind_testing_llm) {
         return py::make_tuple(to_numpy(turn), to_numpy(barge));
       },
       py::arg("weights_path"), py::arg("config"), py::arg("hidden"), py::arg("push_sizes"), py::arg("capacity") = 0,
-      py::arg("model_api") = false,
+      py::arg("model_api") = false, py::arg("device") = "cpu",
       "Duplex predictor streamed: pushes hidden [T, llm_hidden] in pieces of push_sizes rows (rest as one); "
-      "capacity 0 = T. Returns (p_turn [T], p_barge [T]).");
+      "capacity 0 = T. Returns (p_turn [T], p_barge [T]). device 'cuda' / 'cuda-sim': the CUDA backend's "
+      "predictor (host input path; BundleError for a shape its kernels lack).");
 }

@@ -107,6 +107,11 @@ inline bool bias_residual_ok(const void* y, const void* bias, const float* resid
          !overlap(y, rows * n * 2, residual, rows * n * 4) && !overlap(bias, n * 2, residual, rows * n * 4);
 }
 
+// minmo_f32_to_bf16: n >= 0 values, x and y non-null and apart.
+inline bool f32_to_bf16_ok(const float* x, const void* y, int64_t n) {
+  return x && y && n >= 0 && !overlap(x, n * 4, y, n * 2);
+}
+
 // minmo_window_attention_bf16: the prefill shapes, plus the window start pointer; out must not
 // overlap q.
 inline bool window_attention_ok(const void* q, const void* k_cache, const void* v_cache, const int32_t* pos,

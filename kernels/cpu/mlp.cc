@@ -59,3 +59,9 @@ extern "C" int minmo_bias_residual_bf16_cpu(const minmo_bf16* y, const minmo_bf1
     }
   return MINMO_KERNEL_OK;
 }
+
+extern "C" int minmo_f32_to_bf16_cpu(const float* x, minmo_bf16* y, int64_t n) {
+  if (!minmo_args::f32_to_bf16_ok(x, y, n)) return MINMO_KERNEL_INVALID_ARGUMENT;
+  for (int64_t i = 0; i < n; ++i) y[i] = minmo_cpu::f32_to_bf16(x[i]);
+  return MINMO_KERNEL_OK;
+}

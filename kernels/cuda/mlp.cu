@@ -57,6 +57,11 @@ dim3 bias_grid(int64_t rows, int64_t n) {
   return dim3(static_cast<unsigned>(cols), static_cast<unsigned>(slices));
 }
 
+__global__ void f32_to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096)); }
 
 template <typename T>
@@ -101,5 +106,12 @@ extern "C" int minmo_bias_residual_bf16(const minmo_bf16* y, const minmo_bf16* b
   bias_residual_kernel<<<bias_grid(rows, n), 256, 0, stream>>>(reinterpret_cast<const __nv_bfloat16*>(y),
                                                                reinterpret_cast<const __nv_bfloat16*>(bias), residual,
                                                                rows, n);
+  return minmo_cuda::launch_status();
+}
+
+extern "C" int minmo_f32_to_bf16(const float* x, minmo_bf16* y, int64_t n, cudaStream_t stream) {
+  if (!minmo_args::f32_to_bf16_ok(x, y, n)) return MINMO_KERNEL_INVALID_ARGUMENT;
+  if (n == 0) return MINMO_KERNEL_OK;
+  f32_to_bf16_kernel<<<blocks_for(n), 256, 0, stream>>>(x, reinterpret_cast<__nv_bfloat16*>(y), n);
   return minmo_cuda::launch_status();
 }

@@ -54,6 +54,7 @@ _SIGNATURES = {
     "layernorm_residual_bf16": "pppppqqf",
     "bias_act_bf16": "ppqqi",
     "bias_residual_bf16": "pppqq",
+    "f32_to_bf16": "ppq",
     "window_attention_bf16": "ppppppqqqqqf",
     "im2col_k3s2_bf16": "ppqqqqqq",
 }

@@ -78,6 +78,18 @@ void bias_residual_case(int64_t rows, int64_t n, bool with_bias) {
                   harness::rel_err(dr.host(), res_cpu), kTolF32, rc | rc_cpu);
 }
 
+// fp32 -> bf16: the same bits as the CPU twin (round to nearest even).
+void f32_to_bf16_case(int64_t n) {
+  auto x = harness::randn(size_t(n), 50.f);
+  std::vector<uint16_t> y_cpu(static_cast<size_t>(n));
+  const int rc_cpu = minmo_f32_to_bf16_cpu(x.data(), y_cpu.data(), n);
+  DevBuf<float> dx(x);
+  DevBuf<uint16_t> dy(std::vector<uint16_t>(static_cast<size_t>(n), 0));
+  const int rc = minmo_f32_to_bf16(dx.data(), dy.data(), n, nullptr);
+  harness::sync();
+  harness::record("f32_to_bf16", harness::shape_str({{"n", n}}), harness::rel_err(dy.host(), y_cpu), 0.f, rc | rc_cpu);
+}
+
 // Window attention: T tokens at p0, keys [max(lo, 0), min(p0 + T, max_seq)); cache rows outside
 // the window are NaN.
 void window_case(const harness::Attn& a, int64_t tokens, int32_t pos, int32_t lo) {
@@ -189,6 +201,7 @@ MINMO_CHECK(encoder_norm_epilogues) {
   for (const auto& s : shapes) bias_residual_case(s.first, s.second, true);
   bias_residual_case(3, 1000, false);
   if (!sm) bias_residual_case(300, 1280, true);
+  for (int64_t n : {1, 1000, 64 * 896}) f32_to_bf16_case(n);
 
   uint16_t* p = reinterpret_cast<uint16_t*>(256);
   float* r = reinterpret_cast<float*>(4096);
@@ -207,6 +220,8 @@ MINMO_CHECK(encoder_norm_epilogues) {
                   minmo_bias_residual_bf16(p, nullptr, nullptr, 1, 64, nullptr), MINMO_KERNEL_INVALID_ARGUMENT);
   harness::record("bias_residual_bf16", "y overlaps residual", 0, 0,
                   minmo_bias_residual_bf16(reinterpret_cast<uint16_t*>(r) + 8, nullptr, r, 1, 64, nullptr),
+                  MINMO_KERNEL_INVALID_ARGUMENT);
+  harness::record("f32_to_bf16", "y inside x", 0, 0, minmo_f32_to_bf16(r, reinterpret_cast<uint16_t*>(r) + 4, 8, nullptr),
                   MINMO_KERNEL_INVALID_ARGUMENT);
 }
 

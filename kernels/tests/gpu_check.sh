@@ -7,7 +7,8 @@
 #      fused kernels' small cases
 #   4. when build/gpu-carry exists (`make gpu-carry` on the build machine): the runtime's CUDA
 #      backend (minmo_cuda_check) against its CPU backend: minmo-tiny's LLM in every quant mode, a
-#      voice LM, a whole streaming turn of minmo-tiny (same response tokens), the chunked encoder
+#      voice LM, a whole streaming turn of minmo-tiny (same response tokens; where each module ran,
+#      the duplex probabilities' max |device - CPU|, end of turn -> first token), the chunked encoder
 #      at SenseVoice-Large size (checked and timed per 320 ms chunk), alone and with MinMo's input
 #      projector chained in the same graph (tokens checked); then prefill / decode timings
 #      at Qwen2.5-7B (with a 256-row prompt) and CosyVoice2-0.5B voice LM sizes (fused and unfused);
@@ -91,7 +92,7 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
-    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^decoder:|^check|^decode at|^prefill|decode step:$|^voice block|^response|^cpu:|^cuda:|^encoder' | tr '\n' ';')"
+    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^decoder:|^check|^decode at|^prefill|decode step:$|^voice block|^response|^duplex|^cpu:|^cuda:|^encoder' | tr '\n' ';')"
   }
   for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" decoder --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16 --fused both; done
   rt small_voice_lm decoder --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16 --fused both

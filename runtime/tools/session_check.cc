@@ -6,8 +6,11 @@
 // --audio: raw little-endian float32 samples at the bundle's rate (16 kHz); --prompt: JSON
 // {"prefix_ids": [...], "suffix_ids": [...], "stop_ids": [...], "max_new_tokens": N, "text": "..."}
 // as the Python layer tokenizes it (kernels/tests/gpu_carry.sh writes both). Reported per backend:
-// the response token ids and the session's stage times (first_token = end of speech -> first
-// token), p50 over --runs turns.
+// the response token ids, the session's stage times (first_token = end of speech -> first token),
+// p50 over --runs turns, where each module ran (module_devices, cpu_fallbacks) and the number of
+// duplex events; and the duplex probabilities' max |device - CPU| (duplex_max_abs_diff).
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -39,6 +42,7 @@ std::vector<float> read_f32(const std::string& path) {
 
 struct Turn {
   std::vector<int64_t> tokens;
+  std::vector<float> p_turn, p_barge;  // the full-duplex predictor's, per audio token (run 0)
   std::map<std::string, std::vector<double>> stages;  // all runs pooled
 };
 
@@ -50,8 +54,15 @@ Turn run_turns(const Runtime& rt, const SessionOptions& opt, const std::vector<f
     s->end_of_turn();
     while (s->step()) {
     }
-    s->poll();
-    if (r == 0) out.tokens = s->response_tokens();
+    const std::vector<Event> events = s->poll();
+    if (r == 0) {
+      out.tokens = s->response_tokens();
+      for (const Event& e : events)
+        if (e.kind == EventKind::Duplex) {
+          out.p_turn.push_back(e.p_turn);
+          out.p_barge.push_back(e.p_barge);
+        }
+    }
     MINMO_CHECK(s->response_tokens() == out.tokens, ErrorCode::Internal,
                 "the same turn gave different tokens in run " << r << " on one backend");
     for (const auto& [name, t] : s->stage_times()) {
@@ -61,6 +72,14 @@ Turn run_turns(const Runtime& rt, const SessionOptions& opt, const std::vector<f
     s->close();
   }
   return out;
+}
+
+// max |a - b| over two probability series of one length (-1 when the lengths differ).
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return -1.0;
+  double m = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
+  return m;
 }
 
 }  // namespace
@@ -104,12 +123,25 @@ int session_check(int argc, char** argv) {
     turns[dev] = run_turns(*rt, opt, audio, chunk, runs);
     nlohmann::json stages;
     for (const auto& [name, ms] : turns[dev].stages) stages[name] = stats(ms);
-    report["backends"][dev] = {{"tokens", turns[dev].tokens}, {"stages", stages}, {"module_devices", rt->module_devices()}};
+    report["backends"][dev] = {{"tokens", turns[dev].tokens},
+                               {"stages", stages},
+                               {"module_devices", rt->module_devices()},
+                               {"cpu_fallbacks", rt->cpu_fallbacks()},
+                               {"duplex_events", turns[dev].p_turn.size()}};
+    std::cerr << dev << ": modules";
+    for (const auto& [name, where] : rt->module_devices()) std::cerr << " " << name << "=" << where;
+    std::cerr << "\n";
     std::cerr << dev << ": " << turns[dev].tokens.size() << " tokens, first token p50 "
               << stages.value("first_token", nlohmann::json::object()).value("p50_ms", -1.0) << " ms\n";
   }
   const bool match = turns["cpu"].tokens == turns[device].tokens && !turns["cpu"].tokens.empty();
   report["tokens_match"] = match;
+  // The duplex probabilities of the device (bf16) against the CPU's (fp32), max |difference|.
+  const Turn &c = turns["cpu"], &d = turns[device];
+  report["duplex_max_abs_diff"] = {{"p_turn", max_abs_diff(c.p_turn, d.p_turn)},
+                                   {"p_barge", max_abs_diff(c.p_barge, d.p_barge)}};
+  std::cerr << "duplex: " << c.p_turn.size() << " events, max |p_turn diff| " << max_abs_diff(c.p_turn, d.p_turn)
+            << ", max |p_barge diff| " << max_abs_diff(c.p_barge, d.p_barge) << " (-1: counts differ)\n";
   std::cerr << "response tokens " << (match ? "match" : "DIFFER") << " between cpu and " << device << "\n";
   write_report(report, json_out);
   return match ? 0 : 1;

@@ -39,6 +39,11 @@ int minmo_bias_residual_bf16(const minmo_bf16* y, const minmo_bf16* bias, float*
 int minmo_bias_residual_bf16_cpu(const minmo_bf16* y, const minmo_bf16* bias, float* residual, int64_t rows,
                                  int64_t n);
 
+/* fp32 -> bf16, round to nearest even: y[i] = bf16(x[i]) for i < n (the duplex predictor's heads
+ * read its fp32 residual stream). x and y must not overlap. */
+int minmo_f32_to_bf16(const float* x, minmo_bf16* y, int64_t n, cudaStream_t stream);
+int minmo_f32_to_bf16_cpu(const float* x, minmo_bf16* y, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

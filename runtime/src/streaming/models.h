@@ -6,6 +6,7 @@
 #include <string>
 
 #include "audio/fbank_frontend.h"
+#include "backends/cuda/duplex_cuda.h"
 #include "backends/cuda/output_projector_cuda.h"
 #include "audio/whisper_frontend.h"
 #include "core/manifest.h"
@@ -34,6 +35,8 @@ struct LoadedModels {
   std::shared_ptr<const InputProjector> projector;
   std::shared_ptr<const Qwen2Decoder> llm;  // on the runtime's device (cpu, cuda)
   std::shared_ptr<const DuplexPredictor> duplex;
+  // The predictor on the device, reading the CUDA LLM's hidden states there (null: it runs on the CPU).
+  std::shared_ptr<const cuda::CudaDuplex> duplex_device;
   std::shared_ptr<const OutputProjector> output_projector;
   std::shared_ptr<const cuda::CudaOutputProjector> output_projector_device;  // null: it runs on the CPU
   std::shared_ptr<const VoiceLM> voice_lm;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/backend.h"
+#include "backends/cuda/qwen2_cuda.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
 #include "minmo/runtime.h"
@@ -45,6 +46,7 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
   auto m = std::make_shared<LoadedModels>();
   m->manifest = load_manifest(bundle_dir, verify_files);
   m->chunk = ChunkSpec::from_json(m->manifest.streaming);
+  const ModuleEntry* duplex_entry = nullptr;
   for (const auto& [name, e] : m->manifest.modules) {
     const std::string& a = e.arch;
     // Weight-only quantized linears (int8 / int4 / fp8) are read by load_linear; only the Qwen2
@@ -61,7 +63,10 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "projector")
       m->projector = InputProjector::load(weights_of(e), e.config, m->manifest.streaming, gpu, &m->cpu_fallbacks[name]);
     else if (a == "qwen2") m->llm = load_qwen2_decoder(weights_of(e), e.config, gpu, {}, &m->cpu_fallbacks[name]);
-    else if (a == "duplex") m->duplex = DuplexPredictor::load(weights_of(e), e.config);
+    else if (a == "duplex") {
+      m->duplex = DuplexPredictor::load(weights_of(e), e.config);
+      duplex_entry = &e;
+    }
     else if (a == "output_projector") {
       const WeightStore w = weights_of(e);
       if (gpu)  // first: the CPU module repacks the weights in place
@@ -72,6 +77,15 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config);
     else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config);
     else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
+  }
+  // The duplex predictor follows the LLM, whose hidden states it reads where they are: on the device
+  // when the LLM runs there (uploaded from a fresh view of its file: the CPU predictor repacked its own).
+  if (gpu && duplex_entry) {
+    std::string& why = m->cpu_fallbacks[duplex_entry->name];
+    why = cuda::CudaDuplex::unsupported(m->duplex->config());
+    if (why.empty() && !dynamic_cast<const cuda::CudaQwen2*>(m->llm.get()))
+      why = "the LLM runs on the CPU (the device predictor reads the LLM's hidden states on the device)";
+    if (why.empty()) m->duplex_device = cuda::CudaDuplex::load(weights_of(*duplex_entry), m->duplex->config(), gpu);
   }
   for (auto it = m->cpu_fallbacks.begin(); it != m->cpu_fallbacks.end();)
     it = it->second.empty() ? m->cpu_fallbacks.erase(it) : std::next(it);
@@ -103,6 +117,7 @@ std::map<std::string, std::string> Runtime::module_devices() const {
     else if (e.arch == "voice_lm" && m.voice_lm) out[name] = m.voice_lm->body().device();
     else if (e.arch == "sensevoice_large" && m.large) out[name] = m.large->device();
     else if (e.arch == "projector" && m.projector) out[name] = m.projector->device();
+    else if (e.arch == "duplex" && m.duplex_device) out[name] = m.duplex_device->device();
     else if (e.arch == "output_projector" && m.output_projector_device) out[name] = m.output_projector_device->device();
     else out[name] = "cpu";
   }
@@ -145,9 +160,10 @@ TensorMap Runtime::run_module(const std::string& name, const TensorMap& in) cons
   } else if (e.arch == "duplex") {
     const Tensor& h = input(in, name, "hidden");
     expect_matrix(h, "hidden", m.duplex->config().llm_hidden);
-    auto state = m.duplex->new_state(h.rows());
+    const int64_t cap = std::max<int64_t>(1, h.rows());
     std::vector<float> pt, pb;
-    m.duplex->push(*state, h, &pt, &pb);
+    if (m.duplex_device) m.duplex_device->new_state(cap)->push(h.ptr(), h.rows(), h.dim(1), &pt, &pb);
+    else m.duplex->push(*m.duplex->new_state(cap), h, &pt, &pb);
     out["p_turn"] = as_vector(pt);
     out["p_barge"] = as_vector(pb);
   } else if (e.arch == "output_projector") {

@@ -6,6 +6,7 @@
 #include <random>
 #include <sstream>
 
+#include "backends/cuda/qwen2_cuda.h"
 #include "minmo/runtime.h"
 #include "streaming/audio_path.h"
 #include "streaming/models.h"
@@ -31,6 +32,7 @@ struct Session::Impl {
   std::unique_ptr<AudioTokenStream> audio;  // encoder + projector
   std::unique_ptr<DecoderState> llm_state;
   std::unique_ptr<DuplexState> duplex_state;
+  std::unique_ptr<cuda::CudaDuplexState> duplex_device_state;  // the predictor on the LLM's device
   std::unique_ptr<SpeechPath> speech;  // speak mode: the response's speaking state
   std::unique_ptr<DecoderState> spare_voice_state;  // the last response's voice LM state, reused
   std::vector<int64_t> speech_tokens;  // speak mode: the last response's speech tokens once it ended
@@ -98,7 +100,12 @@ struct Session::Impl {
     else audio = make_audio_token_stream(*models);
     if (llm_state) llm_state->reset();  // the session's KV cache serves every turn
     else llm_state = models->llm->new_state(capacity);
-    duplex_state = models->duplex ? models->duplex->new_state(capacity) : nullptr;
+    if (models->duplex_device) {  // the device state serves every turn, like the LLM's
+      if (duplex_device_state) duplex_device_state->reset();
+      else duplex_device_state = models->duplex_device->new_state(capacity);
+    } else {
+      duplex_state = models->duplex ? models->duplex->new_state(capacity) : nullptr;
+    }
     if (!opt.prefix_ids.empty()) {
       StageTimer t(times, "prompt_prefill");
       Tensor emb = models->llm->embed(opt.prefix_ids.data(), opt.prefix_ids.size());
@@ -147,23 +154,35 @@ struct Session::Impl {
     Tensor toks = audio->push(feats, final, times);
     if (toks.rows() == 0) return;
     Tensor hidden;
-    {
+    std::vector<float> p_turn, p_barge;
+    if (duplex_device_state) {
+      // The LLM's hidden states stay on the device: the predictor reads each prefill chunk's rows
+      // there (its "duplex" time is also inside llm_prefill).
+      const auto& llm = static_cast<const cuda::CudaQwen2&>(*models->llm);  // duplex_device implies it
+      std::vector<float> pt, pb;
       StageTimer t(times, "llm_prefill");
-      models->llm->forward(*llm_state, toks, &hidden, nullptr, false);
-    }
-    if (duplex_state) {
-      std::vector<float> p_turn, p_barge;
+      llm.forward_hidden_device(*llm_state, toks.ptr(), toks.rows(), [&](const minmo_bf16* rows, int64_t n) {
+        StageTimer td(times, "duplex");
+        duplex_device_state->push_device(rows, n, &pt, &pb);
+        p_turn.insert(p_turn.end(), pt.begin(), pt.end());
+        p_barge.insert(p_barge.end(), pb.begin(), pb.end());
+      });
+    } else {
       {
+        StageTimer t(times, "llm_prefill");
+        models->llm->forward(*llm_state, toks, duplex_state ? &hidden : nullptr, nullptr, false);
+      }
+      if (duplex_state) {
         StageTimer t(times, "duplex");
         models->duplex->push(*duplex_state, hidden, &p_turn, &p_barge);
       }
-      for (size_t i = 0; i < p_turn.size(); ++i) {
-        Event e{EventKind::Duplex};
-        e.time_ms = kMsPerAudioToken * static_cast<double>(audio_tokens + 1 + static_cast<int64_t>(i));
-        e.p_turn = p_turn[i];
-        e.p_barge = p_barge[i];
-        events.push_back(e);
-      }
+    }
+    for (size_t i = 0; i < p_turn.size(); ++i) {
+      Event e{EventKind::Duplex};
+      e.time_ms = kMsPerAudioToken * static_cast<double>(audio_tokens + 1 + static_cast<int64_t>(i));
+      e.p_turn = p_turn[i];
+      e.p_barge = p_barge[i];
+      events.push_back(e);
     }
     audio_tokens += toks.rows();
   }
@@ -340,6 +359,7 @@ void Session::close() {
   impl_->semantic_state.reset();
   impl_->llm_state.reset();
   impl_->duplex_state.reset();
+  impl_->duplex_device_state.reset();
   impl_->speech.reset();
   impl_->spare_voice_state.reset();
   impl_->events.clear();

@@ -20,7 +20,7 @@ namespace cuda {
 namespace {
 
 constexpr int64_t kMaxRows = 64;    // positions per forward chunk (products: GEMM, or gemv slices of 8)
-constexpr int64_t kSplitSize = 32;  // keys per block of the split-K decode attention
+constexpr int64_t kSplitSize = kQwen2SplitSize;
 
 }  // namespace
 
@@ -138,7 +138,7 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
                                                  std::shared_ptr<Device> device, const Qwen2Head& head,
                                                  const SampleLoop* loop) {
   const Qwen2Config c = Qwen2Config::from_json(config);
-  const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const int64_t V = c.vocab_size, H = c.hidden_size, D = c.head_dim;
   const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const std::string why = unsupported(c);
   MINMO_CHECK(why.empty(), ErrorCode::BundleError, "qwen2 decoder: " << why << "; use device='cpu'");
@@ -150,25 +150,7 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   m->final_norm_ = up.add_bf16(load_tensor(w, "model.norm.weight", {H}), H);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    const LinearW q = load_linear(w, p + "self_attn.q_proj", H, Hq * D);
-    const LinearW k = load_linear(w, p + "self_attn.k_proj", H, Hkv * D);
-    const LinearW v = load_linear(w, p + "self_attn.v_proj", H, Hkv * D);
-    Layer L;
-    L.in_norm = up.add_bf16(load_tensor(w, p + "input_layernorm.weight", {H}), H);
-    L.post_norm = up.add_bf16(load_tensor(w, p + "post_attention_layernorm.weight", {H}), H);
-    const int64_t qkv_n = (Hq + 2 * Hkv) * D;
-    L.qkv_bias = up.add(sizeof(minmo_bf16) * qkv_n, [q, k, v, Hq, Hkv, D](uint8_t* dst) {
-      to_bf16(q.b, Hq * D, dst);
-      to_bf16(k.b, Hkv * D, dst + 2 * Hq * D);
-      to_bf16(v.b, Hkv * D, dst + 2 * (Hq + Hkv) * D);
-    });
-    L.qkv = stack_linears(up, {q, k, v}, p + "self_attn.{q,k,v}_proj");
-    L.o = stack_linears(up, {load_linear(w, p + "self_attn.o_proj", Hq * D, H, false)}, p + "self_attn.o_proj");
-    L.gate_up = stack_linears(up, {load_linear(w, p + "mlp.gate_proj", H, I, false),
-                                   load_linear(w, p + "mlp.up_proj", H, I, false)},
-                              p + "mlp.{gate,up}_proj");
-    L.down = stack_linears(up, {load_linear(w, p + "mlp.down_proj", I, H, false)}, p + "mlp.down_proj");
-    for (const DeviceLinear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) formats.insert(l->format());
+    const Layer L = Layer::load(up, w, p, qwen2_layer_config(c), &formats);
     m->layers_.push_back(L);
   }
   m->format_.clear();
@@ -206,13 +188,7 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   return m;
 }
 
-std::string CudaQwen2::unsupported(const Qwen2Config& c) {
-  if (minmo_args::attention_ok(1, c.num_attention_heads, c.num_key_value_heads, c.head_dim, 1)) return "";
-  std::ostringstream os;
-  os << c.num_attention_heads << " query heads, " << c.num_key_value_heads << " KV heads of dimension " << c.head_dim
-     << " are not run by the CUDA attention kernels (kernels/include/minmo_kernels/attention.h)";
-  return os.str();
-}
+std::string CudaQwen2::unsupported(const Qwen2Config& c) { return qwen2_layer_unsupported(qwen2_layer_config(c)); }
 
 std::unique_ptr<DecoderState> CudaQwen2::new_state(int capacity_tokens) const {
   MINMO_CHECK(capacity_tokens >= 1, ErrorCode::InvalidArgument,
@@ -291,10 +267,10 @@ void CudaQwen2::enqueue_inputs(CudaQwen2State& s, int64_t rows) const {
   s.stream_.upload(s.b.pos, s.pos_host_.data(), sizeof(int32_t));
 }
 
-void CudaQwen2::enqueue_outputs(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
+void CudaQwen2::enqueue_outputs(CudaQwen2State& s, int64_t rows, int64_t logit_rows, bool hidden) const {
   const Stream& d = s.stream_;
   const int64_t H = cfg_.hidden_size;
-  d.download(s.hidden_host_.data(), s.b.hn, sizeof(minmo_bf16) * rows * H);
+  if (hidden) d.download(s.hidden_host_.data(), s.b.hn, sizeof(minmo_bf16) * rows * H);
   if (logit_rows > 0) {
     enqueue_head(s, rows, logit_rows);
     d.download(s.logits_host_.data(), s.b.logits, sizeof(minmo_bf16) * logit_rows * head_.n);
@@ -307,37 +283,23 @@ void CudaQwen2::enqueue_head(CudaQwen2State& s, int64_t rows, int64_t logit_rows
   if (head_bias_) MINMO_DEVICE_CALL(d, bias_act_bf16, s.b.logits, bf16(*head_bias_), logit_rows, head_.n, MINMO_ACT_NONE);
 }
 
-void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_rows) const {
+void CudaQwen2::enqueue_chunk(CudaQwen2State& s, int64_t rows, int64_t logit_rows, bool hidden) const {
   enqueue_inputs(s, rows);
   enqueue_layers(s, rows);
-  enqueue_outputs(s, rows, logit_rows);
+  enqueue_outputs(s, rows, logit_rows, hidden);
 }
 
 void CudaQwen2::enqueue_layers(CudaQwen2State& s, int64_t rows) const {
   if (rows == 1 && fused_step_) return enqueue_fused_layers(s);
   const Stream& d = s.stream_;
   const CudaQwen2State::Buffers& b = s.b;
-  const Qwen2Config& c = cfg_;
-  const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
-  const int64_t cap = s.capacity_;
-  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& L = layers_[l];
-    MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, l ? b.down : nullptr, b.resid, bf16(L.in_norm), b.hn, rows, H, eps);
-    product(s, L.qkv, b.hn, b.qkv, rows, false);
-    MINMO_DEVICE_CALL(d, qkv_rope_append_bf16, b.qkv, bf16(L.qkv_bias), b.pos, b.q, b.k[l], b.v[l], rows, Hq, Hkv, D,
-                      cap, theta);
-    if (rows == 1)
-      MINMO_DEVICE_CALL(d, decode_attention_bf16, b.q, b.k[l], b.v[l], b.pos, b.attn, b.ws, Hq, Hkv, D, cap,
-                        kSplitSize, scale);
-    else
-      MINMO_DEVICE_CALL(d, prefill_attention_bf16, b.q, b.k[l], b.v[l], b.pos, b.attn, rows, Hq, Hkv, D, cap, scale);
-    product(s, L.o, b.attn, b.o, rows, false);
-    MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, b.o, b.resid, bf16(L.post_norm), b.hn, rows, H, eps);
-    product(s, L.gate_up, b.hn, b.act, rows, true);
-    product(s, L.down, b.act, b.down, rows, false);
-  }
+  const int64_t H = cfg_.hidden_size;
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  const Qwen2LayerConfig lc = qwen2_layer_config(cfg_);
+  const Qwen2LayerBuffers lb{b.resid, b.hn, b.qkv, b.q, b.attn, b.o, b.act, b.down, b.gate_up, b.ws, b.pos};
+  for (size_t l = 0; l < layers_.size(); ++l)
+    enqueue_qwen2_layer(d, weights_, layers_[l], lc, lb, b.k[l], b.v[l], s.capacity_, l ? b.down : nullptr, rows,
+                        s.gemm_.get());
   MINMO_DEVICE_CALL(d, rmsnorm_residual_bf16, b.down, b.resid, bf16(final_norm_), b.hn, rows, H, eps);
 }
 
@@ -421,8 +383,19 @@ void CudaQwen2::run_sample_loop(DecoderState& base, uint64_t& rng, const int64_t
   s.fresh_logits_ = false;
 }
 
-void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
+void CudaQwen2::forward(DecoderState& state, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
                         bool last_only) const {
+  run_forward(state, embeds, T, hidden_out, logits_out, last_only, nullptr);
+}
+
+void CudaQwen2::forward_hidden_device(DecoderState& state, const float* embeds, int64_t T,
+                                      const DeviceRows& on_rows) const {
+  MINMO_CHECK(on_rows != nullptr, ErrorCode::InvalidArgument, "qwen2 decoder: no consumer of the hidden states");
+  run_forward(state, embeds, T, nullptr, nullptr, false, &on_rows);
+}
+
+void CudaQwen2::run_forward(DecoderState& base, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
+                            bool last_only, const DeviceRows* on_rows) const {
   auto* own = dynamic_cast<CudaQwen2State*>(&base);
   MINMO_CHECK(own != nullptr && own->owner_ == this, ErrorCode::InvalidArgument,
               "qwen2 decoder: the state was created by another model");
@@ -447,10 +420,11 @@ void CudaQwen2::forward(DecoderState& base, const float* embeds, int64_t T, Tens
     if (rows == 1) {  // a decode step: its graph
       d.launch(step_graph(s, logit_rows));
     } else {
-      enqueue_chunk(s, rows, logit_rows);
+      enqueue_chunk(s, rows, logit_rows, hidden_out != nullptr);
     }
     d.sync();
     s.length_ += rows;
+    if (on_rows) (*on_rows)(s.b.hn, rows);
     s.fresh_logits_ = t0 + rows == T && logit_rows == 1;
     if (hidden_out) {
       const auto* h = s.hidden_host_.as<minmo_bf16>();

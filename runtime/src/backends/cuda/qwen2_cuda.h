@@ -24,6 +24,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -33,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cuda/device.h"
+#include "backends/cuda/qwen2_layer_cuda.h"
 #include "backends/cuda/weights.h"
 #include "core/safetensors.h"
 #include "modules/qwen2_decoder.h"
@@ -78,6 +80,13 @@ class CudaQwen2 final : public Qwen2Decoder {
   void forward(DecoderState& state, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
                bool last_only = false) const override;
 
+  // forward() handing the final-norm hidden states over on the device (no host copy): after each
+  // chunk of up to 64 positions has run (the state's stream synchronised), on_rows(rows_device, rows)
+  // gets the chunk's bf16 rows [rows, hidden] in device memory; the next chunk overwrites them, so
+  // on_rows must have read them (its own stream synchronised) when it returns.
+  using DeviceRows = std::function<void(const minmo_bf16* rows_device, int64_t rows)>;
+  void forward_hidden_device(DecoderState& state, const float* embeds, int64_t T, const DeviceRows& on_rows) const;
+
   // The decoder layers' product formats: "bf16", "int8", "int4", "fp8", or several joined by "+"
   // (e.g. "bf16+int4" when the export left some linears unquantized).
   const std::string& weight_format() const { return format_; }
@@ -107,10 +116,7 @@ class CudaQwen2 final : public Qwen2Decoder {
   int64_t sample_loop_captures() const { return loop_captures_; }
   int64_t sample_loop_launches() const { return loop_launches_; }
 
-  struct Layer {
-    size_t in_norm = 0, post_norm = 0, qkv_bias = 0;
-    DeviceLinear qkv, o, gate_up, down;
-  };
+  using Layer = Qwen2DeviceLayer;
 
   CudaQwen2(const Qwen2Config& cfg, std::shared_ptr<Device> device);
 
@@ -120,7 +126,11 @@ class CudaQwen2 final : public Qwen2Decoder {
   // *s.pos: the embeddings are in s's pinned input buffer; afterwards its pinned outputs hold the
   // hidden states (all rows) and the logits of the last `logit_rows` rows. One row runs the fused
   // step when fused_step_.
-  void enqueue_chunk(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
+  // hidden: whether the hidden states are copied to the pinned output (graphs always copy them).
+  void enqueue_chunk(class CudaQwen2State& s, int64_t rows, int64_t logit_rows, bool hidden = true) const;
+  // forward() and forward_hidden_device() (on_rows not null).
+  void run_forward(DecoderState& state, const float* embeds, int64_t T, Tensor* hidden_out, Tensor* logits_out,
+                   bool last_only, const DeviceRows* on_rows) const;
   // The layers and final norm of `rows` positions at *s.pos: fp32 input rows in the residual
   // buffer -> normed hidden states (bf16) in hn.
   void enqueue_layers(class CudaQwen2State& s, int64_t rows) const;
@@ -136,7 +146,7 @@ class CudaQwen2 final : public Qwen2Decoder {
   // The copies around a chunk: the pinned embeddings and position in; the final-norm hidden
   // states out, and the head's logits of the last logit_rows rows.
   void enqueue_inputs(class CudaQwen2State& s, int64_t rows) const;
-  void enqueue_outputs(class CudaQwen2State& s, int64_t rows, int64_t logit_rows) const;
+  void enqueue_outputs(class CudaQwen2State& s, int64_t rows, int64_t logit_rows, bool hidden = true) const;
   const minmo_bf16* bf16(size_t offset) const { return weights_.at<minmo_bf16>(offset); }
   // The sample loop's io block: minmo_ras_state, then the int32 history ring of
   // loop_history_cap() entries (the last win_size tokens before the loop, then its steps).
