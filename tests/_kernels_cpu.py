@@ -27,6 +27,10 @@ def load_cpu_kernels() -> ctypes.CDLL:
         "minmo_flow_euler_cfg_f32_cpu": [vp, vp, vp, i64, f32, f32],
         "minmo_hift_istft_f32_cpu": [vp, vp, i64, i32, i32, f32],
         "minmo_hamming_crossfade_f32_cpu": [vp, vp, i64],
+        "minmo_conv1d_im2col_f32_cpu": [vp, vp, vp, i64, i64, i64, i64, i32, i32, i32, i32, i32, f32],
+        "minmo_conv_transpose1d_col2im_f32_cpu": [vp, vp, vp, i64, i64, i32, i32, i32, i32],
+        "minmo_hift_stft_f32_cpu": [vp, vp, i64, i32, i32],
+        "minmo_axpby_f32_cpu": [vp, vp, i64, f32, f32],
         "minmo_sample_ras_f32_cpu": [vp, i64, vp, i64, vp, i64, SamplingParams, ctypes.POINTER(ctypes.c_int32)],
         "minmo_philox4x32_cpu": [ctypes.c_uint64, ctypes.c_uint64, vp, vp],
     }

@@ -46,8 +46,8 @@ struct LoadedModels {
   int max_positions() const { return llm ? static_cast<int>(llm->config().max_position_embeddings) : 0; }
 };
 
-// device: "cpu", or "cuda" / "cuda-sim": the LLM, the voice LM and the chunked encoder's blocks on
-// the CUDA backend (every other module on the CPU).
+// device: "cpu", or "cuda" / "cuda-sim": the LLM, the voice LM, the chunked encoder's blocks and
+// HiFT's decode (filter network + iSTFT) on the CUDA backend (every other module on the CPU).
 std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files,
                                                 const std::string& device = "cpu");
 

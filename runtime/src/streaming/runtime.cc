@@ -64,7 +64,7 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
     else if (a == "output_projector") m->output_projector = OutputProjector::load(weights_of(e), e.config);
     else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config, gpu, &m->cpu_fallbacks[name]);
     else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config);
-    else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config);
+    else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config, gpu, &m->cpu_fallbacks[name]);
     else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
   }
   for (auto it = m->cpu_fallbacks.begin(); it != m->cpu_fallbacks.end();)
@@ -96,6 +96,7 @@ std::map<std::string, std::string> Runtime::module_devices() const {
     if (e.arch == "qwen2" && m.llm) out[name] = m.llm->device();
     else if (e.arch == "voice_lm" && m.voice_lm) out[name] = m.voice_lm->body().device();
     else if (e.arch == "sensevoice_large" && m.large) out[name] = m.large->device();
+    else if (e.arch == "cosyvoice2_hift" && m.hift) out[name] = m.hift->device();
     else out[name] = "cpu";
   }
   return out;
