@@ -1,5 +1,5 @@
-"""HiFT's decode (filter network + iSTFT) on the CUDA backend (runtime/src/backends/cuda/hift_cuda.h)
-against the CPU module and the PyTorch reference, streamed HiftStream on the device against the
+"""HiFT's f0 predictor and decode (filter network + iSTFT) on the CUDA backend
+(runtime/src/backends/cuda/hift_cuda.h) against the CPU module and the PyTorch reference, streamed HiftStream on the device against the
 offline synthesis, and a whole speaking session's audio on device="cuda-sim".
 
 Every test runs on "cuda-sim" (the backend's buffers, products and launch sequence with each kernel
@@ -71,6 +71,16 @@ def test_device_decode_matches_cpu_and_reference(hift, files, device, frames):
     got = T2W.hift_decode(hw, hc, mel.numpy(), src.numpy(), device=device)
     assert got.shape == tuple(ref.shape)
     assert rel(got, cpu) <= DEVICE_TOL
+    assert rel(got, ref) <= DEVICE_TOL
+
+
+def test_device_f0_matches_cpu_and_reference(hift, files, device):
+    hw, hc = files
+    mel = torch.randn(45, 80, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = hift.f0(mel)
+    got = T2W.hift_f0(hw, hc, mel.numpy(), device=device)
+    assert rel(got, T2W.hift_f0(hw, hc, mel.numpy())) <= DEVICE_TOL
     assert rel(got, ref) <= DEVICE_TOL
 
 

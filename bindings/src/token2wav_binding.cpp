@@ -104,14 +104,22 @@ MINMO_PY_BINDING(bind_token2wav) {
       "Offline HiFT: mel [T, 80] -> audio (decode on `device`).");
   t.def(
       "hift_f0",
-      [](const std::string& weights, const std::string& config, FloatArray mel) {
-        auto h = load_hift(weights, config);
+      [](const std::string& weights, const std::string& config, FloatArray mel, const std::string& device) {
+        auto h = load_hift(weights, config, device);
         int64_t T = 0;
         const float* p = mel_rows(mel, h->config().mel_dim, &T);
-        std::vector<float> f = h->f0(p, T);
+        MINMO_CHECK(T > 0, ErrorCode::InvalidArgument, "mel has no frames");
+        std::vector<float> f;
+        if (const minmo::cuda::CudaHift* g = h->gpu()) {
+          minmo::cuda::CudaHiftState state(*g, T);
+          f = g->f0(state, p, T);
+        } else {
+          f = h->f0(p, T);
+        }
         return vec_to_numpy(f, {T});
       },
-      py::arg("weights_path"), py::arg("config"), py::arg("mel"), "HiFT f0 predictor: mel [T, 80] -> f0 [T].");
+      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("device") = "cpu",
+      "HiFT f0 predictor on `device`: mel [T, 80] -> f0 [T].");
   t.def(
       "hift_decode",
       [](const std::string& weights, const std::string& config, FloatArray mel, FloatArray source,

@@ -28,27 +28,31 @@ namespace tools {
 
 namespace {
 
+// Random weights with PyTorch's default initialisation scale (uniform +-1/sqrt(fan_in), i.e. std
+// 1/sqrt(3 fan_in)), Snake alphas near 1: activations stay O(1) through the network.
+float init_std(int64_t fan_in) { return 1.f / std::sqrt(3.f * static_cast<float>(fan_in)); }
+
 WeightStore random_hift(const HiftConfig& c) {
   RandomTensors r("random hift weights", 2000);
   auto conv = [&r](const std::string& name, int64_t cin, int64_t cout, int64_t k) {
-    r.add(name + ".weight", {cout, cin, k}, 0.f, 1.f / std::sqrt(static_cast<float>(cin * k)));
-    r.add(name + ".bias", {cout}, 0.f, 0.05f);
+    r.add(name + ".weight", {cout, cin, k}, 0.f, init_std(cin * k));
+    r.add(name + ".bias", {cout}, 0.f, init_std(cin * k));
   };
   auto resblock = [&](const std::string& p, int64_t ch, int64_t k, const std::vector<int64_t>& dils) {
     for (size_t i = 0; i < dils.size(); ++i) {
       const std::string s = std::to_string(i);
       conv(p + ".convs1." + s, ch, ch, k);
       conv(p + ".convs2." + s, ch, ch, k);
-      r.add(p + ".activations1." + s + ".alpha", {ch}, 1.f, 0.2f);
-      r.add(p + ".activations2." + s + ".alpha", {ch}, 1.f, 0.2f);
+      r.add(p + ".activations1." + s + ".alpha", {ch}, 1.f, 0.1f);
+      r.add(p + ".activations2." + s + ".alpha", {ch}, 1.f, 0.1f);
     }
   };
   for (int64_t i = 0; i < c.f0_layers; ++i)
     conv("f0_predictor.condnet." + std::to_string(2 * i), i == 0 ? c.mel_dim : c.f0_channels, c.f0_channels, 3);
-  r.add("f0_predictor.classifier.weight", {1, c.f0_channels}, 0.f, 1.f / std::sqrt(static_cast<float>(c.f0_channels)));
-  r.add("f0_predictor.classifier.bias", {1}, 0.f, 0.05f);
-  r.add("m_source.l_linear.weight", {1, c.nb_harmonics + 1}, 0.f, 0.3f);
-  r.add("m_source.l_linear.bias", {1}, 0.f, 0.05f);
+  r.add("f0_predictor.classifier.weight", {1, c.f0_channels}, 0.f, init_std(c.f0_channels));
+  r.add("f0_predictor.classifier.bias", {1}, 0.f, init_std(c.f0_channels));
+  r.add("m_source.l_linear.weight", {1, c.nb_harmonics + 1}, 0.f, init_std(c.nb_harmonics + 1));
+  r.add("m_source.l_linear.bias", {1}, 0.f, init_std(c.nb_harmonics + 1));
   const int64_t base = c.base_channels, n_up = static_cast<int64_t>(c.upsample_rates.size());
   conv("conv_pre", c.mel_dim, base, 7);
   std::vector<int64_t> down(n_up, 1);
@@ -57,8 +61,8 @@ WeightStore random_hift(const HiftConfig& c) {
   for (int64_t i = 0; i < n_up; ++i) {
     const int64_t cin = base >> i, ch = base >> (i + 1), k = c.upsample_kernel_sizes[i];
     const std::string s = std::to_string(i);
-    r.add("ups." + s + ".weight", {cin, ch, k}, 0.f, 1.f / std::sqrt(static_cast<float>(cin)));
-    r.add("ups." + s + ".bias", {ch}, 0.f, 0.05f);
+    r.add("ups." + s + ".weight", {cin, ch, k}, 0.f, init_std(ch * k));  // torch's fan_in of a ConvTranspose1d
+    r.add("ups." + s + ".bias", {ch}, 0.f, init_std(ch * k));
     conv("source_downs." + s, c.n_fft + 2, ch, down[i] == 1 ? 1 : 2 * down[i]);
     resblock("source_resblocks." + s, ch, c.source_resblock_kernel_sizes[i], c.source_resblock_dilation_sizes[i]);
     for (int64_t j = 0; j < nk; ++j)

@@ -357,7 +357,9 @@ std::vector<float> HiftModel::decode(const float* mel, int64_t T, const float* s
 std::vector<float> HiftModel::synthesize(const float* mel, int64_t T, uint64_t seed) const {
   MINMO_CHECK(T > 0, ErrorCode::InvalidArgument, "hift: no mel frames to synthesise");
   const int64_t H = cfg_.nb_harmonics + 1, S = cfg_.samples_per_frame();
-  std::vector<float> f = f0(mel, T);
+  std::unique_ptr<cuda::CudaHiftState> state;
+  if (gpu_) state = std::make_unique<cuda::CudaHiftState>(*gpu_, T);  // utterance-sized: not pooled
+  std::vector<float> f = gpu_ ? gpu_->f0(*state, mel, T) : f0(mel, T);
   std::vector<double> q(T * H), r(H), acc(H, 0.0);
   for (int64_t k = 0; k < T; ++k) {
     phase_step(f[k], r.data());
@@ -368,10 +370,7 @@ std::vector<float> HiftModel::synthesize(const float* mel, int64_t T, uint64_t s
     }
   }
   std::vector<float> src = source(f.data(), q.data(), nullptr, T, 0, seed);
-  if (gpu_) {
-    cuda::CudaHiftState state(*gpu_, T);  // an utterance-sized window: not pooled
-    return gpu_->decode(state, mel, T, src.data());
-  }
+  if (gpu_) return gpu_->decode(*state, mel, T, src.data());
   return decode(mel, T, src.data());
 }
 
@@ -424,7 +423,7 @@ std::vector<float> HiftStream::emit(int64_t e1) {
   const int64_t M = m_.config().mel_dim, S = m_.config().samples_per_frame(), H = H_;
   const int64_t a0 = std::max<int64_t>(0, e0_ - L), a1 = std::min(total_, e1 + R), T = a1 - a0;
   const float* win = mel_.data() + (a0 - mel_base_) * M;
-  std::vector<float> fw = m_.f0(win, T);
+  std::vector<float> fw = gpu_ ? m_.gpu()->f0(*gpu_->state, win, T) : m_.f0(win, T);
   std::vector<double> q(T * H), r(H), acc(H, 0.0);
   if (e0_ > 0) std::copy_n(q_hist_.begin() + (e0_ - 1 - hist_base_) * H, H, acc.begin());
   for (int64_t k = a0; k < a1; ++k) {

@@ -49,8 +49,8 @@ struct HiftConfig {
 class HiftModel {
  public:
   HiftModel(const HiftConfig& config, const WeightStore& weights);
-  // device: null for the CPU, else decode() of streams and synthesize() run on the CUDA backend
-  // (backends/cuda/hift_cuda.h). A configuration the kernels do not run is a BundleError, or, with
+  // device: null for the CPU, else the f0 predictor and the decode of streams and synthesize() run
+  // on the CUDA backend (backends/cuda/hift_cuda.h); the NSF source stays on the host. A configuration the kernels do not run is a BundleError, or, with
   // cpu_fallback given, loads on the CPU and stores the reason there.
   static std::shared_ptr<const HiftModel> load(const WeightStore& weights, const nlohmann::json& config,
                                                const std::shared_ptr<cuda::Device>& device = nullptr,
@@ -66,7 +66,7 @@ class HiftModel {
   // (hift.receptive_field in the reference).
   std::pair<int64_t, int64_t> receptive_field() const { return rf_; }
 
-  // f0 [T] of mel [T, mel_dim] (zero padding at both ends).
+  // f0 [T] of mel [T, mel_dim] (zero padding at both ends), on the CPU.
   std::vector<float> f0(const float* mel, int64_t T) const;
   // Filter network + iSTFT on the CPU: mel [T, mel_dim], source [S*T] -> audio [S*T].
   std::vector<float> decode(const float* mel, int64_t T, const float* source) const;

@@ -1,6 +1,7 @@
 #include "backends/cuda/hift_cuda.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -76,6 +77,17 @@ CudaHift::CudaHift(const HiftModel& m, std::shared_ptr<Device> device)
     }
     return d;
   };
+  for (const ConvW& w : m.f0_convs_) f0_convs_.push_back(conv(w));
+  {
+    ConvW cls;  // the classifier Linear(f0_channels, 1) as a k = 1 convolution
+    cls.w = m.f0_cls_.w;
+    cls.b = m.f0_cls_.b;
+    cls.cin = m.f0_cls_.in;
+    cls.cout = m.f0_cls_.out;
+    cls.k = 1;
+    MINMO_CHECK(cls.w != nullptr, ErrorCode::BundleError, "hift: a quantized f0 classifier is not supported");
+    f0_cls_ = conv(cls);
+  }
   pre_ = conv(m.conv_pre_);
   post_ = conv(m.conv_post_);
   for (size_t i = 0; i < m.ups_.size(); ++i) {
@@ -128,6 +140,11 @@ CudaHiftState::CudaHiftState(const CudaHift& o, int64_t max_frames)
   const CudaHift::Shape sh = o.shape(max_frames);
   // Largest im2col, ConvTranspose product and activation over the network at this length.
   int64_t ncol = sh.T * o.pre_.ld, nz = 0, act = sh.T * o.pre_.cout;
+  for (const auto& c : o.f0_convs_) {
+    ncol = std::max(ncol, sh.T * c.ld);
+    act = std::max(act, sh.T * c.cout);
+  }
+  ncol = std::max(ncol, sh.T * o.f0_cls_.ld);
   int64_t t = sh.T;
   auto res_col = [&](const CudaHift::Res& r, int64_t tt) {
     for (const auto& c : r.c1) ncol = std::max(ncol, tt * c.ld);
@@ -145,6 +162,7 @@ CudaHiftState::CudaHiftState(const CudaHift& o, int64_t max_frames)
   }
   ncol = std::max(ncol, sh.F * o.post_.ld);
   arena_.place(&mel, sh.T * o.mel_dim_);
+  arena_.place(&f0, sh.T * o.f0_cls_.cout);
   arena_.place(&src, sh.N);
   arena_.place(&spec, sh.F * (o.n_fft_ + 2));
   arena_.place(&col, ncol);
@@ -210,6 +228,29 @@ void CudaHift::enqueue(CudaHiftState& s, const Shape& sh) const {
   s.gemm_->f32(at(post_.w), s.col, s.post, post_.cout, sh.F, post_.ld, post_.ld, post_.ld, sh.F, true);
   MINMO_DEVICE_CALL(st, hift_istft_f32, static_cast<const float*>(s.post), s.audio, sh.F,
                     static_cast<int32_t>(n_fft_), static_cast<int32_t>(hop_), limit_);
+}
+
+std::vector<float> CudaHift::f0(CudaHiftState& s, const float* mel, int64_t T) const {
+  MINMO_CHECK(T >= 1 && T <= s.max_frames_, ErrorCode::InvalidArgument,
+              "hift: a window of " << T << " frames on a device state of " << s.max_frames_);
+  const Stream& st = s.stream_;
+  float* in = s.in_.as<float>();
+  std::memcpy(in, mel, sizeof(float) * T * mel_dim_);
+  st.upload(s.mel, in, sizeof(float) * T * mel_dim_);
+  // Conv + bias per layer; the ELU after each is applied by the next layer's gather.
+  const float* x = s.mel;
+  float* bufs[2] = {s.x, s.y};
+  for (size_t i = 0; i < f0_convs_.size(); ++i) {
+    conv(s, f0_convs_[i], x, T, i == 0 ? MINMO_ACT_NONE : MINMO_ACT_ELU, 0.f, 0, bufs[i % 2], 0.f);
+    x = bufs[i % 2];
+  }
+  conv(s, f0_cls_, x, T, MINMO_ACT_ELU, 0.f, 0, s.f0, 0.f);
+  st.download(s.out_.data(), s.f0, sizeof(float) * T);
+  st.sync();
+  const float* out = s.out_.as<float>();
+  std::vector<float> f(out, out + T);
+  for (float& v : f) v = std::fabs(v);
+  return f;
 }
 
 std::vector<float> CudaHift::decode(CudaHiftState& s, const float* mel, int64_t T, const float* source) const {

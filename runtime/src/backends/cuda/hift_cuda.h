@@ -11,8 +11,10 @@
 //   of the stage input, residuals accumulated by the products (beta = 1), averaged with axpby;
 //   -> LeakyReLU(0.01) gather, conv_post as the product W @ col^T (channel-major, what the iSTFT
 //   reads) -> minmo_hift_istft_f32 (exp / sin, iSTFT, clamp).
-// The f0 predictor and the NSF source (float64 phase, sequential) stay on the host: the device gets
-// the mel and the source, and returns the audio; nothing else crosses.
+// The f0 predictor's convolutions (Conv1d k3 + ELU, each ELU applied by the next gather, and the
+// classifier as a k = 1 product) run on the device too (f0()): mel in, f0 out (its abs taken on
+// the host). The NSF source (float64 phase, sequential) stays on the host; decode() takes the mel
+// and the source and returns the audio; nothing else crosses.
 //
 // A CudaHiftState holds every buffer for windows of up to max_frames frames, allocated once, and
 // one CUDA graph per window length seen twice (up to kMaxGraphs; other lengths run eagerly).
@@ -62,6 +64,9 @@ class CudaHift {
   using StatePtr = std::unique_ptr<CudaHiftState, Release>;
   StatePtr acquire(int64_t max_frames) const;
 
+  // The f0 predictor: mel [T, mel_dim] (host fp32) -> f0 [T], on the state's stream (synchronised).
+  // Same limits as decode().
+  std::vector<float> f0(CudaHiftState& s, const float* mel, int64_t T) const;
   // Filter network + iSTFT: mel [T, mel_dim], source [S T] (host fp32) -> audio [S T], on the
   // state's stream (synchronised before returning). InvalidArgument when T exceeds the state's
   // max_frames or is too short for the STFT.
@@ -100,7 +105,8 @@ class CudaHift {
   float lrelu_, limit_;
   std::shared_ptr<Device> device_;
   Arena weights_;
-  Conv pre_, post_;
+  Conv pre_, post_, f0_cls_;
+  std::vector<Conv> f0_convs_;
   std::vector<Up> ups_;
   std::vector<Conv> downs_;
   std::vector<Res> source_res_, res_;
@@ -120,9 +126,9 @@ class CudaHiftState {
   Stream stream_;
   std::unique_ptr<Gemm> gemm_;
   Arena arena_;
-  float *mel = nullptr, *src = nullptr, *spec = nullptr, *col = nullptr, *z = nullptr, *x = nullptr, *y = nullptr,
+  float *mel = nullptr, *f0 = nullptr, *src = nullptr, *spec = nullptr, *col = nullptr, *z = nullptr, *x = nullptr, *y = nullptr,
         *si = nullptr, *tmp = nullptr, *h = nullptr, *post = nullptr, *audio = nullptr;
-  Allocation in_, out_;  // pinned: mel | source, audio
+  Allocation in_, out_;  // pinned: mel | source, audio (or f0)
   std::map<int64_t, int> seen_;
   std::map<int64_t, Graph> graphs_;
 };
