@@ -5,8 +5,8 @@
 #include <cstring>
 
 #include "backends/cpu/blas.h"
-#include "backends/cuda/hift_cuda.h"
 #include "backends/cpu/ops.h"
+#include "backends/cuda/hift_cuda.h"
 #include "minmo/status.h"
 #include "modules/flow.h"
 
