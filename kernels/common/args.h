@@ -121,7 +121,7 @@ inline bool im2col_k3s2_ok(const void* x, const void* out, int64_t t_out0, int64
 inline bool conv1d_im2col_ok(const float* x, const float* out, int64_t t_in, int64_t channels, int64_t t_out,
                              int64_t ld, int32_t kernel, int32_t stride, int32_t pad, int32_t dilation, int32_t act) {
   if (!x || !out || t_in < 1 || channels < 1 || t_out < 1 || kernel < 1 || stride < 1 || pad < 0 || dilation < 1 ||
-      act < MINMO_ACT_NONE || act > MINMO_ACT_ELU || ld < channels * kernel)
+      act < MINMO_CONV_ACT_NONE || act > MINMO_CONV_ACT_ELU || ld < channels * kernel)
     return false;
   const int64_t full = (t_in + 2 * int64_t{pad} - int64_t{dilation} * (kernel - 1) - 1) / stride + 1;
   return t_in + 2 * int64_t{pad} >= int64_t{dilation} * (kernel - 1) + 1 && t_out <= full &&

@@ -9,11 +9,11 @@ namespace {
 
 inline float activate(float v, int32_t act, float slope, const float* alpha, int64_t c) {
   switch (act) {
-    case MINMO_ACT_LEAKY_RELU:
+    case MINMO_CONV_ACT_LEAKY_RELU:
       return v > 0.f ? v : slope * v;
-    case MINMO_ACT_ELU:
+    case MINMO_CONV_ACT_ELU:
       return v > 0.f ? v : std::expm1(v);
-    case MINMO_ACT_SNAKE: {
+    case MINMO_CONV_ACT_SNAKE: {
       const float s = std::sin(v * alpha[c]);
       return v + (1.f / (alpha[c] + 1e-9f)) * s * s;
     }
@@ -28,7 +28,7 @@ extern "C" int minmo_conv1d_im2col_f32_cpu(const float* x, const float* alpha, f
                                            int64_t channels, int64_t t_out, int64_t ld, int32_t kernel, int32_t stride,
                                            int32_t pad, int32_t dilation, int32_t act, float slope) {
   if (!minmo_args::conv1d_im2col_ok(x, out, t_in, channels, t_out, ld, kernel, stride, pad, dilation, act) ||
-      (act == MINMO_ACT_SNAKE && !alpha))
+      (act == MINMO_CONV_ACT_SNAKE && !alpha))
     return MINMO_KERNEL_INVALID_ARGUMENT;
   const int64_t C = channels, K = kernel, width = C * K;
 #pragma omp parallel for schedule(static)

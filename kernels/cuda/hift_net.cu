@@ -15,9 +15,9 @@ namespace {
 constexpr int kThreads = 256;
 
 __device__ __forceinline__ float activate(float v, int act, float slope, const float* alpha, int64_t c) {
-  if (act == MINMO_ACT_LEAKY_RELU) return v > 0.f ? v : slope * v;
-  if (act == MINMO_ACT_ELU) return v > 0.f ? v : expm1f(v);
-  if (act == MINMO_ACT_SNAKE) {
+  if (act == MINMO_CONV_ACT_LEAKY_RELU) return v > 0.f ? v : slope * v;
+  if (act == MINMO_CONV_ACT_ELU) return v > 0.f ? v : expm1f(v);
+  if (act == MINMO_CONV_ACT_SNAKE) {
     const float a = __ldg(alpha + c), s = sinf(v * a);
     return v + (1.f / (a + 1e-9f)) * s * s;
   }
@@ -100,7 +100,7 @@ extern "C" int minmo_conv1d_im2col_f32(const float* x, const float* alpha, float
                                        int64_t t_out, int64_t ld, int32_t kernel, int32_t stride, int32_t pad,
                                        int32_t dilation, int32_t act, float slope, cudaStream_t stream) {
   if (!minmo_args::conv1d_im2col_ok(x, out, t_in, channels, t_out, ld, kernel, stride, pad, dilation, act) ||
-      (act == MINMO_ACT_SNAKE && !alpha))
+      (act == MINMO_CONV_ACT_SNAKE && !alpha))
     return MINMO_KERNEL_INVALID_ARGUMENT;
   const int64_t cols = (ld + kThreads - 1) / kThreads;
   if (cols > 0x7fffffff) return MINMO_KERNEL_INVALID_ARGUMENT;

@@ -64,14 +64,14 @@ void axpby_case(int64_t n, float a, float b) {
 }  // namespace
 
 MINMO_CHECK(hift_net) {
-  im2col_case(37, 5, 7, 1, 3, 1, MINMO_ACT_NONE);
-  im2col_case(53, 9, 11, 1, 25, 5, MINMO_ACT_SNAKE);
-  im2col_case(41, 6, 3, 1, 1, 1, MINMO_ACT_ELU);
-  im2col_case(97, 18, 30, 15, 7, 1, MINMO_ACT_NONE);
-  im2col_case(29, 8, 1, 1, 0, 1, MINMO_ACT_LEAKY_RELU);
+  im2col_case(37, 5, 7, 1, 3, 1, MINMO_CONV_ACT_NONE);
+  im2col_case(53, 9, 11, 1, 25, 5, MINMO_CONV_ACT_SNAKE);
+  im2col_case(41, 6, 3, 1, 1, 1, MINMO_CONV_ACT_ELU);
+  im2col_case(97, 18, 30, 15, 7, 1, MINMO_CONV_ACT_NONE);
+  im2col_case(29, 8, 1, 1, 0, 1, MINMO_CONV_ACT_LEAKY_RELU);
   if (!harness::small()) {
-    im2col_case(66 * 120 + 1, 64, 11, 1, 25, 5, MINMO_ACT_SNAKE);  // CosyVoice2 last stage, 66 frames
-    im2col_case(66, 80, 7, 1, 3, 1, MINMO_ACT_NONE);                // conv_pre
+    im2col_case(66 * 120 + 1, 64, 11, 1, 25, 5, MINMO_CONV_ACT_SNAKE);  // CosyVoice2 last stage, 66 frames
+    im2col_case(66, 80, 7, 1, 3, 1, MINMO_CONV_ACT_NONE);                // conv_pre
   }
   col2im_case(13, 6, 16, 8, 0);
   col2im_case(31, 4, 7, 3, 1);

@@ -15,10 +15,12 @@ extern "C" {
  * channel c):
  *   NONE: v;  LEAKY_RELU: v > 0 ? v : slope * v;  ELU: v > 0 ? v : expm1(v);
  *   SNAKE: v + 1 / (alpha[c] + 1e-9) * sin(alpha[c] * v)^2   (the reference Snake). */
-#define MINMO_ACT_NONE 0
-#define MINMO_ACT_LEAKY_RELU 1
-#define MINMO_ACT_SNAKE 2
-#define MINMO_ACT_ELU 3
+enum {
+  MINMO_CONV_ACT_NONE = 0,
+  MINMO_CONV_ACT_LEAKY_RELU = 1,
+  MINMO_CONV_ACT_SNAKE = 2,
+  MINMO_CONV_ACT_ELU = 3
+};
 
 /* im2col of Conv1d(C -> *, kernel k, stride s, padding p (zeros, both ends), dilation d) over
  * act(x), x: [t_in, C], out: [t_out, ld] with ld >= C * k:

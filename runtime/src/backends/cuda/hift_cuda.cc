@@ -181,7 +181,7 @@ void CudaHift::conv(CudaHiftState& s, const Conv& c, const float* x, int64_t t_i
                     size_t alpha, float* y, float beta) const {
   const Stream& st = s.stream_;
   const int64_t t_out = c.out_len(t_in);
-  const float* a = act == MINMO_ACT_SNAKE ? at(alpha) : static_cast<const float*>(nullptr);
+  const float* a = act == MINMO_CONV_ACT_SNAKE ? at(alpha) : static_cast<const float*>(nullptr);
   MINMO_DEVICE_CALL(st, conv1d_im2col_f32, x, a, s.col, t_in, c.cin, t_out, c.ld, static_cast<int32_t>(c.k),
                     static_cast<int32_t>(c.stride), static_cast<int32_t>(c.pad), static_cast<int32_t>(c.dil), act,
                     slope);
@@ -190,8 +190,8 @@ void CudaHift::conv(CudaHiftState& s, const Conv& c, const float* x, int64_t t_i
 
 void CudaHift::resblock(CudaHiftState& s, const Res& r, float* x, int64_t t) const {
   for (size_t i = 0; i < r.c1.size(); ++i) {
-    conv(s, r.c1[i], x, t, MINMO_ACT_SNAKE, 0.f, r.a1[i], s.h, 0.f);
-    conv(s, r.c2[i], s.h, t, MINMO_ACT_SNAKE, 0.f, r.a2[i], x, 1.f);  // x += c2(snake(c1(snake(x))))
+    conv(s, r.c1[i], x, t, MINMO_CONV_ACT_SNAKE, 0.f, r.a1[i], s.h, 0.f);
+    conv(s, r.c2[i], s.h, t, MINMO_CONV_ACT_SNAKE, 0.f, r.a2[i], x, 1.f);  // x += c2(snake(c1(snake(x))))
   }
 }
 
@@ -199,12 +199,12 @@ void CudaHift::enqueue(CudaHiftState& s, const Shape& sh) const {
   const Stream& st = s.stream_;
   const float* none = nullptr;
   MINMO_DEVICE_CALL(st, hift_stft_f32, s.src, s.spec, sh.N, static_cast<int32_t>(n_fft_), static_cast<int32_t>(hop_));
-  conv(s, pre_, s.mel, sh.T, MINMO_ACT_NONE, 0.f, 0, s.x, 0.f);
+  conv(s, pre_, s.mel, sh.T, MINMO_CONV_ACT_NONE, 0.f, 0, s.x, 0.f);
   int64_t t = sh.T;
   for (size_t i = 0; i < ups_.size(); ++i) {
     const Up& u = ups_[i];
     const int64_t n = u.cout * u.k;
-    MINMO_DEVICE_CALL(st, conv1d_im2col_f32, s.x, none, s.col, t, u.cin, t, u.cin, 1, 1, 0, 1, MINMO_ACT_LEAKY_RELU,
+    MINMO_DEVICE_CALL(st, conv1d_im2col_f32, s.x, none, s.col, t, u.cin, t, u.cin, 1, 1, 0, 1, MINMO_CONV_ACT_LEAKY_RELU,
                       lrelu_);
     s.gemm_->f32(s.col, at(u.w), s.z, t, n, u.cin, u.cin, n, n, false);
     MINMO_DEVICE_CALL(st, conv_transpose1d_col2im_f32, s.z, at(u.b), s.y, t, u.cout, static_cast<int32_t>(u.k),
@@ -212,7 +212,7 @@ void CudaHift::enqueue(CudaHiftState& s, const Shape& sh) const {
                       static_cast<int32_t>(i + 1 == ups_.size() ? 1 : 0));
     t = sh.t[i];
     const int64_t len = t * u.cout;
-    conv(s, downs_[i], s.spec, sh.F, MINMO_ACT_NONE, 0.f, 0, s.si, 0.f);
+    conv(s, downs_[i], s.spec, sh.F, MINMO_CONV_ACT_NONE, 0.f, 0, s.si, 0.f);
     resblock(s, source_res_[i], s.si, t);
     MINMO_DEVICE_CALL(st, axpby_f32, static_cast<const float*>(s.si), s.y, len, 1.f, 1.f);
     for (int64_t j = 0; j < nk_; ++j) {
@@ -224,7 +224,7 @@ void CudaHift::enqueue(CudaHiftState& s, const Shape& sh) const {
   }
   // conv_post as post[n_fft + 2, F] = W [n_fft + 2, ld] @ col[F, ld]^T (channel-major for the iSTFT)
   MINMO_DEVICE_CALL(st, conv1d_im2col_f32, s.x, none, s.col, t, post_.cin, sh.F, post_.ld,
-                    static_cast<int32_t>(post_.k), 1, static_cast<int32_t>(post_.pad), 1, MINMO_ACT_LEAKY_RELU, 0.01f);
+                    static_cast<int32_t>(post_.k), 1, static_cast<int32_t>(post_.pad), 1, MINMO_CONV_ACT_LEAKY_RELU, 0.01f);
   s.gemm_->f32(at(post_.w), s.col, s.post, post_.cout, sh.F, post_.ld, post_.ld, post_.ld, sh.F, true);
   MINMO_DEVICE_CALL(st, hift_istft_f32, static_cast<const float*>(s.post), s.audio, sh.F,
                     static_cast<int32_t>(n_fft_), static_cast<int32_t>(hop_), limit_);
@@ -241,10 +241,10 @@ std::vector<float> CudaHift::f0(CudaHiftState& s, const float* mel, int64_t T) c
   const float* x = s.mel;
   float* bufs[2] = {s.x, s.y};
   for (size_t i = 0; i < f0_convs_.size(); ++i) {
-    conv(s, f0_convs_[i], x, T, i == 0 ? MINMO_ACT_NONE : MINMO_ACT_ELU, 0.f, 0, bufs[i % 2], 0.f);
+    conv(s, f0_convs_[i], x, T, i == 0 ? MINMO_CONV_ACT_NONE : MINMO_CONV_ACT_ELU, 0.f, 0, bufs[i % 2], 0.f);
     x = bufs[i % 2];
   }
-  conv(s, f0_cls_, x, T, MINMO_ACT_ELU, 0.f, 0, s.f0, 0.f);
+  conv(s, f0_cls_, x, T, MINMO_CONV_ACT_ELU, 0.f, 0, s.f0, 0.f);
   st.download(s.out_.data(), s.f0, sizeof(float) * T);
   st.sync();
   const float* out = s.out_.as<float>();
