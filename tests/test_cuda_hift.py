@@ -164,3 +164,37 @@ def test_speech_session_audio_on_device(device):
     ref = _offline_audio(refs, s.speech_tokens, spk, seed=5)
     assert wav.shape == ref.shape
     assert _rel(wav, ref) <= SESSION_TOL
+
+
+def test_runtime_falls_back_to_cpu_with_a_reason(tmp_path):
+    """A bundle whose HiFT the kernels do not run (n_fft 64 > MINMO_HIFT_MAX_NFFT): Runtime(device=
+    "cuda-sim") loads it on the CPU, says so in module_devices and names the reason in cpu_fallbacks;
+    its audio is the CPU module's."""
+    import hashlib
+    import shutil
+
+    from _bundles import minmo_bundle
+
+    bundle = str(tmp_path / "bundle")
+    shutil.copytree(minmo_bundle("chunked"), bundle)
+    manifest = json.loads(open(f"{bundle}/manifest.json").read())
+    name = next(n for n, m in manifest["modules"].items() if m["arch"] == "cosyvoice2_hift")
+    entry = manifest["modules"][name]
+    cfg = dict(entry["config"], n_fft=64)
+    torch.manual_seed(0)
+    model = perturb(HiFT.from_config(cfg), 4)
+    path = f"{bundle}/{entry['weights']}"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.plain_state_dict().items()}, path)
+    entry["config"] = cfg
+    entry["params"] = sum(p.numel() for p in model.plain_state_dict().values())
+    data = open(path, "rb").read()
+    manifest["files"][entry["weights"]] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    open(f"{bundle}/manifest.json", "w").write(json.dumps(manifest))
+
+    rt = minmo_rt.Runtime(bundle, device="cuda-sim")
+    assert rt.module_devices[name] == "cpu"
+    assert "not run by the iSTFT kernel" in rt.cpu_fallbacks[name]
+    mel = np.random.default_rng(2).standard_normal((12, 80)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(mel), seed=0)
+    assert rel(rt.run_module(name, {"mel": mel})["audio"], ref) <= 1e-4
