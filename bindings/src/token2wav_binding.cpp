@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
+#include "backends/cuda/hift_cuda.h"
 #include "core/safetensors.h"
 #include "minmo/status.h"
 #include "modules/flow.h"
@@ -50,8 +52,10 @@ const float* mel_rows(const FloatArray& mel, int64_t width, int64_t* T) {
 std::shared_ptr<const minmo::FlowModel> load_flow(const std::string& w, const std::string& c) {
   return minmo::FlowModel::load(minmo::WeightStore::open(w), parse_json(c, "flow config"));
 }
-std::shared_ptr<const minmo::HiftModel> load_hift(const std::string& w, const std::string& c) {
-  return minmo::HiftModel::load(minmo::WeightStore::open(w), parse_json(c, "hift config"));
+// device: "cpu", "cuda" or "cuda-sim" (an unsupported configuration raises, no CPU fallback).
+std::shared_ptr<const minmo::HiftModel> load_hift(const std::string& w, const std::string& c,
+                                                  const std::string& device = "cpu") {
+  return minmo::HiftModel::load(minmo::WeightStore::open(w), parse_json(c, "hift config"), minmo::open_device(device));
 }
 
 // A Token2WavStream that owns its models.
@@ -84,10 +88,11 @@ MINMO_PY_BINDING(bind_token2wav) {
       "Flow over the whole sequence (chunk_tokens <= 0: full attention) -> mel [2N, 80] of the generated tokens.");
   t.def(
       "hift_synthesize",
-      [](const std::string& weights, const std::string& config, FloatArray mel, uint64_t seed) {
+      [](const std::string& weights, const std::string& config, FloatArray mel, uint64_t seed,
+         const std::string& device) {
         std::vector<float> wav;
         {
-          auto h = load_hift(weights, config);
+          auto h = load_hift(weights, config, device);
           int64_t T = 0;
           const float* p = mel_rows(mel, h->config().mel_dim, &T);
           py::gil_scoped_release release;
@@ -95,21 +100,31 @@ MINMO_PY_BINDING(bind_token2wav) {
         }
         return vec_to_numpy(wav, {static_cast<int64_t>(wav.size())});
       },
-      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("seed") = 0, "Offline HiFT: mel [T, 80] -> audio.");
+      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("seed") = 0, py::arg("device") = "cpu",
+      "Offline HiFT: mel [T, 80] -> audio (decode on `device`).");
   t.def(
       "hift_f0",
-      [](const std::string& weights, const std::string& config, FloatArray mel) {
-        auto h = load_hift(weights, config);
+      [](const std::string& weights, const std::string& config, FloatArray mel, const std::string& device) {
+        auto h = load_hift(weights, config, device);
         int64_t T = 0;
         const float* p = mel_rows(mel, h->config().mel_dim, &T);
-        std::vector<float> f = h->f0(p, T);
+        MINMO_CHECK(T > 0, ErrorCode::InvalidArgument, "mel has no frames");
+        std::vector<float> f;
+        if (const minmo::cuda::CudaHift* g = h->gpu()) {
+          minmo::cuda::CudaHiftState state(*g, T);
+          f = g->f0(state, p, T);
+        } else {
+          f = h->f0(p, T);
+        }
         return vec_to_numpy(f, {T});
       },
-      py::arg("weights_path"), py::arg("config"), py::arg("mel"), "HiFT f0 predictor: mel [T, 80] -> f0 [T].");
+      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("device") = "cpu",
+      "HiFT f0 predictor on `device`: mel [T, 80] -> f0 [T].");
   t.def(
       "hift_decode",
-      [](const std::string& weights, const std::string& config, FloatArray mel, FloatArray source) {
-        auto h = load_hift(weights, config);
+      [](const std::string& weights, const std::string& config, FloatArray mel, FloatArray source,
+         const std::string& device) {
+        auto h = load_hift(weights, config, device);
         int64_t T = 0;
         const float* p = mel_rows(mel, h->config().mel_dim, &T);
         const int64_t S = h->config().samples_per_frame();
@@ -118,20 +133,32 @@ MINMO_PY_BINDING(bind_token2wav) {
         std::vector<float> wav;
         {
           py::gil_scoped_release release;
-          wav = h->decode(p, T, source.data());
+          if (const minmo::cuda::CudaHift* g = h->gpu()) {
+            minmo::cuda::CudaHiftState state(*g, T);
+            wav = g->decode(state, p, T, source.data());
+          } else {
+            wav = h->decode(p, T, source.data());
+          }
         }
         return vec_to_numpy(wav, {S * T});
       },
-      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("source"),
-      "HiFT filter network + iSTFT: mel [T, 80], source [S*T] -> audio [S*T].");
+      py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("source"), py::arg("device") = "cpu",
+      "HiFT filter network + iSTFT on `device`: mel [T, 80], source [S*T] -> audio [S*T].");
+  t.def(
+      "hift_device",
+      [](const std::string& weights, const std::string& config, const std::string& device) {
+        return load_hift(weights, config, device)->device();
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("device"), "Where a HiFT loaded for `device` decodes.");
   t.def(
       "hift_receptive_field",
       [](const std::string& weights, const std::string& config) { return load_hift(weights, config)->receptive_field(); },
       py::arg("weights_path"), py::arg("config"), "(left, right) mel frames of the exact streaming window.");
   t.def(
       "hift_streamed",
-      [](const std::string& weights, const std::string& config, FloatArray mel, std::vector<int64_t> sizes, uint64_t seed) {
-        auto h = load_hift(weights, config);
+      [](const std::string& weights, const std::string& config, FloatArray mel, std::vector<int64_t> sizes, uint64_t seed,
+         const std::string& device) {
+        auto h = load_hift(weights, config, device);
         int64_t T = 0;
         const float* p = mel_rows(mel, h->config().mel_dim, &T);
         std::vector<float> wav;
@@ -160,7 +187,7 @@ MINMO_PY_BINDING(bind_token2wav) {
         return py::make_tuple(vec_to_numpy(wav, {static_cast<int64_t>(wav.size())}), outs);
       },
       py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("push_sizes"), py::arg("seed") = 0,
-      "Exact streaming HiFT: pushes mel rows in pieces, then finish(). Returns (audio, samples out per call).");
+      py::arg("device") = "cpu", "Exact streaming HiFT: pushes mel rows in pieces, then finish(). Returns (audio, samples out per call).");
 
   py::class_<PyStream>(t, "Token2WavStream")
       .def(py::init([](const std::string& flow_weights, const std::string& flow_config, const std::string& hift_weights,

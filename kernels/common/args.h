@@ -139,6 +139,34 @@ inline bool im2col_k3s2_ok(const void* x, const void* out, int64_t t_out0, int64
   return !overlap(x, n_in * channels * 2, out, n_out * channels * 6);
 }
 
+// HiFT filter network (minmo_kernels/hift_net.h).
+inline bool conv1d_im2col_ok(const float* x, const float* out, int64_t t_in, int64_t channels, int64_t t_out,
+                             int64_t ld, int32_t kernel, int32_t stride, int32_t pad, int32_t dilation, int32_t act) {
+  if (!x || !out || t_in < 1 || channels < 1 || t_out < 1 || kernel < 1 || stride < 1 || pad < 0 || dilation < 1 ||
+      act < MINMO_CONV_ACT_NONE || act > MINMO_CONV_ACT_ELU || ld < channels * kernel)
+    return false;
+  const int64_t full = (t_in + 2 * int64_t{pad} - int64_t{dilation} * (kernel - 1) - 1) / stride + 1;
+  return t_in + 2 * int64_t{pad} >= int64_t{dilation} * (kernel - 1) + 1 && t_out <= full &&
+         !overlap(x, t_in * channels * 4, out, t_out * ld * 4);
+}
+inline int64_t conv_transpose1d_len(int64_t t_in, int32_t kernel, int32_t stride, int32_t pad) {
+  return (t_in - 1) * stride + kernel - 2 * int64_t{pad};
+}
+inline bool col2im_ok(const float* z, const float* y, int64_t t_in, int64_t channels, int32_t kernel, int32_t stride,
+                      int32_t pad, int32_t reflect) {
+  if (!z || !y || t_in < 1 || channels < 1 || kernel < 1 || stride < 1 || kernel < stride || pad < 0 || reflect < 0)
+    return false;
+  const int64_t L = conv_transpose1d_len(t_in, kernel, stride, pad);
+  return L >= 1 && reflect < L && !overlap(z, t_in * channels * kernel * 4, y, (L + reflect) * channels * 4);
+}
+inline bool hift_stft_ok(const float* x, const float* spec, int64_t n, int32_t n_fft, int32_t hop) {
+  return x && spec && n_fft >= 2 && n_fft % 2 == 0 && n_fft <= MINMO_HIFT_MAX_NFFT && hop >= 1 && n > n_fft / 2 &&
+         !overlap(x, n * 4, spec, (n / hop + 1) * (n_fft + 2) * 4);
+}
+inline bool axpby_ok(const float* x, const float* y, int64_t n) {
+  return x && y && n >= 1 && (x == y || !overlap(x, n * 4, y, n * 4));
+}
+
 }  // namespace minmo_args
 
 #endif  // MINMO_KERNELS_COMMON_ARGS_H_

@@ -57,6 +57,11 @@ _SIGNATURES = {
     "f32_to_bf16": "ppq",
     "window_attention_bf16": "ppppppqqqqqf",
     "im2col_k3s2_bf16": "ppqqqqqq",
+    # HiFT filter network (hift_net.h)
+    "conv1d_im2col_f32": "pppqqqqiiiiif",
+    "conv_transpose1d_col2im_f32": "pppqqiiii",
+    "hift_stft_f32": "ppqii",
+    "axpby_f32": "ppqff",
 }
 
 

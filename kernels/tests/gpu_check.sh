@@ -10,7 +10,8 @@
 #      voice LM, a whole streaming turn of minmo-tiny (same response tokens; where each module ran,
 #      the duplex probabilities' max |device - CPU|, end of turn -> first token), the chunked encoder
 #      at SenseVoice-Large size (checked and timed per 320 ms chunk), alone and with MinMo's input
-#      projector chained in the same graph (tokens checked); then prefill / decode timings
+#      projector chained in the same graph (tokens checked), HiFT's decode at CosyVoice2 size
+#      (checked, first-chunk window timed); then prefill / decode timings
 #      at Qwen2.5-7B (with a 256-row prompt) and CosyVoice2-0.5B voice LM sizes (fused and unfused);
 #      the decoder check again under compute-sanitizer memcheck
 #      (the voice LM checks also run a 15-token interleave block through the device loop graph,
@@ -92,13 +93,14 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
-    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^decoder:|^check|^decode at|^prefill|decode step:$|^voice block|^response|^duplex|^cpu:|^cuda:|^encoder' | tr '\n' ';')"
+    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^decoder:|^check|^decode at|^prefill|decode step:$|^voice block|^response|^duplex|^cpu:|^cuda:|^encoder|_window:|vs CPU decode|^first push' | tr '\n' ';')"
   }
   for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" decoder --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16 --fused both; done
   rt small_voice_lm decoder --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16 --fused both
   rt tiny_session session --bundle "$CARRY/tiny-fp32" --audio "$CARRY/tiny-fp32/demo.f32" \
     --prompt "$CARRY/tiny-fp32/session.json" --runs 10
   rt encoder_large encoder --size large --chunks 12
+  rt hift_cosyvoice2 hift --frames 36 --runs 20
   rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --long-prefill 256
   rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
   if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)

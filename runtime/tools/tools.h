@@ -4,6 +4,7 @@
 //   decoder  the LLM or voice LM decoder on a bundle or on random weights (tools/decoder_check.cc)
 //   encoder  the chunked speech encoder at SenseVoice-Large size, random weights (tools/encoder_check.cc)
 //   session  a streaming speech-to-text session on a bundle (tools/session_check.cc)
+//   hift     HiFT's decode at CosyVoice2 size, random weights (tools/hift_check.cc)
 // Each prints a JSON report (and writes it with --json OUT); exit status 0: checks passed, 1: a check
 // failed, 2: bad arguments or an error (message on stderr).
 #pragma once
@@ -58,6 +59,7 @@ void write_report(const nlohmann::json& report, const std::string& path);
 int decoder_check(int argc, char** argv);
 int encoder_check(int argc, char** argv);
 int session_check(int argc, char** argv);
+int hift_check(int argc, char** argv);
 
 }  // namespace tools
 }  // namespace minmo

@@ -17,8 +17,8 @@ from .text import Tokenizer
 class Runtime:
     """Load a bundle made by ``minmo-export build``.
 
-    device: ``"cpu"``; ``"cuda"`` runs the LLM, the voice LM and the chunked encoder's blocks on the
-    first GPU through the CUDA backend (the other modules stay on the CPU: see ``module_devices``
+    device: ``"cpu"``; ``"cuda"`` runs the LLM, the voice LM, the chunked encoder's blocks and HiFT's
+    f0 predictor + decode on the first GPU through the CUDA backend (the other modules stay on the CPU: see ``module_devices``
     and ``cpu_fallbacks``); ``"cuda-sim"`` runs the same backend code with the kernels' CPU twins
     (slow; for testing without a GPU). A build without CUDA, or a machine without a usable GPU,
     raises DeviceError for ``"cuda"``. ``verify_files`` checks

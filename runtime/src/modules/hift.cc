@@ -6,6 +6,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/ops.h"
+#include "backends/cuda/hift_cuda.h"
 #include "minmo/status.h"
 #include "modules/flow.h"
 
@@ -164,9 +165,21 @@ HiftModel::HiftModel(const HiftConfig& config, const WeightStore& weights) : cfg
   rf_ = {(xl + unit - 1) / unit + 1, (xr + unit - 1) / unit + 1};
 }
 
-std::shared_ptr<const HiftModel> HiftModel::load(const WeightStore& weights, const nlohmann::json& config) {
-  return std::make_shared<const HiftModel>(HiftConfig::from_json(config), weights);
+std::shared_ptr<const HiftModel> HiftModel::load(const WeightStore& weights, const nlohmann::json& config,
+                                                 const std::shared_ptr<cuda::Device>& device, std::string* cpu_fallback) {
+  auto m = std::make_shared<HiftModel>(HiftConfig::from_json(config), weights);
+  if (device) {
+    const std::string why = cuda::CudaHift::unsupported(m->cfg_);
+    if (why.empty()) m->gpu_ = std::make_shared<const cuda::CudaHift>(*m, device);
+    else if (cpu_fallback) *cpu_fallback = why;
+    else MINMO_THROW(ErrorCode::BundleError, "hift on " << device->name() << ": " << why);
+  }
+  return m;
 }
+
+HiftModel::~HiftModel() = default;
+
+std::string HiftModel::device() const { return gpu_ ? gpu_->device() : "cpu"; }
 
 void HiftModel::conv(const ConvW& c, const float* x, int64_t T, std::vector<float>& y, int64_t& Tout) const {
   Tout = cpu::conv1d_out_len(T, c.k, c.stride, c.pad, c.pad, c.dil);
@@ -344,7 +357,9 @@ std::vector<float> HiftModel::decode(const float* mel, int64_t T, const float* s
 std::vector<float> HiftModel::synthesize(const float* mel, int64_t T, uint64_t seed) const {
   MINMO_CHECK(T > 0, ErrorCode::InvalidArgument, "hift: no mel frames to synthesise");
   const int64_t H = cfg_.nb_harmonics + 1, S = cfg_.samples_per_frame();
-  std::vector<float> f = f0(mel, T);
+  std::unique_ptr<cuda::CudaHiftState> state;
+  if (gpu_) state = std::make_unique<cuda::CudaHiftState>(*gpu_, T);  // utterance-sized: not pooled
+  std::vector<float> f = gpu_ ? gpu_->f0(*state, mel, T) : f0(mel, T);
   std::vector<double> q(T * H), r(H), acc(H, 0.0);
   for (int64_t k = 0; k < T; ++k) {
     phase_step(f[k], r.data());
@@ -355,13 +370,36 @@ std::vector<float> HiftModel::synthesize(const float* mel, int64_t T, uint64_t s
     }
   }
   std::vector<float> src = source(f.data(), q.data(), nullptr, T, 0, seed);
+  if (gpu_) return gpu_->decode(*state, mel, T, src.data());
   return decode(mel, T, src.data());
 }
 
 // ------------------------------------------------------------------------------------------ stream
 
+struct HiftStream::GpuState {
+  cuda::CudaHift::StatePtr state;
+  int64_t max_step;
+};
+
 HiftStream::HiftStream(const HiftModel& model, uint64_t seed)
-    : m_(model), seed_(seed), H_(model.config().nb_harmonics + 1) {}
+    : m_(model), seed_(seed), H_(model.config().nb_harmonics + 1) {
+  if (const cuda::CudaHift* g = m_.gpu()) {
+    const auto [L, R] = m_.receptive_field();
+    gpu_.reset(new GpuState{g->acquire(L + R + cuda::CudaHift::kMaxStep), cuda::CudaHift::kMaxStep});
+  }
+}
+
+HiftStream::~HiftStream() = default;
+
+std::vector<float> HiftStream::emit_steps(int64_t e1) {
+  if (!gpu_) return emit(e1);
+  std::vector<float> out;
+  while (e0_ < e1) {
+    std::vector<float> a = emit(std::min(e1, e0_ + gpu_->max_step));
+    out.insert(out.end(), a.begin(), a.end());
+  }
+  return out;
+}
 
 std::vector<float> HiftStream::push(const float* mel, int64_t n) {
   const int64_t M = m_.config().mel_dim;
@@ -370,20 +408,22 @@ std::vector<float> HiftStream::push(const float* mel, int64_t n) {
   mel_.insert(mel_.end(), mel, mel + n * M);
   total_ += n;
   const int64_t e1 = total_ - m_.receptive_field().second;
-  return e1 > e0_ ? emit(e1, false) : std::vector<float>{};
+  return e1 > e0_ ? emit_steps(e1) : std::vector<float>{};
 }
 
 std::vector<float> HiftStream::finish() {
   MINMO_CHECK(total_ > 0, ErrorCode::InvalidArgument, "hift: no mel frames to synthesise");
-  return total_ > e0_ ? emit(total_, true) : std::vector<float>{};
+  return total_ > e0_ ? emit_steps(total_) : std::vector<float>{};
 }
 
-std::vector<float> HiftStream::emit(int64_t e1, bool final) {
+// Finalises frames [e0_, e1) from the window [e0_ - L, e1 + R) clipped to the mel known (at the
+// end, e1 == total_, the window ends at total_).
+std::vector<float> HiftStream::emit(int64_t e1) {
   const auto [L, R] = m_.receptive_field();
   const int64_t M = m_.config().mel_dim, S = m_.config().samples_per_frame(), H = H_;
-  const int64_t a0 = std::max<int64_t>(0, e0_ - L), a1 = final ? total_ : std::min(total_, e1 + R), T = a1 - a0;
+  const int64_t a0 = std::max<int64_t>(0, e0_ - L), a1 = std::min(total_, e1 + R), T = a1 - a0;
   const float* win = mel_.data() + (a0 - mel_base_) * M;
-  std::vector<float> fw = m_.f0(win, T);
+  std::vector<float> fw = gpu_ ? m_.gpu()->f0(*gpu_->state, win, T) : m_.f0(win, T);
   std::vector<double> q(T * H), r(H), acc(H, 0.0);
   if (e0_ > 0) std::copy_n(q_hist_.begin() + (e0_ - 1 - hist_base_) * H, H, acc.begin());
   for (int64_t k = a0; k < a1; ++k) {
@@ -402,7 +442,7 @@ std::vector<float> HiftStream::emit(int64_t e1, bool final) {
   }
   const double* q_prev = a0 > 0 ? q_hist_.data() + (a0 - 1 - hist_base_) * H : nullptr;
   std::vector<float> src = m_.source(fw.data(), q.data(), q_prev, T, a0, seed_);
-  std::vector<float> audio = m_.decode(win, T, src.data());
+  std::vector<float> audio = gpu_ ? m_.gpu()->decode(*gpu_->state, win, T, src.data()) : m_.decode(win, T, src.data());
   std::vector<float> out(audio.begin() + (e0_ - a0) * S, audio.begin() + (e1 - a0) * S);
   for (int64_t k = e0_; k < e1; ++k) {
     f0_hist_.push_back(fw[k - a0]);

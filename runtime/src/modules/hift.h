@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,12 @@
 #include "modules/audio_common.h"
 
 namespace minmo {
+
+namespace cuda {
+class CudaHift;
+class CudaHiftState;
+class Device;
+}  // namespace cuda
 
 struct HiftConfig {
   int64_t mel_dim = 80, base_channels = 512, nb_harmonics = 8, sample_rate = 24000;
@@ -42,16 +49,26 @@ struct HiftConfig {
 class HiftModel {
  public:
   HiftModel(const HiftConfig& config, const WeightStore& weights);
-  static std::shared_ptr<const HiftModel> load(const WeightStore& weights, const nlohmann::json& config);
+  // device: null for the CPU, else the f0 predictor and the decode of streams and synthesize() run
+  // on the CUDA backend (backends/cuda/hift_cuda.h); the NSF source stays on the host. A configuration the kernels do not run is a BundleError, or, with
+  // cpu_fallback given, loads on the CPU and stores the reason there.
+  static std::shared_ptr<const HiftModel> load(const WeightStore& weights, const nlohmann::json& config,
+                                               const std::shared_ptr<cuda::Device>& device = nullptr,
+                                               std::string* cpu_fallback = nullptr);
+  ~HiftModel();
   const HiftConfig& config() const { return cfg_; }
+  // "cpu", "cuda" or "cuda-sim": where streams and synthesize() decode.
+  std::string device() const;
+  // The device decode (null on the CPU).
+  const cuda::CudaHift* gpu() const { return gpu_.get(); }
 
   // (left, right) mel frames the audio of a frame depends on, rounded up with a frame of margin
   // (hift.receptive_field in the reference).
   std::pair<int64_t, int64_t> receptive_field() const { return rf_; }
 
-  // f0 [T] of mel [T, mel_dim] (zero padding at both ends).
+  // f0 [T] of mel [T, mel_dim] (zero padding at both ends), on the CPU.
   std::vector<float> f0(const float* mel, int64_t T) const;
-  // Filter network + iSTFT: mel [T, mel_dim], source [S*T] -> audio [S*T].
+  // Filter network + iSTFT on the CPU: mel [T, mel_dim], source [S*T] -> audio [S*T].
   std::vector<float> decode(const float* mel, int64_t T, const float* source) const;
   // NSF source of frames a0 .. a0+T-1 given their f0 and accumulated phases q ([T, H+1], turns);
   // q_prev: the phase of frame a0-1 (null: a0 is the start of the utterance); seed: noise.
@@ -81,12 +98,17 @@ class HiftModel {
   std::vector<ResBlock> source_res_, res_;
   std::pair<int64_t, int64_t> rf_;
   std::vector<float> window_;  // periodic Hann [n_fft]
+  std::shared_ptr<const cuda::CudaHift> gpu_;
+  friend class cuda::CudaHift;  // uploads the weights above
 };
 
 // Exact streaming HiFT over mel frames pushed in order (see the header comment).
+// On a model with a device decode, the stream holds a device state for windows of the receptive
+// field plus CudaHift::kMaxStep frames and finalises at most kMaxStep frames per window.
 class HiftStream {
  public:
   HiftStream(const HiftModel& model, uint64_t seed);
+  ~HiftStream();
   // Appends mel rows [n, mel_dim]; returns the audio that became final (may be empty).
   std::vector<float> push(const float* mel, int64_t n);
   // The rest of the audio; the stream is done afterwards.
@@ -94,8 +116,12 @@ class HiftStream {
   int64_t frames_emitted() const { return e0_; }
 
  private:
-  std::vector<float> emit(int64_t e1, bool final);
+  std::vector<float> emit(int64_t e1);
+  // Emits up to e1 in windows the device state holds.
+  std::vector<float> emit_steps(int64_t e1);
   const HiftModel& m_;
+  struct GpuState;
+  std::unique_ptr<GpuState> gpu_;
   uint64_t seed_;
   int64_t H_;
   std::vector<float> mel_;   // rows from mel_base_

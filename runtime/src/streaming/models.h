@@ -51,8 +51,9 @@ struct LoadedModels {
   int max_positions() const { return llm ? static_cast<int>(llm->config().max_position_embeddings) : 0; }
 };
 
-// device: "cpu", or "cuda" / "cuda-sim": the LLM, the voice LM, the chunked encoder's blocks, the
-// chunked input projector and the output projector on the CUDA backend (every other module on the CPU).
+// device: "cpu", or "cuda" / "cuda-sim": the LLM, the voice LM, the chunked encoder, the chunked input
+// projector, the output projector, the duplex predictor (behind a device LLM) and HiFT's f0 predictor
+// and decode on the CUDA backend (every other module, the flow included, on the CPU).
 std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, bool verify_files,
                                                 const std::string& device = "cpu");
 

@@ -1,5 +1,7 @@
 #include "backends/cuda/gemm.h"
 
+#include "backends/cpu/blas.h"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -20,6 +22,7 @@ using cublasHandle = void*;
 using cublasStatus = int;  // CUBLAS_STATUS_SUCCESS = 0
 constexpr int kOpN = 0, kOpT = 1;           // cublasOperation_t
 constexpr int kR16BF = 14;                  // cudaDataType CUDA_R_16BF
+constexpr int kR32F = 0;                    // cudaDataType CUDA_R_32F
 constexpr int kCompute32F = 68;             // cublasComputeType_t CUBLAS_COMPUTE_32F
 constexpr int kGemmDefault = -1;            // cublasGemmAlgo_t CUBLAS_GEMM_DEFAULT
 constexpr size_t kWorkspaceBytes = 32 << 20;  // cuBLAS' recommendation for sm_90
@@ -68,6 +71,16 @@ const Cublas& cublas() {
     sym("cublasGemmEx", lib.gemm_ex);
   });
   return lib;
+}
+
+// cuda-sim twin of Gemm::f32 (queued on the stream like a kernel twin).
+int sgemm_twin(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+               int64_t ldc, int b_transposed, float alpha, float beta) {
+  blas::ensure_single_threaded();
+  blas::sgemm_parallel(b_transposed ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+                       static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
+                       static_cast<int>(ldc));
+  return MINMO_KERNEL_OK;
 }
 
 }  // namespace
@@ -121,6 +134,28 @@ void Gemm::bf16(const minmo_bf16* x, const minmo_bf16* w, minmo_bf16* y, int64_t
                                            kR16BF, N, kCompute32F, kGemmDefault);
   MINMO_CHECK(rc == 0, ErrorCode::DeviceError,
               "cuda: cublasGemmEx (" << rows << " x " << n << " x " << k << ") failed with status " << rc);
+}
+
+void Gemm::f32(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+               int64_t ldc, bool b_transposed, float alpha, float beta) const {
+  if (m <= 0 || n <= 0) return;
+  MINMO_CHECK(k >= 1 && lda >= k && ldb >= (b_transposed ? k : n) && ldc >= n && m < (int64_t{1} << 31) &&
+                  n < (int64_t{1} << 31) && k < (int64_t{1} << 31) && lda < (int64_t{1} << 31) &&
+                  ldb < (int64_t{1} << 31) && ldc < (int64_t{1} << 31),
+              ErrorCode::Internal,
+              "fp32 product with bad shape: " << m << " x " << n << " x " << k << " (ld " << lda << ", " << ldb << ", "
+                                              << ldc << ")");
+  if (stream_.simulated()) {
+    stream_.enqueue_twin("gemm_f32", &sgemm_twin, a, b, c, m, n, k, lda, ldb, ldc, b_transposed ? 1 : 0, alpha, beta);
+    return;
+  }
+  // Row-major C[m, n] = A op(B) is column-major C^T[n, m] = op(B)^T A^T.
+  const cublasStatus rc =
+      cublas().gemm_ex(handle_, b_transposed ? kOpT : kOpN, kOpN, static_cast<int>(n), static_cast<int>(m),
+                       static_cast<int>(k), &alpha, b, kR32F, static_cast<int>(ldb), a, kR32F, static_cast<int>(lda),
+                       &beta, c, kR32F, static_cast<int>(ldc), kCompute32F, kGemmDefault);
+  MINMO_CHECK(rc == 0, ErrorCode::DeviceError,
+              "cuda: cublasGemmEx fp32 (" << m << " x " << n << " x " << k << ") failed with status " << rc);
 }
 
 }  // namespace cuda

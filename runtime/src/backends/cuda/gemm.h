@@ -26,8 +26,8 @@ class Gemm {
 
   // A handle on `stream` with its own workspace (so that calls can be captured in a graph), or
   // null with the reason in *why: cuBLAS not found or not usable. On "cuda-sim" always a handle,
-  // whose products run the bf16 gemv twin slice by slice (the same arithmetic: fp32 sums of bf16
-  // products, rounded to bf16).
+  // whose bf16 products run the bf16 gemv twin slice by slice (the same arithmetic: fp32 sums of
+  // bf16 products, rounded to bf16) and fp32 products OpenBLAS.
   static std::unique_ptr<Gemm> open(const Stream& stream, std::string* why);
   ~Gemm();
   Gemm(const Gemm&) = delete;
@@ -36,6 +36,13 @@ class Gemm {
   // y[rows, n] = bf16(x[rows, k] W^T) with W: bf16 [n, k] row-major (an nn.Linear weight), fp32
   // accumulation; device pointers, enqueued on the stream. Throws DeviceError on a cuBLAS failure.
   void bf16(const minmo_bf16* x, const minmo_bf16* w, minmo_bf16* y, int64_t rows, int64_t n, int64_t k) const;
+
+  // Row-major fp32 C[m, n] = alpha * A[m, k] op(B) + beta * C with op(B) = B[k, n] (ldb >= n) or,
+  // b_transposed, B[n, k]^T (ldb >= k); lda >= k, ldc >= n. cublasGemmEx with CUDA_R_32F and
+  // CUBLAS_COMPUTE_32F (no TF32); on "cuda-sim" OpenBLAS sgemm queued like a kernel. Device
+  // pointers, enqueued on the stream. Throws DeviceError on a cuBLAS failure.
+  void f32(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+           int64_t ldc, bool b_transposed, float alpha = 1.f, float beta = 0.f) const;
 
   // "cuBLAS <version>" or "gemv twin (cuda-sim)".
   const std::string& description() const { return description_; }

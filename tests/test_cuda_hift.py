@@ -1,0 +1,200 @@
+"""HiFT's f0 predictor and decode (filter network + iSTFT) on the CUDA backend
+(runtime/src/backends/cuda/hift_cuda.h) against the CPU module and the PyTorch reference, streamed HiftStream on the device against the
+offline synthesis, and a whole speaking session's audio on device="cuda-sim".
+
+Every test runs on "cuda-sim" (the backend's buffers, products and launch sequence with each kernel
+replaced by its CPU twin and the fp32 products by OpenBLAS) and on "cuda" where a GPU is usable
+(skipped otherwise). The device path is fp32 like the CPU one: measured on cuda-sim, decode vs the
+CPU module <= 1.9e-7 and vs the reference <= 2.3e-7, streamed vs the offline reference 2.1e-7
+(DEVICE_TOL leaves room for the GPU's sinf / expf and cuBLAS summation order)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import minmo_rt
+from minmo_rt import _core
+from minmo_rt.export.reference import HiFT
+from minmo_rt.export.reference.hift import receptive_field
+
+from test_token2wav import WAV_TOL, perturb, rel, tiny_hift_config
+
+T2W = _core.testing_t2w
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+DEVICE_TOL = 1e-5
+
+
+def _device_or_skip(device: str) -> str:
+    try:
+        _core.device_info(device)
+    except minmo_rt.DeviceError as e:
+        pytest.skip(f"{device}: {e}")
+    return device
+
+
+@pytest.fixture(params=["cuda-sim", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request):
+    return _device_or_skip(request.param)
+
+
+def _save(tmp_path_factory, model: HiFT, name: str):
+    d = tmp_path_factory.mktemp(name)
+    path = str(d / "hift.safetensors")
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.plain_state_dict().items()}, path)
+    return path, json.dumps(model.cfg.to_dict())
+
+
+@pytest.fixture(scope="module")
+def hift():
+    torch.manual_seed(0)
+    return perturb(HiFT(tiny_hift_config()), 2)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, hift):
+    return _save(tmp_path_factory, hift, "hift")
+
+
+@pytest.mark.parametrize("frames", [1, 21, 70])
+def test_device_decode_matches_cpu_and_reference(hift, files, device, frames):
+    hw, hc = files
+    g = torch.Generator().manual_seed(frames)
+    mel = torch.randn(frames, 80, generator=g)
+    src = torch.randn(frames * 480, generator=g) * 0.1
+    with torch.no_grad():
+        ref = hift.decode(mel, src)
+    cpu = T2W.hift_decode(hw, hc, mel.numpy(), src.numpy())
+    got = T2W.hift_decode(hw, hc, mel.numpy(), src.numpy(), device=device)
+    assert got.shape == tuple(ref.shape)
+    assert rel(got, cpu) <= DEVICE_TOL
+    assert rel(got, ref) <= DEVICE_TOL
+
+
+def test_device_f0_matches_cpu_and_reference(hift, files, device):
+    hw, hc = files
+    mel = torch.randn(45, 80, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = hift.f0(mel)
+    got = T2W.hift_f0(hw, hc, mel.numpy(), device=device)
+    assert rel(got, T2W.hift_f0(hw, hc, mel.numpy())) <= DEVICE_TOL
+    assert rel(got, ref) <= DEVICE_TOL
+
+
+def test_device_synthesize_matches_reference(hift, files, device):
+    hw, hc = files
+    mel = torch.randn(33, 80, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = hift(mel, seed=5)
+    assert rel(T2W.hift_synthesize(hw, hc, mel.numpy(), 5, device=device), ref) <= DEVICE_TOL
+
+
+@pytest.mark.parametrize("sizes", [[3] * 30, [30] * 3, [7, 1, 23, 2, 40, 17], [200]])
+def test_device_stream_equals_offline(hift, files, device, sizes):
+    """Exact streaming on the device, windows of at most CudaHift::kMaxStep (64) new frames: 200
+    frames at once run as four windows."""
+    hw, hc = files
+    T = sum(sizes) if sum(sizes) < 200 else 200
+    mel = torch.randn(T, 80, generator=torch.Generator().manual_seed(14))
+    with torch.no_grad():
+        ref = hift(mel, seed=9)
+    got, outs = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 9, device=device)
+    cpu, cpu_outs = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 9)
+    assert got.shape == tuple(ref.shape) and sum(outs) == got.size
+    assert outs == cpu_outs  # the same audio comes out at the same pushes
+    assert rel(got, ref) <= WAV_TOL
+    assert rel(got, cpu) <= DEVICE_TOL
+    _, right = receptive_field(hift.cfg)
+    if sizes[0] == 30:
+        assert outs[0] == (30 - right) * 480
+
+
+def test_device_is_reported(files, device):
+    hw, hc = files
+    assert T2W.hift_device(hw, hc, device) == device
+    assert T2W.hift_device(hw, hc, "cpu") == "cpu"
+
+
+def test_unsupported_config_is_a_bundle_error(tmp_path_factory):
+    """n_fft above the iSTFT kernel's MINMO_HIFT_MAX_NFFT (32): the device decode refuses to load
+    (the Runtime loads such a module on the CPU and names the reason in cpu_fallbacks)."""
+    torch.manual_seed(0)
+    big = perturb(HiFT(tiny_hift_config(n_fft=64, hop_len=4)), 3)
+    hw, hc = _save(tmp_path_factory, big, "hift64")
+    with pytest.raises(minmo_rt.BundleError, match="not run by the iSTFT kernel"):
+        T2W.hift_device(hw, hc, "cuda-sim")
+    assert T2W.hift_device(hw, hc, "cpu") == "cpu"
+
+
+def test_bad_input_on_device(files):
+    hw, hc = files
+    with pytest.raises(minmo_rt.InvalidInputError):
+        T2W.hift_decode(hw, hc, np.zeros((4, 80), np.float32), np.zeros(7, np.float32), device="cuda-sim")
+    with pytest.raises(minmo_rt.InvalidInputError):
+        T2W.hift_streamed(hw, hc, np.full((4, 80), np.nan, np.float32), [4], 0, device="cuda-sim")
+
+
+# ---- a whole speaking session on the device --------------------------------------------------
+
+def test_speech_session_audio_on_device(device):
+    """device=...: the session's audio (HiFT decode on the device; the LLM / voice LM wherever their
+    shapes run) equals the offline reference token2wav of the speech tokens the session made."""
+    from _bundles import minmo_bundle
+    from minmo_rt.export.bundle import build_reference_modules
+    from minmo_rt.session import collect_audio
+    from test_speech_sessions import WAV_TOL as SESSION_TOL, _offline_audio, _rel, _speechlike
+
+    bundle = minmo_bundle("chunked")
+    rt = minmo_rt.Runtime(bundle, device=device)
+    if "flow" not in rt.modules:
+        pytest.skip("bundle has no token2wav modules")
+    hift_name = next(n for n, m in rt.manifest["modules"].items() if m["arch"] == "cosyvoice2_hift")
+    assert rt.module_devices[hift_name] == device and hift_name not in rt.cpu_fallbacks
+    assert minmo_rt.Runtime(bundle).module_devices[hift_name] == "cpu"
+    refs = build_reference_modules(bundle)
+    spk = np.random.default_rng(1).standard_normal(192).astype(np.float32)
+    s = rt.session(max_new_tokens=12, speak=True, speaker=spk, speech_seed=5)
+    s.push(_speechlike(1.1, seed=3), 16000)
+    s.end_of_turn()
+    wav, rate = collect_audio(list(s.events()))
+    assert rate == 24000 and len(s.speech_tokens) > 0
+    ref = _offline_audio(refs, s.speech_tokens, spk, seed=5)
+    assert wav.shape == ref.shape
+    assert _rel(wav, ref) <= SESSION_TOL
+
+
+def test_runtime_falls_back_to_cpu_with_a_reason(tmp_path):
+    """A bundle whose HiFT the kernels do not run (n_fft 64 > MINMO_HIFT_MAX_NFFT): Runtime(device=
+    "cuda-sim") loads it on the CPU, says so in module_devices and names the reason in cpu_fallbacks;
+    its audio is the CPU module's."""
+    import hashlib
+    import shutil
+
+    from _bundles import minmo_bundle
+
+    bundle = str(tmp_path / "bundle")
+    shutil.copytree(minmo_bundle("chunked"), bundle)
+    manifest = json.loads(open(f"{bundle}/manifest.json").read())
+    name = next(n for n, m in manifest["modules"].items() if m["arch"] == "cosyvoice2_hift")
+    entry = manifest["modules"][name]
+    cfg = dict(entry["config"], n_fft=64)
+    torch.manual_seed(0)
+    model = perturb(HiFT.from_config(cfg), 4)
+    path = f"{bundle}/{entry['weights']}"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.plain_state_dict().items()}, path)
+    entry["config"] = cfg
+    entry["params"] = sum(p.numel() for p in model.plain_state_dict().values())
+    data = open(path, "rb").read()
+    manifest["files"][entry["weights"]] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    open(f"{bundle}/manifest.json", "w").write(json.dumps(manifest))
+
+    rt = minmo_rt.Runtime(bundle, device="cuda-sim")
+    assert rt.module_devices[name] == "cpu"
+    assert "not run by the iSTFT kernel" in rt.cpu_fallbacks[name]
+    mel = np.random.default_rng(2).standard_normal((12, 80)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(mel), seed=0)
+    assert rel(rt.run_module(name, {"mel": mel})["audio"], ref) <= 1e-4
