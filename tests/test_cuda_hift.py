@@ -20,25 +20,13 @@ from minmo_rt import _core
 from minmo_rt.export.reference import HiFT
 from minmo_rt.export.reference.hift import receptive_field
 
+from test_cuda_backend import device  # noqa: F401  (the cuda-sim / cuda fixture)
 from test_token2wav import WAV_TOL, perturb, rel, tiny_hift_config
 
 T2W = _core.testing_t2w
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 DEVICE_TOL = 1e-5
-
-
-def _device_or_skip(device: str) -> str:
-    try:
-        _core.device_info(device)
-    except minmo_rt.DeviceError as e:
-        pytest.skip(f"{device}: {e}")
-    return device
-
-
-@pytest.fixture(params=["cuda-sim", pytest.param("cuda", marks=pytest.mark.gpu)])
-def device(request):
-    return _device_or_skip(request.param)
 
 
 def _save(tmp_path_factory, model: HiFT, name: str):

@@ -10,21 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _kernels_cpu import load_cpu_kernels, ptr
+from _kernels_cpu import ptr
+from test_kernels_misc import lib, rel_err  # noqa: F401  (lib: the CPU twins' library fixture)
 from minmo_rt.export.reference.hift import Snake, stft
 
 OK, INVALID = 0, 1
 NONE, LEAKY, SNAKE, ELU = 0, 1, 2, 3
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return load_cpu_kernels()
-
-
-def rel_err(a, ref):
-    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
 def activate(x: torch.Tensor, act: int, slope: float, alpha: torch.Tensor) -> torch.Tensor:
