@@ -55,8 +55,7 @@ std::shared_ptr<const CudaDuplex> CudaDuplex::load(const WeightStore& w, const D
   });
   m->weights_.commit(device);
   up.run(device);
-  const Stream probe(device);
-  m->gemm_ = Gemm::open(probe, nullptr) != nullptr;
+  m->gemm_ = Gemm::available(*device, nullptr);
   return m;
 }
 

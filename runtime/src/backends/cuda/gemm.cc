@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -32,10 +31,10 @@ struct Cublas {
   cublasStatus (*destroy)(cublasHandle) = nullptr;
   cublasStatus (*set_stream)(cublasHandle, cudaStream_t) = nullptr;
   cublasStatus (*set_workspace)(cublasHandle, void*, size_t) = nullptr;
-  cublasStatus (*get_version)(cublasHandle, int*) = nullptr;
   cublasStatus (*gemm_ex)(cublasHandle, int, int, int, int, int, const void*, const void*, int, int, const void*, int,
                           int, const void*, void*, int, int, int, int) = nullptr;
   std::string error;  // why it is not usable ("" when it is)
+  std::string name;   // the library file loaded
 };
 
 // Loaded once per process; the handle is never closed (cuBLAS keeps global state).
@@ -51,7 +50,10 @@ const Cublas& cublas() {
     std::string tried;
     for (const std::string& n : names) {
       so = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (so) break;
+      if (so) {
+        lib.name = n;
+        break;
+      }
       const char* e = dlerror();
       tried += (tried.empty() ? "" : "; ") + std::string(e ? e : n);
     }
@@ -67,7 +69,6 @@ const Cublas& cublas() {
     sym("cublasDestroy_v2", lib.destroy);
     sym("cublasSetStream_v2", lib.set_stream);
     sym("cublasSetWorkspace_v2", lib.set_workspace);
-    sym("cublasGetVersion_v2", lib.get_version);
     sym("cublasGemmEx", lib.gemm_ex);
   });
   return lib;
@@ -85,18 +86,26 @@ int sgemm_twin(const float* a, const float* b, float* c, int64_t m, int64_t n, i
 
 }  // namespace
 
+bool Gemm::available(const Device& device, std::string* about) {
+  const bool ok = device.simulated() || cublas().error.empty();
+  if (about)
+    *about = device.simulated() ? "gemv twin (cuda-sim)" : ok ? "cuBLAS (" + cublas().name + ")" : cublas().error;
+  return ok;
+}
+
 std::unique_ptr<Gemm> Gemm::open(const Stream& stream, std::string* why) {
-  std::unique_ptr<Gemm> g(new Gemm(stream));
-  if (stream.simulated()) {
-    g->description_ = "gemv twin (cuda-sim)";
-    return g;
+  std::string about;
+  if (!available(stream.device(), &about)) {
+    if (why) *why = about;
+    return nullptr;
   }
+  std::unique_ptr<Gemm> g(new Gemm(stream));
+  if (stream.simulated()) return g;
   const Cublas& lib = cublas();
   auto fail = [why](const std::string& reason) {
     if (why) *why = reason;
     return std::unique_ptr<Gemm>();
   };
-  if (!lib.error.empty()) return fail(lib.error);
   cublasHandle h = nullptr;
   if (lib.create(&h) != 0 || h == nullptr) return fail("cublasCreate failed");
   g->handle_ = h;  // destroyed by ~Gemm from here on
@@ -104,11 +113,6 @@ std::unique_ptr<Gemm> Gemm::open(const Stream& stream, std::string* why) {
   g->workspace_ = Allocation(dev, kWorkspaceBytes, MemoryKind::Device);
   if (lib.set_stream(h, stream.get()) != 0 || lib.set_workspace(h, g->workspace_.data(), kWorkspaceBytes) != 0)
     return fail("cublasSetStream / cublasSetWorkspace failed");
-  int version = 0;
-  lib.get_version(h, &version);
-  std::ostringstream os;
-  os << "cuBLAS " << version / 10000 << "." << version / 100 % 100 << "." << version % 100;
-  g->description_ = os.str();
   return g;
 }
 

@@ -29,6 +29,10 @@ class Gemm {
   // whose bf16 products run the bf16 gemv twin slice by slice (the same arithmetic: fp32 sums of
   // bf16 products, rounded to bf16) and fp32 products OpenBLAS.
   static std::unique_ptr<Gemm> open(const Stream& stream, std::string* why);
+  // Whether open() can give a handle on `device` (cuBLAS loads; always on "cuda-sim"), without
+  // making one. *about: what runs the products ("cuBLAS (libcublas.so.13)", "gemv twin (cuda-sim)"),
+  // or why cuBLAS is not usable.
+  static bool available(const Device& device, std::string* about);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -44,15 +48,12 @@ class Gemm {
   void f32(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
            int64_t ldc, bool b_transposed, float alpha = 1.f, float beta = 0.f) const;
 
-  // "cuBLAS <version>" or "gemv twin (cuda-sim)".
-  const std::string& description() const { return description_; }
 
  private:
   explicit Gemm(const Stream& stream) : stream_(stream) {}
   const Stream& stream_;
   void* handle_ = nullptr;  // cublasHandle_t
   Allocation workspace_;
-  std::string description_;
 };
 
 }  // namespace cuda

@@ -175,13 +175,9 @@ std::shared_ptr<const CudaQwen2> CudaQwen2::load(const WeightStore& w, const nlo
   m->weights_.commit(device);
   up.run(device);
   m->attn_splits_ = std::max<int64_t>(1, 2 * device->sm_count() / Hkv);
-  {  // whether prefill can use the GEMM (cuBLAS on "cuda"; its gemv twin on "cuda-sim")
-    const Stream probe(device);
-    std::string why;
-    const std::unique_ptr<Gemm> g = Gemm::open(probe, &why);
-    m->prefill_gemm_ = g != nullptr;
-    m->prefill_products_ = g ? g->description() : "gemv, 8 rows per pass (" + why + ")";
-  }
+  std::string about;  // whether prefill can use the GEMM (cuBLAS on "cuda"; its gemv twin on "cuda-sim")
+  m->prefill_gemm_ = Gemm::available(*device, &about);
+  m->prefill_products_ = m->prefill_gemm_ ? about : "gemv, 8 rows per pass (" + about + ")";
   const char* env = std::getenv("MINMO_CUDA_FUSED");
   const bool want_fused = env && *env ? std::string(env) != "0" : H <= 1024;
   m->fused_step_ = want_fused && minmo_args::decode_fused_ok(Hq, Hkv, D, 1, m->attn_splits_);

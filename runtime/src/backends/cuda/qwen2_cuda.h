@@ -90,7 +90,7 @@ class CudaQwen2 final : public Qwen2Decoder {
   // The decoder layers' product formats: "bf16", "int8", "int4", "fp8", or several joined by "+"
   // (e.g. "bf16+int4" when the export left some linears unquantized).
   const std::string& weight_format() const { return format_; }
-  // What runs prefill products of many rows: "cuBLAS <version>", the sim's twin, or the gemv
+  // What runs prefill products of many rows: "cuBLAS (<library file>)", the sim's twin, or the gemv
   // products with the reason cuBLAS is not used.
   const std::string& prefill_products() const { return prefill_products_; }
   // Device bytes of the weights (all layers, final norm, lm_head).
