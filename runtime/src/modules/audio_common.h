@@ -117,11 +117,14 @@ struct NormW {
 // `<name>.weight_scale` [+ `<name>.weight_zero`]) into LinearW::qw; a wrong dtype or scale shape
 // -> BundleError naming the tensor.
 LinearW load_linear(const WeightStore& w, const std::string& name, int64_t in, int64_t out, bool bias = true);
+// The geometry of a Conv1d (or ConvTranspose1d).
+struct ConvShape {
+  int64_t cin = 0, cout = 0, k = 0, stride = 1, pad = 0, dil = 1;
+};
 // Conv1d weight [cout, cin, k] and bias [cout] (PyTorch layout) with its geometry.
-struct ConvW {
+struct ConvW : ConvShape {
   const float* w = nullptr;
   const float* b = nullptr;
-  int64_t cin = 0, cout = 0, k = 0, stride = 1, pad = 0, dil = 1;
 };
 ConvW load_conv(const WeightStore& w, const std::string& name, int64_t cin, int64_t cout, int64_t k, int64_t stride = 1,
                 int64_t pad = 0, int64_t dil = 1);

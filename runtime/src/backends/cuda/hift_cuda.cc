@@ -45,12 +45,7 @@ CudaHift::CudaHift(const HiftModel& m, std::shared_ptr<Device> device)
   Uploads up(weights_);
   auto conv = [&](const ConvW& w) {
     Conv d;
-    d.cin = w.cin;
-    d.cout = w.cout;
-    d.k = w.k;
-    d.stride = w.stride;
-    d.pad = w.pad;
-    d.dil = w.dil;
+    static_cast<ConvShape&>(d) = w;
     d.ld = round_up4(w.cin * w.k + 1);
     const int64_t width = w.cin * w.k, ld = d.ld, cout = w.cout;
     const float *wp = w.w, *bp = w.b;
@@ -93,11 +88,7 @@ CudaHift::CudaHift(const HiftModel& m, std::shared_ptr<Device> device)
   for (size_t i = 0; i < m.ups_.size(); ++i) {
     const ConvW& w = m.ups_[i];
     Up u;
-    u.cin = w.cin;
-    u.cout = w.cout;
-    u.k = w.k;
-    u.stride = w.stride;
-    u.pad = w.pad;
+    static_cast<ConvShape&>(u) = w;
     u.w = vec(w.w, w.cin * w.cout * w.k);
     u.b = vec(w.b, w.cout);
     ups_.push_back(u);

@@ -31,6 +31,7 @@
 
 #include "backends/cuda/device.h"
 #include "backends/cuda/gemm.h"
+#include "modules/audio_common.h"
 
 namespace minmo {
 
@@ -73,14 +74,13 @@ class CudaHift {
   std::vector<float> decode(CudaHiftState& s, const float* mel, int64_t T, const float* source) const;
   std::string device() const { return device_->name(); }
 
-  struct Conv {  // a Conv1d as a product: weight [cout, ld] = [W.view(cout, cin k) | b | 0]
+  struct Conv : ConvShape {  // a Conv1d as a product: weight [cout, ld] = [W.view(cout, cin k) | b | 0]
     size_t w = 0;
-    int64_t cin = 0, cout = 0, k = 1, stride = 1, pad = 0, dil = 1, ld = 0;
+    int64_t ld = 0;
     int64_t out_len(int64_t t) const { return (t + 2 * pad - dil * (k - 1) - 1) / stride + 1; }
   };
-  struct Up {  // a ConvTranspose1d: weight [cin, cout k] as stored, bias [cout]
+  struct Up : ConvShape {  // a ConvTranspose1d: weight [cin, cout k] as stored, bias [cout]
     size_t w = 0, b = 0;
-    int64_t cin = 0, cout = 0, k = 0, stride = 1, pad = 0;
   };
   struct Res {
     std::vector<Conv> c1, c2;
