@@ -34,6 +34,22 @@ __device__ __forceinline__ void add_residual_row(const TX* xr, float* r, int dim
   }
 }
 
+// The same for the strided-loop kernels: residual[d] += x[d] over the row (when x is given) and this
+// thread's partial sum of the new residual values (kSquares: of their squares).
+template <bool kSquares, typename TX>
+__device__ __forceinline__ float add_residual_loop(const TX* xr, float* r, int64_t dim) {
+  float sum = 0.f;
+  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+    float v = r[d];
+    if (xr) {
+      v += load_f(xr + d);
+      r[d] = v;
+    }
+    sum += kSquares ? v * v : v;
+  }
+  return sum;
+}
+
 template <int kPer, typename TX, typename TG, typename TO>
 __global__ void __launch_bounds__(1024) rmsnorm_reg_kernel(const TX* x, float* __restrict__ residual,
                                                            const TG* __restrict__ gamma, TO* out, int dim, float eps) {
@@ -61,16 +77,7 @@ __global__ void __launch_bounds__(1024) rmsnorm_loop_kernel(const TX* x, float* 
   const int64_t row = blockIdx.x;
   float* r = residual + row * dim;
   const TX* xr = x ? x + row * dim : nullptr;
-  float ss = 0.f;
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
-    float v = r[d];
-    if (xr) {
-      v += load_f(xr + d);
-      r[d] = v;
-    }
-    ss += v * v;
-  }
-  const float s = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
+  const float s = rsqrtf(block_sum(add_residual_loop<true>(xr, r, dim)) / static_cast<float>(dim) + eps);
   TO* o = out + row * dim;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) store_f(o + d, r[d] * s * load_f(gamma + d));
 }
@@ -114,16 +121,7 @@ __global__ void __launch_bounds__(1024) layernorm_loop_kernel(const __nv_bfloat1
   const int64_t row = blockIdx.x;
   float* r = residual + row * dim;
   const __nv_bfloat16* xr = x ? x + row * dim : nullptr;
-  float s = 0.f;
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
-    float v = r[d];
-    if (xr) {
-      v += load_f(xr + d);
-      r[d] = v;
-    }
-    s += v;
-  }
-  const float mean = block_sum(s) / static_cast<float>(dim);
+  const float mean = block_sum(add_residual_loop<false>(xr, r, dim)) / static_cast<float>(dim);
   float ss = 0.f;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) ss += (r[d] - mean) * (r[d] - mean);
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
