@@ -19,6 +19,9 @@
 #   5. run bench/gpu/decode_bench.py, then bench/gpu/latency_table.py (the paper's latency table at
 #      full MinMo sizes), each within what is left of DEADLINE_S (570 s from the start, so that one
 #      device call of 600 s holds everything)
+# Switches: RT_SKIP="qwen2_7b hift_cosyvoice2" skips those runtime checks by name, BENCHES=0 skips
+# step 5, DEADLINE_S (570) is the whole run's time. TARBALL=path keeps a .tgz of $OUT current after
+# every step (the device tool returns at most 8 files, and whatever is there when a call is cut off).
 # Results go to $OUT (default ./gpu_check_out): harness.txt, memcheck.txt, racecheck.txt,
 # decode_bench.json, bench.txt, latency_table.json, latency.txt, runtime_*.json, runtime.txt, build.txt,
 # summary.txt. Exit status: non-zero when the build, the harness, memcheck, racecheck or a runtime
@@ -40,11 +43,19 @@ JOBS=${JOBS:-$(nproc)}
 mkdir -p "$OUT"
 export PATH="$PATH:/usr/local/cuda/bin"
 T0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.txt"; }
+pack() { [ -z "${TARBALL:-}" ] || { tar czf "$TARBALL.part" -C "$OUT" . && mv "$TARBALL.part" "$TARBALL"; }; }
+stamp() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.txt"; pack; }
 left() { echo $(( ${DEADLINE_S:-570} - ($(date +%s) - T0) )); }  # seconds left of the call's time
 : > "$OUT/summary.txt"
 
-{ nvidia-smi; nvcc --version; cmake --version | head -1; "$PY" -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } \
+# cuBLAS for the runtime's prefill and HiFT products (dlopen'd): the system's, else the toolkit's or
+# the nvidia-cublas wheel's.
+if [ -z "${MINMO_CUBLAS:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcublas\.so\.1[23] '; then
+  CUBLAS=$(ls /usr/local/cuda*/lib64/libcublas.so.1[23] /usr/local/cuda*/targets/*/lib/libcublas.so.1[23] 2>/dev/null | head -1)
+  [ -z "$CUBLAS" ] && CUBLAS=$("$PY" -c 'import glob, nvidia, os; print((sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "**", "libcublas.so.1[23]"), recursive=True)) or [""])[0])' 2>/dev/null)
+  [ -n "$CUBLAS" ] && export MINMO_CUBLAS=$CUBLAS
+fi
+{ echo "MINMO_CUBLAS=${MINMO_CUBLAS:-(system)}"; nvidia-smi; nvcc --version; cmake --version | head -1; "$PY" -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } \
   > "$OUT/env.txt" 2>&1
 stamp "env: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1); $(nvcc --version 2>/dev/null | tail -1)"
 
@@ -87,6 +98,7 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
   : > "$OUT/runtime.txt"
   rt() {  # rt NAME SUBCOMMAND ARGS...: one check / bench, JSON to runtime_NAME.json
     local name=$1; shift
+    case " ${RT_SKIP:-} " in *" $name "*) stamp "runtime $name: skipped (RT_SKIP)"; return;; esac
     echo "== $name: $*" >> "$OUT/runtime.txt"
     local limit; limit=$(left); [ "$limit" -gt 200 ] && limit=200; [ "$limit" -lt 20 ] && limit=20
     timeout "$limit" "$CARRY/minmo_cuda_check" "$@" --device cuda --json "$OUT/runtime_$name.json" \
@@ -103,7 +115,7 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
   rt hift_cosyvoice2 hift --frames 36 --runs 20
   rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --long-prefill 256
   rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
-  if [ -n "$SAN" ]; then  # the backend's own launches and copies under memcheck (small shapes)
+  if [ -n "$SAN" ] && [[ " ${RT_SKIP:-} " != *" runtime_memcheck "* ]]; then  # the backend's own launches and copies under memcheck (small shapes)
     timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_cuda_check" decoder --device cuda \
       --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 --blocks 2 --fused both \
       > "$OUT/runtime_memcheck.txt" 2>&1
@@ -118,7 +130,8 @@ fi
 # The benches get what is left of the call's time: the runtime checks above are new on every GPU
 # run, the benches' numbers older.
 BENCH=0; LATENCY=0
-if [ "$(left)" -gt 100 ]; then
+if [ "${BENCHES:-1}" = 0 ]; then stamp "benches: skipped (BENCHES=0)"
+elif [ "$(left)" -gt 100 ]; then
 timeout $(( $(left) / 2 )) "$PY" "$ROOT/bench/gpu/decode_bench.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/decode_bench.json" \
   ${BENCH_ARGS:---budget-s $(( $(left) / 3 ))} > "$OUT/bench.txt" 2>&1
 BENCH=$?
@@ -126,7 +139,8 @@ stamp "bench: rc=$BENCH"
 grep -E "^\[|    " "$OUT/bench.txt" | grep -v "^    \"" | head -n 80
 grep -E "Error|error" "$OUT/bench.txt" | head -n 20
 else stamp "bench: skipped, $(left) s left"; fi
-if [ "$(left)" -gt 60 ]; then
+if [ "${BENCHES:-1}" = 0 ]; then :
+elif [ "$(left)" -gt 60 ]; then
 timeout $(( $(left) - 10 )) "$PY" "$ROOT/bench/gpu/latency_table.py" --lib "$BUILD/libminmo_kernels.so" --out "$OUT/latency_table.json" \
   ${LATENCY_ARGS:---budget-s $(( $(left) * 3 / 4 ))} > "$OUT/latency.txt" 2>&1
 LATENCY=$?
