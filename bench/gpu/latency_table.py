@@ -38,6 +38,7 @@ import dataclasses
 import json
 import math
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -154,6 +155,29 @@ def p(t):
 
 
 # ---- minmo Qwen2 stack (LLM, voice LM, duplex layer) -------------------------------------------
+
+class BudgetExceeded(BaseException):
+    """Raised by budget_alarm in the main thread; a BaseException so that the sections' own
+    `except Exception` guards let it through."""
+
+
+@contextlib.contextmanager
+def budget_alarm(seconds: float | None):
+    """Raises BudgetExceeded in the block after `seconds` (None: no limit), through SIGALRM."""
+    if seconds is None:
+        yield
+        return
+    def expire(signum, frame):
+        raise BudgetExceeded()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.5))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
 class QwenRunner:
     """T new tokens (1..max_tokens) through a db.Model's layers from minmo kernels: fused residual +
     RMSNorm, QKV + RoPE + KV append, decode (T = 1) or chunked-prefill attention, our GEMV for T <= 8
@@ -564,8 +588,9 @@ class LatencyTable:
 
     def section(self, name, fn, *a, needs_s: float | None = None):
         """Runs one section, recording its exception; an optional one (needs_s: its expected seconds) is
-        skipped when it would end past --budget-s. "running" names the section in progress (the JSON on
-        disk shows it if the process is killed)."""
+        skipped when it would end past --budget-s, and stopped (SIGALRM) when it runs past it: a
+        torch.compile of the voice LM's step took over 250 s on an H100. "running" names the section in
+        progress (the JSON on disk shows it if the process is killed)."""
         if needs_s is not None and self.elapsed() + needs_s > self.args.budget_s:
             self.res["skipped"][name] = (f"time budget: {self.elapsed():.0f} s spent + ~{needs_s:.0f} s needed > "
                                          f"--budget-s {self.args.budget_s:.0f}")
@@ -575,8 +600,12 @@ class LatencyTable:
         self.res["running"] = name
         self.save()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), budget_alarm(self.args.budget_s - self.elapsed() if needs_s is not None else None):
                 return fn(*a)
+        except BudgetExceeded:
+            self.res["skipped"][name] = f"stopped at --budget-s {self.args.budget_s:.0f} after {self.elapsed():.0f} s"
+            print(f"[{self.elapsed():6.1f}s] {name}: stopped (budget)", flush=True)
+            return None
         except Exception as e:  # noqa: BLE001 - one failing section must not lose the others
             self.res["errors"][name] = f"{type(e).__name__}: {e}"
             traceback.print_exc()

@@ -113,8 +113,8 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
     --prompt "$CARRY/tiny-fp32/session.json" --runs 10
   rt encoder_large encoder --size large --chunks 12
   rt hift_cosyvoice2 hift --frames 36 --runs 20
-  rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --long-prefill 256
   rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
+  rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --long-prefill 256
   if [ -n "$SAN" ] && [[ " ${RT_SKIP:-} " != *" runtime_memcheck "* ]]; then  # the backend's own launches and copies under memcheck (small shapes)
     timeout 200 "$SAN" --tool memcheck --error-exitcode 3 "$CARRY/minmo_cuda_check" decoder --device cuda \
       --bundle "$CARRY/small" --module voice_lm --ctx 40 --steps 4 --blocks 2 --fused both \

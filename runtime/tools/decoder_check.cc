@@ -113,16 +113,22 @@ minmo::WeightStore random_weights(const minmo::Qwen2Config& c, int64_t n_speech 
 constexpr int64_t kGemmCheckRows = 24;
 constexpr int64_t kAfterPrefill = 4 + kGemmCheckRows;
 
-// The logits of a fixed schedule (prefill in chunks of 5 and the rest, then the rows above).
+// The logits of a fixed schedule (prefill in chunks of 5 and the rest, then the rows above). Their
+// width is the head's: vocab_size for an LLM, the speech head's for a voice LM's body.
 Tensor schedule_logits(const minmo::Qwen2Decoder& m, const Tensor& embeds, int64_t prefill) {
-  const int64_t H = m.hidden_size(), V = m.vocab_size(), T = embeds.rows();
+  const int64_t H = m.hidden_size(), T = embeds.rows();
   auto s = m.new_state(static_cast<int>(T));
-  Tensor out({T, V}), lg;
+  Tensor out, lg;
   int64_t at = 0;
   for (int64_t n : {std::min<int64_t>(5, prefill), prefill - std::min<int64_t>(5, prefill), int64_t(1), int64_t(1),
                     kGemmCheckRows, int64_t(1), int64_t(1)}) {
     if (n == 0) continue;
     m.forward(*s, embeds.ptr() + at * H, n, nullptr, &lg, false);
+    MINMO_CHECK(lg.shape.size() == 2 && lg.shape[0] == n, minmo::ErrorCode::Internal,
+                "forward gave logits " << minmo::detail::shape_str(lg.shape) << " for " << n << " rows");
+    const int64_t V = lg.shape[1];
+    if (out.shape.empty()) out = Tensor({T, V});
+    MINMO_CHECK(out.shape[1] == V, minmo::ErrorCode::Internal, "logits width changed: " << V << " vs " << out.shape[1]);
     std::memcpy(out.row(at), lg.ptr(), sizeof(float) * n * V);
     at += n;
   }

@@ -13,8 +13,8 @@
 // the state is created: states run concurrently, and nothing is allocated after. forward() runs
 // the positions in chunks of up to 64 rows (prefill attention for a chunk, split-K decode attention
 // for one row), with the residual stream in fp32 and activations in bf16; a chunk's bf16 products
-// of 16 rows or more go through cuBLAS (backends/cuda/gemm.h) when it loads, the others through
-// the gemv products (8 rows per pass over the weights). A decode step (T = 1) is one CUDA graph, captured when
+// of more than MINMO_GEMV_MAX_BATCH (8) rows go through cuBLAS (backends/cuda/gemm.h) when it loads,
+// the others through the gemv products (8 rows per pass over the weights). A decode step (T = 1) is one CUDA graph, captured when
 // the state is made (a session's start, not its first token): copy the embedding in, 8 launches
 // per layer (5 fused), final norm, the head, copy the hidden state and logits out; the position is
 // read on the device, so the graph replays at any position. The head is the LM head or a module's
