@@ -243,7 +243,7 @@ FlowState FlowModel::new_state(const std::vector<float>& speaker, bool has_promp
   st.enc_kv.resize(enc_.size());
   st.up_kv.resize(up_.size());
   if (gpu_) {
-    st.gpu = decltype(st.gpu)(gpu_->new_state().release(), [](cuda::CudaFlowState* s) { delete s; });
+    st.gpu = gpu_->acquire();
     return st;
   }
   st.est.resize(2 * cfg_.n_timesteps);
@@ -252,6 +252,10 @@ FlowState FlowModel::new_state(const std::vector<float>& speaker, bool has_promp
     es.conv.resize(n_conv_slots_);
   }
   return st;
+}
+
+void FlowModel::reserve(FlowState& st, int64_t segment_tokens, int64_t cache_tokens) const {
+  if (gpu_ && st.gpu) gpu_->reserve(*st.gpu, 2 * segment_tokens, 2 * cache_tokens);
 }
 
 // ------------------------------------------------------------------------------------------ encoder

@@ -108,6 +108,10 @@ class FlowModel {
   // A fresh state: speaker [spk_dim] (L2-normalised here, must be finite and non-zero).
   // Throws InvalidArgument on a wrong size.
   FlowState new_state(const std::vector<float>& speaker, bool has_prompt, int64_t left_chunks) const;
+  // With a device estimator: sizes the state's device buffers for segments of up to
+  // `segment_tokens` tokens and caches of `cache_tokens` tokens now (segments grow them when they
+  // need more). A no-op on the CPU.
+  void reserve(FlowState& st, int64_t segment_tokens, int64_t cache_tokens) const;
 
   // Processes the next segment: tokens [n] (their absolute index = state.tokens_done), followed by
   // up to pre_lookahead lookahead tokens (fewer only at the end of the utterance), cond [2n, 80]

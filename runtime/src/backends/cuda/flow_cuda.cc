@@ -138,7 +138,35 @@ CudaFlow::CudaFlow(const FlowModel& m, std::shared_ptr<Device> device) : device_
 
 CudaFlow::~CudaFlow() = default;
 
-std::unique_ptr<CudaFlowState> CudaFlow::new_state() const { return std::make_unique<CudaFlowState>(*this); }
+CudaFlow::StatePtr CudaFlow::acquire() const {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (!pool_.empty()) {
+      CudaFlowState* s = pool_.back().release();
+      pool_.pop_back();
+      s->reset();
+      return StatePtr(s, &CudaFlow::release);
+    }
+  }
+  return StatePtr(new CudaFlowState(*this), &CudaFlow::release);
+}
+
+void CudaFlow::release(CudaFlowState* s) noexcept {
+  if (s == nullptr) return;
+  std::unique_ptr<CudaFlowState> own(s);
+  try {
+    const CudaFlow& o = s->o_;
+    std::lock_guard<std::mutex> lock(o.pool_mutex_);
+    if (o.pool_.size() < kMaxPooled) o.pool_.push_back(std::move(own));
+  } catch (...) {  // not pooled: freed here
+  }
+}
+
+void CudaFlow::reserve(CudaFlowState& s, int64_t frames, int64_t rows) const {
+  MINMO_CHECK(frames >= 1 && frames < (int64_t{1} << 24) && rows >= 0 && rows < (int64_t{1} << 30),
+              ErrorCode::InvalidArgument, "flow: cannot reserve " << frames << " frames / " << rows << " cache rows");
+  s.reserve(frames, rows);
+}
 
 // ---- state -------------------------------------------------------------------------------------
 
@@ -152,6 +180,11 @@ CudaFlowState::CudaFlowState(const CudaFlow& o) : o_(o), stream_(o.device_) {
   rows_ = Allocation(o.device_, sizeof(int32_t), MemoryKind::Device);
   host_rows_ = Allocation(o.device_, sizeof(int32_t), MemoryKind::PinnedHost);
   stream_.memset(ctx_.data(), 0, ctx_bytes);
+}
+
+void CudaFlowState::reset() {
+  seg_.clear();
+  stream_.memset(ctx_.data(), 0, ctx_.bytes());
 }
 
 void CudaFlowState::reserve(int64_t F, int64_t rows) {

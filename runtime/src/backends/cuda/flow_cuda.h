@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,7 @@ class CudaFlowState;
 class CudaFlow {
  public:
   static constexpr size_t kMaxGraphs = 8;
+  static constexpr size_t kMaxPooled = 4;  // free states kept for reuse (with their buffers and graphs)
 
   // Why the kernels cannot run this model ("" when they can): head dim, quantized estimator weights.
   static std::string unsupported(const FlowModel& model);
@@ -52,7 +54,14 @@ class CudaFlow {
   CudaFlow(const FlowModel& model, std::shared_ptr<Device> device);
   ~CudaFlow();
 
-  std::unique_ptr<CudaFlowState> new_state() const;
+  // A state for a new utterance (pooled: a released one is reset and reused, so its buffers and
+  // graphs outlive utterances; the deleter, release(), returns it to the pool).
+  using StatePtr = std::unique_ptr<CudaFlowState, void (*)(CudaFlowState*)>;
+  StatePtr acquire() const;
+  static void release(CudaFlowState* s) noexcept;
+  // Sizes the state's buffers for segments of up to `frames` frames and caches of `rows` rows now,
+  // so that the segments do not allocate (they still grow them when needed).
+  void reserve(CudaFlowState& s, int64_t frames, int64_t rows) const;
 
   // The Euler loop of one segment of F frames (FlowModel::segment after the encoder): x0, mu, cond
   // [F, mel] and spk [mel] host fp32 -> the segment's mel [F, mel] (synchronised). seg: the
@@ -108,6 +117,8 @@ class CudaFlow {
   size_t tproj_ = 0;       // [steps, stages, ch]
   std::vector<int64_t> ctx_off_;  // per conv slot: offset of step 0 in the context arrays
   int64_t ctx_floats_ = 0, ld_col_ = 0;
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<CudaFlowState>> pool_;
 };
 
 // Device buffers of one utterance (see the file comment).
@@ -125,6 +136,8 @@ class CudaFlowState {
   friend class CudaFlow;
   // Grows the activation buffers to F frames and the caches to `rows` rows (keeping their content).
   void reserve(int64_t F, int64_t rows);
+  // Empties the caches and zeroes the conv context (a new utterance).
+  void reset();
   const CudaFlow& o_;
   Stream stream_;
   std::unique_ptr<Gemm> gemm_;
