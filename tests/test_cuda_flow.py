@@ -189,3 +189,27 @@ def test_runtime_runs_the_flow_on_the_device(device):
         pytest.skip("bundle has no token2wav modules")
     assert rt.module_devices[names[0]] == device and names[0] not in rt.cpu_fallbacks
     assert minmo_rt.Runtime(bundle).module_devices[names[0]] == "cpu"
+
+
+def test_cuda_check_flow_on_sim(tmp_path):
+    """minmo_cuda_check flow (runtime/tools/flow_check.cc) at a small size on cuda-sim: device vs CPU
+    on the first and a steady chunk, timings and launch counts as JSON."""
+    import subprocess
+
+    from test_cuda_backend import _cuda_check_tool
+
+    out = tmp_path / "flow.json"
+    r = subprocess.run([_cuda_check_tool(), "flow", "--size", "small", "--device", "cuda-sim", "--chunk", "4",
+                        "--left", "1", "--runs", "2", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["device"] == "cuda-sim" and report["frames_per_chunk"] == 8
+    assert report["check"]["first_chunk_rel_err_vs_cpu"] <= DEVICE_TOL
+    assert report["check"]["steady_chunk_rel_err_vs_cpu"] <= DEVICE_TOL
+    assert report["first_chunk"]["segment"]["count"] == 2 and report["steady_chunk"]["segment"]["count"] == 4
+    # small size: 4 steps; per call 4 resnets x 7 + 8 blocks x 8 + 2 concat copies + 3 convs x 2 + 2
+    assert report["launches_per_chunk"] == 4 * (4 * 7 + 8 * 8 + 2 + 3 * 2 + 2) + 4 + 3 + 1
+    assert report["cache_rows_steady"] == 2 * 8 and report["graphs_captured"] == 1
+    bad = subprocess.run([_cuda_check_tool(), "flow", "--size", "huge", "--device", "cuda-sim"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "--size must be" in bad.stderr
