@@ -97,7 +97,7 @@ __global__ void attention_kernel(const float* __restrict__ qkv, float* k_cache, 
       if (e < per && d < hd) s += q[e] * kr[d];
     }
     s = minmo_cuda::warp_sum(s);
-    const float nm = fmaxf(mx, s), corr = __expf(mx - nm), p = __expf(s - nm);
+    const float nm = fmaxf(mx, s), corr = expf(mx - nm), p = expf(s - nm);
     sum = sum * corr + p;
 #pragma unroll
     for (int e = 0; e < kMaxPerLane; ++e) {
@@ -122,7 +122,7 @@ __global__ void attention_kernel(const float* __restrict__ qkv, float* k_cache, 
   for (int w = 0; w < kAttnWarps; ++w) gm = fmaxf(gm, s_mx[w]);
   float tot = 0.f, f[kAttnWarps];
   for (int w = 0; w < kAttnWarps; ++w) {
-    f[w] = s_mx[w] == -INFINITY ? 0.f : __expf(s_mx[w] - gm);
+    f[w] = s_mx[w] == -INFINITY ? 0.f : expf(s_mx[w] - gm);
     tot += s_sum[w] * f[w];
   }
   for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
