@@ -116,7 +116,8 @@ class FlowModel {
   // Processes the next segment: tokens [n] (their absolute index = state.tokens_done), followed by
   // up to pre_lookahead lookahead tokens (fewer only at the end of the utterance), cond [2n, 80]
   // (prompt mel for prompt frames, or null for zeros), noise seed. Returns the segment's mel
-  // [2n, 80]. Token ids are checked (InvalidArgument).
+  // [2n, 80]. Token ids are checked (InvalidArgument). With a device estimator (gpu()), the
+  // encoder runs on the CPU, mu is uploaded and the n_timesteps Euler steps run on the device.
   Tensor segment(FlowState& st, const int64_t* tokens, int64_t n, const int64_t* lookahead, int64_t n_look,
                  const float* cond, uint64_t seed) const;
 
