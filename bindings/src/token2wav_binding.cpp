@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,9 +50,17 @@ const float* mel_rows(const FloatArray& mel, int64_t width, int64_t* T) {
   return mel.data();
 }
 
-std::shared_ptr<const minmo::FlowModel> load_flow(const std::string& w, const std::string& c) {
-  return minmo::FlowModel::load(minmo::WeightStore::open(w), parse_json(c, "flow config"));
+// device: "cpu", "cuda" or "cuda-sim" (where the estimator runs; an unsupported model raises).
+std::shared_ptr<const minmo::FlowModel> load_flow(const std::string& w, const std::string& c,
+                                                  const std::string& device = "cpu") {
+  return minmo::FlowModel::load(minmo::WeightStore::open(w), parse_json(c, "flow config"), minmo::open_device(device));
 }
+
+// One flow utterance state over a shared model (tests drive FlowModel::segment directly).
+struct PyFlowState {
+  std::shared_ptr<const minmo::FlowModel> flow;
+  minmo::FlowState state;
+};
 // device: "cpu", "cuda" or "cuda-sim" (an unsupported configuration raises, no CPU fallback).
 std::shared_ptr<const minmo::HiftModel> load_hift(const std::string& w, const std::string& c,
                                                   const std::string& device = "cpu") {
@@ -72,20 +81,63 @@ MINMO_PY_BINDING(bind_token2wav) {
   t.def(
       "flow_offline",
       [](const std::string& weights, const std::string& config, IntArray tokens, FloatArray speaker,
-         IntArray prompt_tokens, FloatArray prompt_mel, uint64_t seed, int64_t chunk_tokens, int64_t left_chunks) {
+         IntArray prompt_tokens, FloatArray prompt_mel, uint64_t seed, int64_t chunk_tokens, int64_t left_chunks,
+         const std::string& device) {
         auto tok = ids_of(tokens, "tokens");
         auto ptok = ids_of(prompt_tokens, "prompt_tokens");
         auto spk = floats_of(speaker), pmel = floats_of(prompt_mel);
         minmo::Tensor mel;
         {
           py::gil_scoped_release release;
-          mel = load_flow(weights, config)->offline(tok, spk, ptok, pmel, seed, chunk_tokens, left_chunks);
+          mel = load_flow(weights, config, device)->offline(tok, spk, ptok, pmel, seed, chunk_tokens, left_chunks);
         }
         return minmo::pyb::to_numpy(mel);
       },
       py::arg("weights_path"), py::arg("config"), py::arg("tokens"), py::arg("speaker"), py::arg("prompt_tokens"),
       py::arg("prompt_mel"), py::arg("seed") = 0, py::arg("chunk_tokens") = 15, py::arg("left_chunks") = -1,
-      "Flow over the whole sequence (chunk_tokens <= 0: full attention) -> mel [2N, 80] of the generated tokens.");
+      py::arg("device") = "cpu",
+      "Flow over the whole sequence (chunk_tokens <= 0: full attention) -> mel [2N, 80] of the generated tokens "
+      "(estimator on `device`).");
+  py::class_<minmo::FlowModel, std::shared_ptr<minmo::FlowModel>>(t, "FlowModel")
+      .def(py::init([](const std::string& weights, const std::string& config, const std::string& device) {
+             return std::const_pointer_cast<minmo::FlowModel>(load_flow(weights, config, device));
+           }),
+           py::arg("weights_path"), py::arg("config"), py::arg("device") = "cpu")
+      .def_property_readonly("device", &minmo::FlowModel::device, "Where segment() runs the estimator.")
+      .def(
+          "new_state",
+          [](std::shared_ptr<minmo::FlowModel> m, FloatArray speaker, bool has_prompt, int64_t left_chunks) {
+            auto s = std::make_unique<PyFlowState>();
+            s->flow = m;
+            s->state = m->new_state(floats_of(speaker), has_prompt, left_chunks);
+            return s;
+          },
+          py::arg("speaker"), py::arg("has_prompt") = false, py::arg("left_chunks") = -1,
+          "A fresh utterance state (FlowModel::new_state).");
+  py::class_<PyFlowState>(t, "FlowState")
+      .def(
+          "segment",
+          [](PyFlowState& s, IntArray tokens, IntArray lookahead, std::optional<FloatArray> cond, uint64_t seed) {
+            auto tok = ids_of(tokens, "tokens");
+            auto look = ids_of(lookahead, "lookahead");
+            const int64_t n = static_cast<int64_t>(tok.size()), mel = s.flow->config().mel_dim;
+            std::vector<float> c;
+            if (cond) {
+              MINMO_CHECK(cond->ndim() == 2 && cond->shape(0) == 2 * n && cond->shape(1) == mel,
+                          ErrorCode::InvalidArgument, "cond must have shape [" << 2 * n << ", " << mel << "]");
+              c = floats_of(*cond);
+            }
+            minmo::Tensor out;
+            {
+              py::gil_scoped_release release;
+              out = s.flow->segment(s.state, tok.data(), n, look.data(), static_cast<int64_t>(look.size()),
+                                    cond ? c.data() : nullptr, seed);
+            }
+            return minmo::pyb::to_numpy(out);
+          },
+          py::arg("tokens"), py::arg("lookahead"), py::arg("cond") = py::none(), py::arg("seed") = 0,
+          "FlowModel::segment: the next segment's tokens and lookahead -> its mel [2n, 80].")
+      .def_property_readonly("tokens_done", [](const PyFlowState& s) { return s.state.tokens_done; });
   t.def(
       "hift_synthesize",
       [](const std::string& weights, const std::string& config, FloatArray mel, uint64_t seed,
@@ -192,10 +244,10 @@ MINMO_PY_BINDING(bind_token2wav) {
   py::class_<PyStream>(t, "Token2WavStream")
       .def(py::init([](const std::string& flow_weights, const std::string& flow_config, const std::string& hift_weights,
                        const std::string& hift_config, FloatArray speaker, IntArray prompt_tokens, FloatArray prompt_mel,
-                       uint64_t seed, int chunk_tokens, int lookahead, int left_chunks) {
+                       uint64_t seed, int chunk_tokens, int lookahead, int left_chunks, const std::string& device) {
              auto s = std::make_unique<PyStream>();
-             s->flow = load_flow(flow_weights, flow_config);
-             s->hift = load_hift(hift_weights, hift_config);
+             s->flow = load_flow(flow_weights, flow_config, device);
+             s->hift = load_hift(hift_weights, hift_config, device);
              minmo::Token2WavOptions o;
              o.speaker = floats_of(speaker);
              o.prompt_tokens = ids_of(prompt_tokens, "prompt_tokens");
@@ -209,7 +261,8 @@ MINMO_PY_BINDING(bind_token2wav) {
            }),
            py::arg("flow_weights"), py::arg("flow_config"), py::arg("hift_weights"), py::arg("hift_config"),
            py::arg("speaker"), py::arg("prompt_tokens") = IntArray(0), py::arg("prompt_mel") = FloatArray(0),
-           py::arg("seed") = 0, py::arg("chunk_tokens") = 15, py::arg("lookahead") = 3, py::arg("left_chunks") = 4)
+           py::arg("seed") = 0, py::arg("chunk_tokens") = 15, py::arg("lookahead") = 3, py::arg("left_chunks") = 4,
+           py::arg("device") = "cpu")
       .def(
           "push",
           [](PyStream& s, IntArray tokens) {

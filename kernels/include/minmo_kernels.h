@@ -52,6 +52,7 @@ const char* minmo_kernel_status_string(int status);
 #include "minmo_kernels/fsmn.h"
 #include "minmo_kernels/sampling.h"
 #include "minmo_kernels/flow.h"
+#include "minmo_kernels/flow_est.h"
 #include "minmo_kernels/hift.h"
 #include "minmo_kernels/hift_net.h"
 #include "minmo_kernels/conv.h"

@@ -6,6 +6,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/ops.h"
+#include "backends/cuda/flow_cuda.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -84,13 +85,18 @@ FlowConfig FlowConfig::from_json(const nlohmann::json& config) {
   return c;
 }
 
-void FlowKV::prune(int64_t min_seg, bool keep_prompt, int64_t width) {
-  const int64_t n = rows();
+std::pair<int64_t, int64_t> flow_prune_range(const std::vector<int64_t>& seg, int64_t min_seg, bool keep_prompt) {
+  const int64_t n = static_cast<int64_t>(seg.size());
   int64_t first = 0;  // first row to drop
   if (keep_prompt)
     while (first < n && seg[first] == 0) ++first;
   int64_t last = first;  // one past the last row to drop
   while (last < n && seg[last] < min_seg && !(keep_prompt && seg[last] == 0)) ++last;
+  return {first, last};
+}
+
+void FlowKV::prune(int64_t min_seg, bool keep_prompt, int64_t width) {
+  const auto [first, last] = flow_prune_range(seg, min_seg, keep_prompt);
   if (last == first) return;
   k.erase(k.begin() + first * width, k.begin() + last * width);
   v.erase(v.begin() + first * width, v.begin() + last * width);
@@ -200,9 +206,21 @@ FlowModel::FlowModel(const FlowConfig& config, const WeightStore& weights) : cfg
   }
 }
 
-std::shared_ptr<const FlowModel> FlowModel::load(const WeightStore& weights, const nlohmann::json& config) {
-  return std::make_shared<const FlowModel>(FlowConfig::from_json(config), weights);
+std::shared_ptr<const FlowModel> FlowModel::load(const WeightStore& weights, const nlohmann::json& config,
+                                                 const std::shared_ptr<cuda::Device>& device, std::string* cpu_fallback) {
+  auto m = std::make_shared<FlowModel>(FlowConfig::from_json(config), weights);
+  if (device) {
+    const std::string why = cuda::CudaFlow::unsupported(*m);
+    if (why.empty()) m->gpu_ = std::make_shared<const cuda::CudaFlow>(*m, device);
+    else if (cpu_fallback) *cpu_fallback = why;
+    else MINMO_THROW(ErrorCode::BundleError, "flow on " << device->name() << ": " << why);
+  }
+  return m;
 }
+
+FlowModel::~FlowModel() = default;
+
+std::string FlowModel::device() const { return gpu_ ? gpu_->device() : "cpu"; }
 
 FlowState FlowModel::new_state(const std::vector<float>& speaker, bool has_prompt, int64_t left_chunks) const {
   MINMO_CHECK(static_cast<int64_t>(speaker.size()) == cfg_.spk_dim, ErrorCode::InvalidArgument,
@@ -224,12 +242,20 @@ FlowState FlowModel::new_state(const std::vector<float>& speaker, bool has_promp
   st.up_ctx.assign(2 * cfg_.d_model, 0.f);
   st.enc_kv.resize(enc_.size());
   st.up_kv.resize(up_.size());
+  if (gpu_) {
+    st.gpu = gpu_->acquire();
+    return st;
+  }
   st.est.resize(2 * cfg_.n_timesteps);
   for (auto& es : st.est) {
     es.kv.resize(n_kv_slots_);
     es.conv.resize(n_conv_slots_);
   }
   return st;
+}
+
+void FlowModel::reserve(FlowState& st, int64_t segment_tokens, int64_t cache_tokens) const {
+  if (gpu_ && st.gpu) gpu_->reserve(*st.gpu, 2 * segment_tokens, 2 * cache_tokens);
 }
 
 // ------------------------------------------------------------------------------------------ encoder
@@ -468,6 +494,14 @@ Tensor FlowModel::segment(FlowState& st, const int64_t* tokens, int64_t n, const
   counter_normal(seed, kFlowNoiseStream, static_cast<uint64_t>(pos0 * mel), F * mel, x.ptr());
   std::vector<float> zeros(F * mel, 0.f), zspk(mel, 0.f);
   const float* c = cond ? cond : zeros.data();
+  if (st.gpu) {
+    MINMO_CHECK(gpu_ != nullptr, ErrorCode::InvalidArgument, "flow: a device state passed to a CPU flow model");
+    x = gpu_->solve(*st.gpu, x.ptr(), mu.ptr(), st.spk80.data(), c, F, seg, st.left_chunks, st.has_prompt);
+    st.tokens_done += n;
+    st.segments_done += 1;
+    return x;
+  }
+  MINMO_CHECK(!st.est.empty(), ErrorCode::InvalidArgument, "flow: a state without estimator caches");
   const float w = static_cast<float>(cfg_.cfg_rate), a = static_cast<float>(1.0 + cfg_.cfg_rate);
   for (int k = 0; k < cfg_.n_timesteps; ++k) {
     const float dt = t_span_[k + 1] - t_span_[k];

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +26,12 @@
 #include "modules/audio_common.h"
 
 namespace minmo {
+
+namespace cuda {
+class CudaFlow;
+class CudaFlowState;
+class Device;
+}  // namespace cuda
 
 // Standard normal floats number start .. start+count-1 of (seed, stream): splitmix64 hashes of a
 // counter + Box-Muller in double (export/reference/flow.py counter_normal, bit-compatible up to
@@ -41,6 +49,10 @@ struct FlowConfig {
   // Strict parse of the Python FlowConfig dict; BundleError on unknown keys or invalid values.
   static FlowConfig from_json(const nlohmann::json& config);
 };
+
+// Rows [first, last) that a cache whose rows belong to segments `seg` (in order) drops to keep
+// segments >= min_seg, and segment 0 when keep_prompt (first == last: nothing to drop).
+std::pair<int64_t, int64_t> flow_prune_range(const std::vector<int64_t>& seg, int64_t min_seg, bool keep_prompt);
 
 // Keys / values of one attention layer over the positions kept so far, with their absolute
 // positions and segments (segments are appended in order).
@@ -65,7 +77,10 @@ struct FlowState {
     std::vector<std::vector<float>> conv;   // causal-conv context, 2 input rows each
     std::vector<FlowKV> kv;                // per transformer block
   };
-  std::vector<Est> est;
+  std::vector<Est> est;                     // empty when the estimator runs on the device
+  // The estimator's device state (K/V caches, conv context, buffers) on a model with a device
+  // estimator (FlowModel::gpu()), else null.
+  std::unique_ptr<cuda::CudaFlowState, void (*)(cuda::CudaFlowState*)> gpu{nullptr, nullptr};
   std::vector<float> spk80;                 // projected speaker [80]
   bool has_prompt = false;
   int64_t left_chunks = -1;
@@ -76,17 +91,33 @@ struct FlowState {
 class FlowModel {
  public:
   FlowModel(const FlowConfig& config, const WeightStore& weights);
-  static std::shared_ptr<const FlowModel> load(const WeightStore& weights, const nlohmann::json& config);
+  // device: null for the CPU, else the estimator and its Euler / guidance loop run on the CUDA
+  // backend (backends/cuda/flow_cuda.h; the encoder stays on the CPU for now). A model the device
+  // kernels do not run is a BundleError, or, with cpu_fallback given, loads on the CPU and stores
+  // the reason there.
+  static std::shared_ptr<const FlowModel> load(const WeightStore& weights, const nlohmann::json& config,
+                                               const std::shared_ptr<cuda::Device>& device = nullptr,
+                                               std::string* cpu_fallback = nullptr);
+  ~FlowModel();
   const FlowConfig& config() const { return cfg_; }
+  // "cpu", "cuda" or "cuda-sim": where segment() runs the estimator.
+  std::string device() const;
+  // The device estimator (null on the CPU).
+  const cuda::CudaFlow* gpu() const { return gpu_.get(); }
 
   // A fresh state: speaker [spk_dim] (L2-normalised here, must be finite and non-zero).
   // Throws InvalidArgument on a wrong size.
   FlowState new_state(const std::vector<float>& speaker, bool has_prompt, int64_t left_chunks) const;
+  // With a device estimator: sizes the state's device buffers for segments of up to
+  // `segment_tokens` tokens and caches of `cache_tokens` tokens now (segments grow them when they
+  // need more). A no-op on the CPU.
+  void reserve(FlowState& st, int64_t segment_tokens, int64_t cache_tokens) const;
 
   // Processes the next segment: tokens [n] (their absolute index = state.tokens_done), followed by
   // up to pre_lookahead lookahead tokens (fewer only at the end of the utterance), cond [2n, 80]
   // (prompt mel for prompt frames, or null for zeros), noise seed. Returns the segment's mel
-  // [2n, 80]. Token ids are checked (InvalidArgument).
+  // [2n, 80]. Token ids are checked (InvalidArgument). With a device estimator (gpu()), the
+  // encoder runs on the CPU, mu is uploaded and the n_timesteps Euler steps run on the device.
   Tensor segment(FlowState& st, const int64_t* tokens, int64_t n, const int64_t* lookahead, int64_t n_look,
                  const float* cond, uint64_t seed) const;
 
@@ -151,6 +182,8 @@ class FlowModel {
   int n_conv_slots_ = 0, n_kv_slots_ = 0;
   std::vector<float> t_span_;              // n_timesteps + 1
   std::vector<std::vector<float>> temb_;   // per step: time embedding [4 * est_channels]
+  std::shared_ptr<const cuda::CudaFlow> gpu_;
+  friend class cuda::CudaFlow;  // uploads the estimator weights above
 };
 
 }  // namespace minmo

@@ -29,6 +29,10 @@ Token2WavStream::Token2WavStream(const FlowModel& flow, const HiftModel& hift, T
     MINMO_CHECK(id >= 0 && id < fc.vocab_size, ErrorCode::InvalidArgument,
                 "token2wav: prompt token id " << id << " is outside [0, " << fc.vocab_size << ")");
   state_ = flow_.new_state(opts_.speaker, P > 0, opts_.left_chunks);
+  {  // device buffers for the prompt and the chunks, and the caches a chunk sees (8 chunks when unbounded)
+    const int64_t chunk = opts_.chunk_tokens, left = opts_.left_chunks >= 0 ? opts_.left_chunks : 7;
+    flow_.reserve(state_, std::max<int64_t>(P, chunk), P + (left + 1) * chunk);
+  }
   tokens_ = opts_.prompt_tokens;
   prompt_len_ = P;
 }

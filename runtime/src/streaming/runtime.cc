@@ -74,7 +74,7 @@ std::shared_ptr<const LoadedModels> load_models(const std::string& bundle_dir, b
       m->output_projector = OutputProjector::load(w, e.config);
     }
     else if (a == "voice_lm") m->voice_lm = VoiceLM::load(weights_of(e), e.config, gpu, &m->cpu_fallbacks[name]);
-    else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config);
+    else if (a == "cosyvoice2_flow") m->flow = FlowModel::load(weights_of(e), e.config, gpu, &m->cpu_fallbacks[name]);
     else if (a == "cosyvoice2_hift") m->hift = HiftModel::load(weights_of(e), e.config, gpu, &m->cpu_fallbacks[name]);
     else MINMO_THROW(ErrorCode::BundleError, "module '" << name << "' has unknown architecture '" << a << "'");
   }
@@ -120,6 +120,7 @@ std::map<std::string, std::string> Runtime::module_devices() const {
     else if (e.arch == "duplex" && m.duplex_device) out[name] = m.duplex_device->device();
     else if (e.arch == "output_projector" && m.output_projector_device) out[name] = m.output_projector_device->device();
     else if (e.arch == "cosyvoice2_hift" && m.hift) out[name] = m.hift->device();
+    else if (e.arch == "cosyvoice2_flow" && m.flow) out[name] = m.flow->device();
     else out[name] = "cpu";
   }
   return out;
