@@ -1,7 +1,8 @@
 """The flow's conformer encoder on the CUDA backend (runtime/src/backends/cuda/flow_encoder_cuda.h)
 against FlowModel::encode_segment on the CPU, segment by segment (prompt + chunks, left_chunks -1 and
 >= 0, lookahead present, cut and absent at the end), against the PyTorch reference encoder with the
-streaming masks, two interleaved states, and bad input.
+streaming masks, two interleaved states, states reused across utterances (graph replays), and bad
+input.
 
 Runs on "cuda-sim" (the backend's buffers, products and launch sequence with every kernel replaced by
 its CPU twin and the fp32 products by OpenBLAS) and on "cuda" where a GPU is usable (skipped
@@ -90,6 +91,21 @@ def test_two_interleaved_states(flow, files, device):
     a, b = _tokens(flow, 23, 7), _tokens(flow, 16, 8)
     kw = dict(prompt_tokens=4, chunk_tokens=4, left_chunks=1)
     both = _segments(fw, fc, [a, b], device, **kw)
+    for u, toks in zip(both, (a, b)):
+        alone = _segments(fw, fc, [toks], "cpu", **kw)[0]
+        assert len(u) == len(alone)
+        assert max(rel(g, c) for g, c in zip(u, alone)) <= DEVICE_TOL
+
+
+@pytest.mark.parametrize("left", [-1, 1])
+def test_reused_states_replay_graphs(flow, files, device, left):
+    """Three passes over two utterances on the same device states (reset between): shapes seen twice
+    run as recorded graphs (the first chunk in every later pass; steady chunks with left_chunks >= 0),
+    and the results stay the CPU's."""
+    fw, fc = files
+    a, b = _tokens(flow, 26, 11), _tokens(flow, 21, 12)
+    kw = dict(prompt_tokens=3, chunk_tokens=4, left_chunks=left)
+    both = _segments(fw, fc, [a, b], device, passes=3, **kw)
     for u, toks in zip(both, (a, b)):
         alone = _segments(fw, fc, [toks], "cpu", **kw)[0]
         assert len(u) == len(alone)

@@ -90,7 +90,7 @@ MINMO_PY_BINDING(bind_token2wav) {
   t.def(
       "flow_encode_segments",
       [](const std::string& weights, const std::string& config, std::vector<IntArray> utterances, int64_t prompt_tokens,
-         int64_t chunk_tokens, int64_t left_chunks, const std::string& device, int64_t max_tokens) {
+         int64_t chunk_tokens, int64_t left_chunks, const std::string& device, int64_t max_tokens, int64_t passes) {
         MINMO_CHECK(chunk_tokens >= 1 && prompt_tokens >= 0, ErrorCode::InvalidArgument,
                     "chunk_tokens must be >= 1 and prompt_tokens >= 0");
         std::vector<std::vector<int64_t>> ids;
@@ -123,6 +123,13 @@ MINMO_PY_BINDING(bind_token2wav) {
               cpu_states.push_back(flow->new_state(std::vector<float>(flow->config().spk_dim, 1.f), prompt_tokens > 0,
                                                    left_chunks));
           }
+          for (int64_t pass = 0; pass < std::max<int64_t>(passes, 1); ++pass) {
+          if (pass > 0) {  // again on the same states: device states reset (graphs kept), CPU states new
+            for (auto& m : mus) m.clear();
+            for (auto& d : dev_states) d->reset(prompt_tokens > 0, left_chunks);
+            for (auto& c : cpu_states)
+              c = flow->new_state(std::vector<float>(flow->config().spk_dim, 1.f), prompt_tokens > 0, left_chunks);
+          }
           for (size_t k = 0;; ++k) {  // round robin over the utterances, one segment each
             bool any = false;
             for (size_t u = 0; u < ids.size(); ++u) {
@@ -142,6 +149,7 @@ MINMO_PY_BINDING(bind_token2wav) {
             }
             if (!any) break;
           }
+          }
         }
         py::list out;
         for (auto& per : mus) {
@@ -153,11 +161,13 @@ MINMO_PY_BINDING(bind_token2wav) {
       },
       py::arg("weights_path"), py::arg("config"), py::arg("utterances"), py::arg("prompt_tokens") = 0,
       py::arg("chunk_tokens") = 15, py::arg("left_chunks") = -1, py::arg("device") = "cpu", py::arg("max_tokens") = 0,
+      py::arg("passes") = 1,
       "The flow encoder segment by segment (FlowModel::encode_segment on the CPU, CudaFlowEncoder on cuda / "
       "cuda-sim), each utterance on its own state, segments interleaved round robin: the first prompt_tokens "
       "tokens are segment 0, then chunks of chunk_tokens, each with the next pre_lookahead tokens as lookahead. "
       "Returns per utterance the list of mu [2n, 80]. max_tokens: the device states' cache size (0: the longest "
-      "utterance).");
+      "utterance). passes > 1: the whole schedule again on the same states (CudaFlowEncoderState::reset, so "
+      "the device replays its recorded graphs); the last pass's results.");
   t.def(
       "hift_synthesize",
       [](const std::string& weights, const std::string& config, FloatArray mel, uint64_t seed,

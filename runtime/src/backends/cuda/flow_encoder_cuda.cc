@@ -167,6 +167,16 @@ CudaFlowEncoderState::CudaFlowEncoderState(const CudaFlowEncoder& enc, const Str
 
 CudaFlowEncoderState::~CudaFlowEncoderState() = default;
 
+void CudaFlowEncoderState::reset(bool has_prompt, int64_t left_chunks) {
+  stream_->sync();
+  has_prompt_ = has_prompt;
+  left_chunks_ = left_chunks;
+  tokens_done_ = segments_done_ = 0;
+  live_.clear();
+  stream_->memset(pre_ctx, 0, sizeof(float) * 2 * d_);
+  stream_->memset(up_ctx, 0, sizeof(float) * 2 * d_);
+}
+
 void CudaFlowEncoderState::init(const CudaFlowEncoder& e) {
   const FlowConfig& c = e.cfg_;
   MINMO_CHECK(max_segment_ >= 1 && max_tokens_ >= max_segment_ && max_tokens_ < (int64_t{1} << 28),
@@ -193,6 +203,7 @@ void CudaFlowEncoderState::init(const CudaFlowEncoder& e) {
   for (auto& p : cache_up) arena_.place(&p, 2 * T * 3 * d);
   arena_.commit(e.device_);
   n_ints_ = z.ints;
+  d_ = d;
   staging_ = Allocation(e.device_, sizeof(int32_t) * z.ints, MemoryKind::PinnedHost);
   out_ = Allocation(e.device_, sizeof(float) * 2 * S * c.mel_dim, MemoryKind::PinnedHost);
   // Everything zero (contexts, padding columns), then the ones columns of the product inputs.
@@ -267,7 +278,7 @@ void CudaFlowEncoder::conformer_stage(CudaFlowEncoderState& s, const Stage& stag
 
 void CudaFlowEncoder::encode_segment(CudaFlowEncoderState& s, const int64_t* tokens, int64_t n,
                                      const int64_t* lookahead, int64_t n_look, float* mu_device) const {
-  const int64_t d = d_, L = cfg_.pre_lookahead, m = n + n_look;
+  const int64_t L = cfg_.pre_lookahead, m = n + n_look;
   MINMO_CHECK(n >= 1 && n_look >= 0 && n_look <= L, ErrorCode::InvalidArgument,
               "flow segment: need >= 1 token and at most " << L << " lookahead tokens");
   MINMO_CHECK(n <= s.max_segment_, ErrorCode::InvalidArgument,
@@ -302,20 +313,40 @@ void CudaFlowEncoder::encode_segment(CudaFlowEncoderState& s, const int64_t* tok
   live.push_back({seg, pos0, n, row0});
 
   const Stream& st = *s.stream_;
-  const Gemm& g = *s.gemm_;
   st.sync();  // the previous segment's upload has read the staging buffer
   const Sizes z = sizes(cfg_, s.max_segment_, T, ldc1_, ldc2_, ldc5_);
   int32_t* h = s.staging_.as<int32_t>();
   for (int64_t i = 0; i < m; ++i) h[z.ids + i] = static_cast<int32_t>(i < n ? tokens[i] : lookahead[i - n]);
-  const int64_t keys_enc = kept, keys_up = 2 * kept;
-  const int64_t r_enc = key_lists(live, 1, pos0, n, h + z.enc_rows, h + z.enc_pe, h + z.enc_dist);
-  const int64_t r_up = key_lists(live, 2, 2 * pos0, 2 * n, h + z.up_rows, h + z.up_pe, h + z.up_dist);
-  MINMO_CHECK(r_enc <= z.r_enc && r_up <= z.r_up, ErrorCode::Internal, "flow encoder: distance table overflow");
-  st.upload(s.ints, h, sizeof(int32_t) * (z.up_dist + r_up));
+  Shape sh;
+  sh.n = n;
+  sh.n_look = n_look;
+  sh.row0 = row0;
+  sh.keys = kept;
+  sh.r_enc = key_lists(live, 1, pos0, n, h + z.enc_rows, h + z.enc_pe, h + z.enc_dist);
+  sh.r_up = key_lists(live, 2, 2 * pos0, 2 * n, h + z.up_rows, h + z.up_pe, h + z.up_dist);
+  sh.mu = mu_device;
+  MINMO_CHECK(sh.r_enc <= z.r_enc && sh.r_up <= z.r_up, ErrorCode::Internal, "flow encoder: distance table overflow");
+  st.upload(s.ints, h, sizeof(int32_t) * (z.up_dist + sh.r_up));
   s.live_ = std::move(live);
   s.tokens_done_ += n;
   s.segments_done_ += 1;
+  // The device work depends on the shape only (token ids, key lists and distances are read from
+  // device memory): a graph per shape seen twice.
+  const auto key = std::make_tuple(sh.n, sh.n_look, sh.row0, sh.keys, sh.r_enc, sh.r_up,
+                                   reinterpret_cast<uintptr_t>(sh.mu));
+  if (s.seen_.size() > 1024) s.seen_.clear();  // shapes that never repeated (e.g. left_chunks < 0)
+  auto gr = s.graphs_.find(key);
+  if (gr == s.graphs_.end() && ++s.seen_[key] >= 2 && s.graphs_.size() < CudaFlowEncoderState::kMaxGraphs)
+    gr = s.graphs_.emplace(key, st.capture([this, &s, sh] { enqueue(s, sh); })).first;
+  if (gr != s.graphs_.end()) st.launch(gr->second);
+  else enqueue(s, sh);
+}
 
+void CudaFlowEncoder::enqueue(CudaFlowEncoderState& s, const Shape& sh) const {
+  const Stream& st = *s.stream_;
+  const Gemm& g = *s.gemm_;
+  const int64_t d = d_, L = cfg_.pre_lookahead, n = sh.n, m = sh.n + sh.n_look, row0 = sh.row0;
+  const Sizes z = sizes(cfg_, s.max_segment_, s.max_tokens_, ldc1_, ldc2_, ldc5_);
   const float xs = std::sqrt(static_cast<float>(d));
   const float* none = nullptr;
   // embedding -> Linear -> LayerNorm * sqrt(d); rows m .. n + L - 1 are zeros (end of the utterance)
@@ -341,9 +372,9 @@ void CudaFlowEncoder::encode_segment(CudaFlowEncoderState& s, const int64_t* tok
     MINMO_DEVICE_CALL(st, rel_pos_enc_f32, static_cast<const int32_t*>(s.ints + off), R, d, s.pe);
     g.f32(s.pe, at(stage.pos), p, R, nb * d, d, d, d, nb * d, true);
   };
-  pos_rows(enc_, z.enc_dist, r_enc, s.p_enc);
-  pos_rows(up_, z.up_dist, r_up, s.p_up);
-  conformer_stage(s, enc_, s.cache_enc, n, row0, keys_enc, s.ints + z.enc_rows, s.ints + z.enc_pe, s.p_enc);
+  pos_rows(enc_, z.enc_dist, sh.r_enc, s.p_enc);
+  pos_rows(up_, z.up_dist, sh.r_up, s.p_up);
+  conformer_stage(s, enc_, s.cache_enc, n, row0, sh.keys, s.ints + z.enc_rows, s.ints + z.enc_pe, s.p_enc);
   // 2x nearest upsampling of [context; x], causal conv (k 5), Linear -> LayerNorm * sqrt(d)
   MINMO_DEVICE_CALL(st, repeat_rows_f32, static_cast<const float*>(s.up_ctx), int64_t{2},
                     static_cast<const float*>(s.x), n, d, 2, s.h);
@@ -355,10 +386,10 @@ void CudaFlowEncoder::encode_segment(CudaFlowEncoderState& s, const int64_t* tok
   g.f32(s.a, at(up_embed_), s.x, 2 * n, d, ld_, ld_, ld_, d, true);
   MINMO_DEVICE_CALL(st, layernorm_f32, static_cast<const float*>(s.x), d, at(up_ln_g_), at(up_ln_b_), s.x, d, 2 * n, d,
                     1e-5f, xs);
-  conformer_stage(s, up_, s.cache_up, 2 * n, 2 * row0, keys_up, s.ints + z.up_rows, s.ints + z.up_pe, s.p_up);
+  conformer_stage(s, up_, s.cache_up, 2 * n, 2 * row0, 2 * sh.keys, s.ints + z.up_rows, s.ints + z.up_pe, s.p_up);
   MINMO_DEVICE_CALL(st, layernorm_f32, static_cast<const float*>(s.x), d, at(after_g_), at(after_b_), s.a, ld_, 2 * n, d,
                     1e-5f, 1.f);
-  g.f32(s.a, at(proj_), mu_device, 2 * n, cfg_.mel_dim, ld_, ld_, ld_, cfg_.mel_dim, true);
+  g.f32(s.a, at(proj_), sh.mu, 2 * n, cfg_.mel_dim, ld_, ld_, ld_, cfg_.mel_dim, true);
 }
 
 Tensor CudaFlowEncoder::encode_segment(CudaFlowEncoderState& s, const int64_t* tokens, int64_t n,

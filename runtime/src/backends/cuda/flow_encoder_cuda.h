@@ -16,12 +16,17 @@
 //
 // Cache rows are allocated per segment (first fit over the live segments' row ranges) and freed by
 // the same pruning as FlowKV::prune; the host keeps positions and segments, the device only K/V.
-// No CUDA graph: the key count and the distance table change every segment, so a graph would need
-// the products' sizes frozen (left for later; the launch count is what a graph would save).
+// Token ids, key lists and distances are uploaded before the device work, which then depends only on
+// the segment's shape (tokens, lookahead, cache row, kept tokens, table sizes, output pointer): a
+// state records one CUDA graph per shape seen twice (up to kMaxGraphs; others run eagerly). With
+// left_chunks >= 0 steady chunks repeat a few shapes, and a state reused with reset() replays the
+// first chunk's graph in the next utterance.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "backends/cuda/device.h"
@@ -68,6 +73,12 @@ class CudaFlowEncoder {
 
  private:
   friend class CudaFlowEncoderState;
+  // What the device work of a segment depends on (everything else is read from device memory).
+  struct Shape {
+    int64_t n = 0, n_look = 0, row0 = 0, keys = 0, r_enc = 0, r_up = 0;  // keys: tokens in the caches
+    float* mu = nullptr;
+  };
+  void enqueue(CudaFlowEncoderState& s, const Shape& sh) const;
   const float* at(size_t off) const { return weights_.at<float>(off); }
   // The blocks of one stage on s.x [rows, d] (this segment's cache rows from row0).
   void conformer_stage(CudaFlowEncoderState& s, const Stage& stage, const std::vector<float*>& caches, int64_t rows,
@@ -96,11 +107,15 @@ class CudaFlowEncoderState {
   CudaFlowEncoderState(const CudaFlowEncoder& enc, const Stream& stream, const Gemm& gemm, bool has_prompt,
                        int64_t left_chunks, int64_t max_segment, int64_t max_tokens);
   ~CudaFlowEncoderState();
+  // Starts a new utterance on the same buffers (and graphs): no allocation.
+  void reset(bool has_prompt, int64_t left_chunks);
+  static constexpr size_t kMaxGraphs = 16;
   const Stream& stream() const { return *stream_; }
   int64_t tokens_done() const { return tokens_done_; }
   int64_t segments_done() const { return segments_done_; }
   int64_t max_segment() const { return max_segment_; }
   int64_t max_tokens() const { return max_tokens_; }
+  size_t graphs() const { return graphs_.size(); }  // recorded so far
 
  private:
   friend class CudaFlowEncoder;
@@ -125,7 +140,10 @@ class CudaFlowEncoderState {
         *pre_ctx = nullptr, *up_ctx = nullptr, *mu = nullptr;
   int32_t* ints = nullptr;
   std::vector<float*> cache_enc, cache_up;
-  int64_t n_ints_ = 0;
+  int64_t n_ints_ = 0, d_ = 0;
+  using GraphKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uintptr_t>;
+  std::map<GraphKey, int> seen_;
+  std::map<GraphKey, Graph> graphs_;
   Allocation staging_, out_;  // pinned: ints, mu
 };
 
