@@ -202,7 +202,6 @@ void CudaFlowEncoderState::init(const CudaFlowEncoder& e) {
   for (auto& p : cache_enc) arena_.place(&p, T * 3 * d);
   for (auto& p : cache_up) arena_.place(&p, 2 * T * 3 * d);
   arena_.commit(e.device_);
-  n_ints_ = z.ints;
   d_ = d;
   staging_ = Allocation(e.device_, sizeof(int32_t) * z.ints, MemoryKind::PinnedHost);
   out_ = Allocation(e.device_, sizeof(float) * 2 * S * c.mel_dim, MemoryKind::PinnedHost);

@@ -140,7 +140,7 @@ class CudaFlowEncoderState {
         *pre_ctx = nullptr, *up_ctx = nullptr, *mu = nullptr;
   int32_t* ints = nullptr;
   std::vector<float*> cache_enc, cache_up;
-  int64_t n_ints_ = 0, d_ = 0;
+  int64_t d_ = 0;
   using GraphKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uintptr_t>;
   std::map<GraphKey, int> seen_;
   std::map<GraphKey, Graph> graphs_;
