@@ -38,6 +38,13 @@ def load_cpu_kernels() -> ctypes.CDLL:
         "minmo_sample_ras_loop_bf16_cpu": [vp, i64, vp, i64, ctypes.POINTER(RasState), vp, RasParams,
                                            ctypes.POINTER(ctypes.c_int32)],
         "minmo_embedding_row_f32_cpu": [vp, i64, i64, vp, vp],
+        "minmo_rel_attention_f32_cpu": [vp, i64, vp, vp, i64, vp, vp, i64, vp, i64, vp, vp, vp, i64, i64, i32, i32,
+                                        f32],
+        "minmo_rel_pos_enc_f32_cpu": [vp, i64, i64, vp],
+        "minmo_layernorm_f32_cpu": [vp, i64, vp, vp, vp, i64, i64, i64, f32, f32],
+        "minmo_silu_rows_f32_cpu": [vp, i64, i64, i64],
+        "minmo_embedding_rows_f32_cpu": [vp, vp, vp, i64, i64, i64, i64],
+        "minmo_repeat_rows_f32_cpu": [vp, i64, vp, i64, i64, i32, vp],
     }
     for name, args in sig.items():
         fn = getattr(L, name)

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cuda/flow_encoder_cuda.h"
 #include "backends/cuda/hift_cuda.h"
 #include "core/safetensors.h"
 #include "minmo/status.h"
@@ -138,6 +139,87 @@ MINMO_PY_BINDING(bind_token2wav) {
           py::arg("tokens"), py::arg("lookahead"), py::arg("cond") = py::none(), py::arg("seed") = 0,
           "FlowModel::segment: the next segment's tokens and lookahead -> its mel [2n, 80].")
       .def_property_readonly("tokens_done", [](const PyFlowState& s) { return s.state.tokens_done; });
+  t.def(
+      "flow_encode_segments",
+      [](const std::string& weights, const std::string& config, std::vector<IntArray> utterances, int64_t prompt_tokens,
+         int64_t chunk_tokens, int64_t left_chunks, const std::string& device, int64_t max_tokens, int64_t passes) {
+        MINMO_CHECK(chunk_tokens >= 1 && prompt_tokens >= 0, ErrorCode::InvalidArgument,
+                    "chunk_tokens must be >= 1 and prompt_tokens >= 0");
+        std::vector<std::vector<int64_t>> ids;
+        for (const auto& u : utterances) ids.push_back(ids_of(u, "tokens"));
+        std::vector<std::vector<minmo::Tensor>> mus(ids.size());
+        {
+          py::gil_scoped_release release;
+          auto flow = load_flow(weights, config);
+          const int64_t L = flow->config().pre_lookahead;
+          // segments per utterance: the prompt, then chunks; lookahead = the next tokens (cut at the end)
+          std::vector<std::vector<std::pair<int64_t, int64_t>>> segs(ids.size());
+          int64_t longest = 1, total = 1;
+          for (size_t u = 0; u < ids.size(); ++u) {
+            const int64_t N = static_cast<int64_t>(ids[u].size()), P = std::min(prompt_tokens, N);
+            if (P > 0) segs[u].push_back({0, P});
+            for (int64_t a = P; a < N; a += chunk_tokens) segs[u].push_back({a, std::min(a + chunk_tokens, N)});
+            for (auto [a, b] : segs[u]) longest = std::max(longest, b - a);
+            total = std::max(total, N);
+          }
+          std::unique_ptr<minmo::cuda::CudaFlowEncoder> enc;
+          std::vector<std::unique_ptr<minmo::cuda::CudaFlowEncoderState>> dev_states;
+          std::vector<minmo::FlowState> cpu_states;
+          if (device != "cpu") {
+            enc = std::make_unique<minmo::cuda::CudaFlowEncoder>(*flow, minmo::open_device(device));
+            for (size_t u = 0; u < ids.size(); ++u)
+              dev_states.push_back(std::make_unique<minmo::cuda::CudaFlowEncoderState>(
+                  *enc, prompt_tokens > 0, left_chunks, longest, max_tokens > 0 ? max_tokens : total));
+          } else {
+            for (size_t u = 0; u < ids.size(); ++u)
+              cpu_states.push_back(flow->new_state(std::vector<float>(flow->config().spk_dim, 1.f), prompt_tokens > 0,
+                                                   left_chunks));
+          }
+          for (int64_t pass = 0; pass < std::max<int64_t>(passes, 1); ++pass) {
+          if (pass > 0) {  // again on the same states: device states reset (graphs kept), CPU states new
+            for (auto& m : mus) m.clear();
+            for (auto& d : dev_states) d->reset(prompt_tokens > 0, left_chunks);
+            for (auto& c : cpu_states)
+              c = flow->new_state(std::vector<float>(flow->config().spk_dim, 1.f), prompt_tokens > 0, left_chunks);
+          }
+          for (size_t k = 0;; ++k) {  // round robin over the utterances, one segment each
+            bool any = false;
+            for (size_t u = 0; u < ids.size(); ++u) {
+              if (k >= segs[u].size()) continue;
+              any = true;
+              const auto [a, b] = segs[u][k];
+              const int64_t N = static_cast<int64_t>(ids[u].size()), n_look = std::min(L, N - b);
+              const int64_t* t = ids[u].data();
+              if (enc) {
+                mus[u].push_back(enc->encode_segment(*dev_states[u], t + a, b - a, t + b, n_look));
+              } else {
+                minmo::FlowState& st = cpu_states[u];
+                mus[u].push_back(flow->encode_segment(st, t + a, b - a, t + b, n_look));
+                st.tokens_done += b - a;
+                st.segments_done += 1;
+              }
+            }
+            if (!any) break;
+          }
+          }
+        }
+        py::list out;
+        for (auto& per : mus) {
+          py::list l;
+          for (auto& mu : per) l.append(minmo::pyb::to_numpy(mu));
+          out.append(l);
+        }
+        return out;
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("utterances"), py::arg("prompt_tokens") = 0,
+      py::arg("chunk_tokens") = 15, py::arg("left_chunks") = -1, py::arg("device") = "cpu", py::arg("max_tokens") = 0,
+      py::arg("passes") = 1,
+      "The flow encoder segment by segment (FlowModel::encode_segment on the CPU, CudaFlowEncoder on cuda / "
+      "cuda-sim), each utterance on its own state, segments interleaved round robin: the first prompt_tokens "
+      "tokens are segment 0, then chunks of chunk_tokens, each with the next pre_lookahead tokens as lookahead. "
+      "Returns per utterance the list of mu [2n, 80]. max_tokens: the device states' cache size (0: the longest "
+      "utterance). passes > 1: the whole schedule again on the same states (CudaFlowEncoderState::reset, so "
+      "the device replays its recorded graphs); the last pass's results.");
   t.def(
       "hift_synthesize",
       [](const std::string& weights, const std::string& config, FloatArray mel, uint64_t seed,

@@ -167,6 +167,45 @@ inline bool axpby_ok(const float* x, const float* y, int64_t n) {
   return x && y && n >= 1 && (x == y || !overlap(x, n * 4, y, n * 4));
 }
 
+
+// Flow encoder (minmo_kernels/rel_attention.h).
+inline bool rel_attention_ok(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
+                             const int32_t* key_rows, const int32_t* key_pe, int64_t keys, const float* p, int64_t ldp,
+                             const float* bu, const float* bv, const float* out, int64_t ldo, int64_t rows,
+                             int32_t heads, int32_t head_dim) {
+  if (!q || !k || !v || !key_rows || !key_pe || !p || !bu || !bv || !out || keys < 1 || rows < 1 || heads < 1 ||
+      head_dim < 1 || head_dim > MINMO_REL_ATTN_MAX_HEAD_DIM || keys >= (int64_t{1} << 31))
+    return false;
+  const int64_t w = int64_t{heads} * head_dim, bytes = ((rows - 1) * ldo + w) * 4;
+  return ldq >= w && ldkv >= w && ldp >= w && ldo >= w && !overlap(out, bytes, q, ((rows - 1) * ldq + w) * 4) &&
+         !overlap(out, bytes, bu, w * 4) && !overlap(out, bytes, bv, w * 4);
+}
+inline bool rel_pos_enc_ok(const int32_t* dist, int64_t count, int64_t dim, const float* pe) {
+  return dist && pe && count >= 1 && dim >= 2 && dim % 2 == 0 && !overlap(dist, count * 4, pe, count * dim * 4);
+}
+inline bool layernorm_f32_ok(const float* x, int64_t ldx, const float* g, const float* b, const float* out,
+                             int64_t ldo, int64_t rows, int64_t dim) {
+  if (!x || !g || !b || !out || rows < 1 || dim < 1 || ldx < dim || ldo < dim) return false;
+  const int64_t nx = ((rows - 1) * ldx + dim) * 4, no = ((rows - 1) * ldo + dim) * 4;
+  return (x == out ? ldx == ldo : !overlap(x, nx, out, no)) && !overlap(out, no, g, dim * 4) &&
+         !overlap(out, no, b, dim * 4);
+}
+inline bool silu_rows_ok(const float* y, int64_t rows, int64_t n, int64_t ld) {
+  return y && rows >= 1 && n >= 1 && ld >= n;
+}
+inline bool embedding_rows_ok(const float* table, const int32_t* ids, const float* out, int64_t rows, int64_t vocab,
+                              int64_t dim, int64_t ldo) {
+  return table && ids && out && rows >= 1 && vocab >= 1 && dim >= 1 && ldo >= dim &&
+         !overlap(out, ((rows - 1) * ldo + dim) * 4, table, vocab * dim * 4) &&
+         !overlap(out, ((rows - 1) * ldo + dim) * 4, ids, rows * 4);
+}
+inline bool repeat_rows_ok(const float* ctx, int64_t ctx_rows, const float* x, int64_t rows, int64_t dim,
+                           int32_t repeat, const float* out) {
+  if (!x || !out || rows < 1 || dim < 1 || repeat < 1 || ctx_rows < 0 || (ctx_rows > 0 && !ctx)) return false;
+  const int64_t no = repeat * (ctx_rows + rows) * dim * 4;
+  return !overlap(out, no, x, rows * dim * 4) && !overlap(out, no, ctx, ctx_rows * dim * 4);
+}
+
 }  // namespace minmo_args
 
 #endif  // MINMO_KERNELS_COMMON_ARGS_H_

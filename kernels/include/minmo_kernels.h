@@ -56,5 +56,6 @@ const char* minmo_kernel_status_string(int status);
 #include "minmo_kernels/hift.h"
 #include "minmo_kernels/hift_net.h"
 #include "minmo_kernels/conv.h"
+#include "minmo_kernels/rel_attention.h"
 
 #endif /* MINMO_KERNELS_H_ */

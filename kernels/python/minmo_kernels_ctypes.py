@@ -62,6 +62,13 @@ _SIGNATURES = {
     "conv_transpose1d_col2im_f32": "pppqqiiii",
     "hift_stft_f32": "ppqii",
     "axpby_f32": "ppqff",
+    # flow encoder (rel_attention.h)
+    "rel_attention_f32": "pqppqppqpqpppqqiif",
+    "rel_pos_enc_f32": "pqqp",
+    "layernorm_f32": "pqpppqqqff",
+    "silu_rows_f32": "pqqq",
+    "embedding_rows_f32": "pppqqqq",
+    "repeat_rows_f32": "pqpqqip",
 }
 
 

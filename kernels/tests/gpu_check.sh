@@ -105,7 +105,7 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
       > /dev/null 2>> "$OUT/runtime.txt"
     local rc=$?
     [ $rc -ne 0 ] && RUNTIME=$rc
-    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^decoder:|^check|^decode at|^prefill|decode step:$|^voice block|^response|^duplex|^cpu:|^cuda:|^encoder|_window:|vs CPU decode|^first push|^first chunk|vs CPU flow' | tr '\n' ';')"
+    stamp "runtime $name: rc=$rc, $(sed -n '/^== '"$name"':/,$p' "$OUT/runtime.txt" | grep -E '^decoder:|^check|^decode at|^prefill|decode step:$|^voice block|^response|^duplex|^cpu:|^cuda:|^encoder|_window:|vs CPU decode|^first push|^first chunk|vs CPU flow|^device vs CPU encoder|^steady chunk' | tr '\n' ';')"
   }
   for mode in fp32 int8 int4 fp8; do rt "tiny_$mode" decoder --bundle "$CARRY/tiny-$mode" --ctx 128 --steps 16 --fused both; done
   rt small_voice_lm decoder --bundle "$CARRY/small" --module voice_lm --ctx 128 --steps 16 --fused both
@@ -113,6 +113,7 @@ if [ -x "$CARRY/minmo_cuda_check" ]; then
     --prompt "$CARRY/tiny-fp32/session.json" --runs 10
   rt encoder_large encoder --size large --chunks 12
   rt hift_cosyvoice2 hift --frames 36 --runs 20
+  rt flow_encoder flow-encoder --runs 20
   rt flow_cosyvoice2 flow --runs 20
   rt voice_lm_0p5b decoder --size voice-0.5b --ctx 128,1024 --steps 32 --prefill 6 --fused both
   rt qwen2_7b decoder --size 7b --ctx 128,1024 --steps 32 --long-prefill 256

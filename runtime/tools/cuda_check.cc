@@ -67,13 +67,14 @@ void write_report(const nlohmann::json& report, const std::string& path) {
 }  // namespace minmo
 
 int main(int argc, char** argv) {
-  const char* usage = "usage: minmo_cuda_check decoder|encoder|session|hift|flow [FLAGS] (runtime/tools/*_check.cc)";
+  const char* usage = "usage: minmo_cuda_check decoder|encoder|session|hift|flow|flow-encoder [FLAGS] (runtime/tools/*_check.cc)";
   const std::string cmd = argc >= 2 ? argv[1] : "";
   int (*run)(int, char**) = cmd == "decoder"   ? minmo::tools::decoder_check
                             : cmd == "encoder" ? minmo::tools::encoder_check
                             : cmd == "session" ? minmo::tools::session_check
                             : cmd == "hift"    ? minmo::tools::hift_check
                             : cmd == "flow"    ? minmo::tools::flow_check
+                            : cmd == "flow-encoder" ? minmo::tools::flow_encoder_check
                                                : nullptr;
   if (!run) {
     std::cerr << usage << "\n";

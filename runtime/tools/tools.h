@@ -6,6 +6,7 @@
 //   session  a streaming speech-to-text session on a bundle (tools/session_check.cc)
 //   hift     HiFT's decode at CosyVoice2 size, random weights (tools/hift_check.cc)
 //   flow     the flow's estimator + Euler loop at CosyVoice2 size, random weights (tools/flow_check.cc)
+//   flow-encoder  the flow's conformer encoder at CosyVoice2 size, random weights (tools/flow_encoder_check.cc)
 // Each prints a JSON report (and writes it with --json OUT); exit status 0: checks passed, 1: a check
 // failed, 2: bad arguments or an error (message on stderr).
 #pragma once
@@ -62,6 +63,7 @@ int encoder_check(int argc, char** argv);
 int session_check(int argc, char** argv);
 int hift_check(int argc, char** argv);
 int flow_check(int argc, char** argv);
+int flow_encoder_check(int argc, char** argv);
 
 }  // namespace tools
 }  // namespace minmo

@@ -65,6 +65,9 @@ struct FlowKV {
 };
 
 class FlowModel;
+namespace cuda {
+class CudaFlowEncoder;
+}
 
 // Per-utterance state of the flow (see the header comment). Created by FlowModel::new_state.
 struct FlowState {
@@ -133,6 +136,7 @@ class FlowModel {
                         int64_t n_look) const;
 
  private:
+  friend class cuda::CudaFlowEncoder;  // reads the encoder's weights (backends/cuda/flow_encoder_cuda.h)
   struct RelAttn {
     LinearW q, k, v, out, pos;
     const float* u = nullptr;   // pos_bias_u [h, dk]
