@@ -48,9 +48,18 @@ def files(tmp_path_factory, flow):
     return _save(tmp_path_factory, flow, "flow", flow.state_dict())
 
 
-def _segments(model, spk, tokens, sizes, prompt=None, pmel=None, left=-1, seed=3, lookahead=3):
-    """Drives FlowModel::segment as Token2WavStream does: [prompt], then chunks of `sizes` tokens."""
+def _segments(model, spk, tokens, sizes, prompt=None, pmel=None, left=-1, seed=3, lookahead=3, reserve=False):
+    """Drives FlowModel::segment as Token2WavStream does: [prompt], then chunks of `sizes` tokens.
+    reserve: size the state first as Token2WavStream does (FlowModel::reserve), which moves the
+    encoder of a bounded-attention state (left >= 0) to the device too."""
     state = model.new_state(spk, prompt is not None, left)
+    if reserve:
+        n_prompt, chunk = (len(prompt) if prompt is not None else 0), max(sizes)
+        state.reserve(max(n_prompt, chunk), n_prompt + (left + 1) * chunk if left >= 0 else n_prompt + sum(sizes))
+        want = model.device if left >= 0 and model.device != "cpu" else "cpu"
+        assert state.encoder_device == want
+    else:
+        assert state.encoder_device == "cpu"
     out = []
     if prompt is not None:
         out.append(state.segment(prompt, tokens[:lookahead], pmel, seed))
@@ -62,16 +71,19 @@ def _segments(model, spk, tokens, sizes, prompt=None, pmel=None, left=-1, seed=3
     return out
 
 
+@pytest.mark.parametrize("reserve", [False, True], ids=["cpu_encoder", "reserved"])
 @pytest.mark.parametrize("left,prompt,sizes", [(-1, 0, [5, 5, 5, 2]), (1, 4, [4, 4, 4, 4, 3]), (0, 3, [6, 6, 1]),
                                                (2, 0, [3, 7, 3, 7, 3, 1])])
-def test_device_segments_match_cpu(files, device, left, prompt, sizes):
+def test_device_segments_match_cpu(files, device, left, prompt, sizes, reserve):
+    """Estimator on the device after the CPU encoder, and (reserved, left >= 0) after the device
+    encoder whose mu stays on the device."""
     fw, fc = files
     tokens, spk, ptok, pmel = (x.numpy() for x in _inputs(5, sum(sizes), prompt))
     cpu_model, dev_model = T2W.FlowModel(fw, fc), T2W.FlowModel(fw, fc, device)
     assert dev_model.device == device and cpu_model.device == "cpu"
     p = (ptok, pmel) if prompt else (None, None)
-    cpu = _segments(cpu_model, spk, tokens, sizes, *p, left=left)
-    got = _segments(dev_model, spk, tokens, sizes, *p, left=left)
+    cpu = _segments(cpu_model, spk, tokens, sizes, *p, left=left, reserve=reserve)
+    got = _segments(dev_model, spk, tokens, sizes, *p, left=left, reserve=reserve)
     assert len(got) == len(cpu)
     for g, c in zip(got, cpu):
         assert g.shape == c.shape
@@ -114,6 +126,8 @@ def test_two_concurrent_states_on_one_model(files, device):
     alone_a = _segments(T2W.FlowModel(fw, fc), sa, ta, [4, 4, 4], left=1)
     alone_b = _segments(T2W.FlowModel(fw, fc), sb, tb, [5, 5, 5], left=-1)
     a, b = model.new_state(sa, False, 1), model.new_state(sb, False, -1)
+    a.reserve(4, 8)  # a's encoder on the device too, on a's stream
+    assert a.encoder_device == device and b.encoder_device == "cpu"
     got_a, got_b = [], []
     for i in range(3):
         got_a.append(a.segment(ta[4 * i:4 * i + 4], ta[4 * i + 4:4 * i + 7], None, 3))
@@ -167,6 +181,27 @@ def test_bad_input_on_device(files):
     got = st.segment(tokens[:4], tokens[4:7], None, 0)
     ref = T2W.FlowModel(fw, fc).new_state(spk, False, -1).segment(tokens[:4], tokens[4:7], None, 0)
     assert rel(got, ref) <= DEVICE_TOL
+
+
+def test_bad_input_with_the_device_encoder(files):
+    """A state whose encoder reserve() moved to the device refuses bad ids and segments longer than
+    it reserved, losing nothing: its next segments still match the CPU."""
+    fw, fc = files
+    model = T2W.FlowModel(fw, fc, "cuda-sim")
+    tokens, spk, _, _ = (x.numpy() for x in _inputs(4, 15))
+    st = model.new_state(spk, False, 1)
+    st.reserve(4, 8)
+    assert st.encoder_device == "cuda-sim"
+    with pytest.raises(minmo_rt.InvalidInputError, match="outside"):
+        st.segment(tokens[:4] + 1000, tokens[4:7], None, 0)
+    with pytest.raises(minmo_rt.InvalidInputError, match="6561|outside"):
+        st.segment(tokens[:4], tokens[4:6] + 7000, None, 0)  # a lookahead id
+    with pytest.raises(minmo_rt.InvalidInputError):
+        st.segment(tokens[:5], tokens[5:8], None, 0)  # longer than the 4 tokens reserved
+    assert st.tokens_done == 0
+    got = [st.segment(tokens[4 * i:4 * i + 4], tokens[4 * i + 4:4 * i + 7], None, 0) for i in range(3)]
+    ref = _segments(T2W.FlowModel(fw, fc), spk, tokens, [4, 4, 4], left=1, seed=0)
+    assert max(rel(g, r) for g, r in zip(got, ref)) <= DEVICE_TOL
 
 
 def test_unsupported_head_dim_is_a_bundle_error(tmp_path_factory):

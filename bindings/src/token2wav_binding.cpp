@@ -138,6 +138,16 @@ MINMO_PY_BINDING(bind_token2wav) {
           },
           py::arg("tokens"), py::arg("lookahead"), py::arg("cond") = py::none(), py::arg("seed") = 0,
           "FlowModel::segment: the next segment's tokens and lookahead -> its mel [2n, 80].")
+      .def(
+          "reserve",
+          [](PyFlowState& s, int64_t segment_tokens, int64_t cache_tokens) {
+            s.flow->reserve(s.state, segment_tokens, cache_tokens);
+          },
+          py::arg("segment_tokens"), py::arg("cache_tokens"),
+          "FlowModel::reserve: device buffers for segments of up to segment_tokens tokens and caches of "
+          "cache_tokens tokens; on a fresh state with left_chunks >= 0 also the device encoder.")
+      .def_property_readonly("encoder_device", [](const PyFlowState& s) { return s.flow->encoder_device(s.state); },
+                             "Where segment() runs this state's encoder.")
       .def_property_readonly("tokens_done", [](const PyFlowState& s) { return s.state.tokens_done; });
   t.def(
       "flow_encode_segments",

@@ -1,16 +1,17 @@
-// `minmo_cuda_check flow`: the CosyVoice2 flow's estimator + Euler / guidance loop on a device
-// (backends/cuda/flow_cuda.h) at CosyVoice2 size (FlowConfig's defaults) with random weights,
+// `minmo_cuda_check flow`: the CosyVoice2 flow (encoder, estimator + Euler / guidance loop) on a
+// device (backends/cuda/flow_encoder_cuda.h, flow_cuda.h) at CosyVoice2 size (FlowConfig's defaults) with random weights,
 // checked against the CPU flow and timed.
 //
 //   minmo_cuda_check flow [--device cuda|cuda-sim] [--size cosyvoice2|small] [--chunk 15] [--left 4]
 //                         [--runs 20] [--no-check] [--json OUT]
-// Timed (FlowModel::segment: host tokens in, mel out, synchronised; the encoder on the CPU, the
-// estimator loop on the device; a CUDA graph from the second time a segment length is seen):
+// Timed (FlowModel::segment: host tokens in, mel out, synchronised; the states reserved as
+// Token2WavStream does, so the encoder runs on the device too and mu stays there; a CUDA graph from
+// the second time a segment length is seen):
 //   - first chunk: a new utterance's first segment, --chunk tokens plus the 3 lookahead tokens, as
 //     Token2WavStream runs it (states are pooled, so from the third utterance its graph replays);
 //   - steady chunk: chunks of a long utterance once the caches hold --left chunks (their size no
 //     longer changes);
-//   - the CPU encoder alone on the first chunk (the part of `segment` not yet on the device).
+//   - the CPU encoder alone on the first chunk (what the device encoder replaces).
 // Also the kernel / product launches of one segment. Exit status 1 when the device mel of the first
 // chunk or of a steady chunk differs from the CPU's by more than 1e-4 (relative L2; fp32 on both).
 #include <algorithm>
@@ -168,6 +169,7 @@ int flow_check(int argc, char** argv) {
   int rc = 0;
   // first chunk of a new utterance (pooled states: the graph of its length replays from run 3)
   std::vector<double> first_ms;
+  std::string report_encoder;
   Tensor first_dev;
   int64_t launches = 0;
   for (int64_t i = 0; i < runs + 2; ++i) {
@@ -176,7 +178,10 @@ int flow_check(int argc, char** argv) {
     const double a = now_ms();
     first_dev = seg(*gpu, st, 0);
     if (i >= 2) first_ms.push_back(now_ms() - a);
-    if (i == 0) launches = st.gpu->launches_per_segment();
+    if (i == 0) {
+      launches = st.gpu->launches_per_segment();
+      report_encoder = gpu->encoder_device(st);
+    }
   }
   std::vector<double> enc_ms;
   for (int64_t i = 0; i < std::min<int64_t>(runs, 10); ++i) {
@@ -200,7 +205,8 @@ int flow_check(int argc, char** argv) {
     report["cache_rows_steady"] = st.gpu->cache_rows();
     report["graphs_captured"] = st.gpu->graphs();
   }
-  report["launches_per_chunk"] = launches;
+  report["encoder_device"] = report_encoder;
+  report["launches_per_chunk"] = launches;  // the estimator loop's
   report["launches_per_estimator_call"] = launches / cfg.n_timesteps;
   report["first_chunk"] = {{"segment", stats(first_ms)}, {"encoder_cpu", stats(enc_ms)}};
   report["steady_chunk"] = {{"segment", stats(steady_ms)}, {"chunk_index", steady_at}};
@@ -208,7 +214,7 @@ int flow_check(int argc, char** argv) {
             << report["first_chunk"]["segment"].value("p50_ms", -1.0) << " ms (CPU encoder p50 "
             << report["first_chunk"]["encoder_cpu"].value("p50_ms", -1.0) << " ms); steady chunk p50 "
             << report["steady_chunk"]["segment"].value("p50_ms", -1.0) << " ms; " << launches
-            << " launches per chunk\n";
+            << " estimator launches per chunk; encoder on " << report_encoder << "\n";
   if (check) {
     FlowState st = cpu->new_state(spk, false, left);
     const double e_first = rel(first_dev, seg(*cpu, st, 0));

@@ -7,6 +7,7 @@
 #include "backends/cpu/blas.h"
 #include "backends/cpu/ops.h"
 #include "backends/cuda/flow_cuda.h"
+#include "backends/cuda/flow_encoder_cuda.h"
 #include "minmo/status.h"
 
 namespace minmo {
@@ -214,6 +215,12 @@ std::shared_ptr<const FlowModel> FlowModel::load(const WeightStore& weights, con
     if (why.empty()) m->gpu_ = std::make_shared<const cuda::CudaFlow>(*m, device);
     else if (cpu_fallback) *cpu_fallback = why;
     else MINMO_THROW(ErrorCode::BundleError, "flow on " << device->name() << ": " << why);
+    try {  // the encoder follows the estimator onto the device where its kernels run it
+      if (m->gpu_) m->gpu_enc_ = std::make_shared<const cuda::CudaFlowEncoder>(*m, device);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::BundleError) throw;
+      if (cpu_fallback) *cpu_fallback = std::string("flow encoder on the CPU: ") + e.what();
+    }
   }
   return m;
 }
@@ -255,7 +262,16 @@ FlowState FlowModel::new_state(const std::vector<float>& speaker, bool has_promp
 }
 
 void FlowModel::reserve(FlowState& st, int64_t segment_tokens, int64_t cache_tokens) const {
-  if (gpu_ && st.gpu) gpu_->reserve(*st.gpu, 2 * segment_tokens, 2 * cache_tokens);
+  if (!gpu_ || !st.gpu) return;
+  gpu_->reserve(*st.gpu, 2 * segment_tokens, 2 * cache_tokens);
+  if (gpu_enc_ && !st.gpu_enc && st.tokens_done == 0 && st.left_chunks >= 0)
+    st.gpu_enc = {new cuda::CudaFlowEncoderState(*gpu_enc_, st.gpu->stream(), st.gpu->gemm(), st.has_prompt,
+                                                 st.left_chunks, segment_tokens, cache_tokens),
+                  [](cuda::CudaFlowEncoderState* p) { delete p; }};
+}
+
+std::string FlowModel::encoder_device(const FlowState& st) const {
+  return st.gpu_enc ? gpu_enc_->device()->name() : "cpu";
 }
 
 // ------------------------------------------------------------------------------------------ encoder
@@ -489,14 +505,24 @@ Tensor FlowModel::estimator(FlowState::Est& es, int step, const float* x, const 
 Tensor FlowModel::segment(FlowState& st, const int64_t* tokens, int64_t n, const int64_t* lookahead, int64_t n_look,
                           const float* cond, uint64_t seed) const {
   const int64_t mel = cfg_.mel_dim, F = 2 * n, pos0 = 2 * st.tokens_done, seg = st.segments_done;
-  Tensor mu = encode_segment(st, tokens, n, lookahead, n_look);
+  const float* mu_device = nullptr;
+  Tensor mu;
+  if (st.gpu_enc) {
+    MINMO_CHECK(st.gpu && gpu_enc_, ErrorCode::InvalidArgument, "flow: a device encoder state on a CPU flow model");
+    float* m = st.gpu->mu_buffer(F);
+    gpu_enc_->encode_segment(*st.gpu_enc, tokens, n, lookahead, n_look, m);  // checks the ids
+    mu_device = m;
+  } else {
+    mu = encode_segment(st, tokens, n, lookahead, n_look);
+  }
   Tensor x({F, mel});
   counter_normal(seed, kFlowNoiseStream, static_cast<uint64_t>(pos0 * mel), F * mel, x.ptr());
   std::vector<float> zeros(F * mel, 0.f), zspk(mel, 0.f);
   const float* c = cond ? cond : zeros.data();
   if (st.gpu) {
     MINMO_CHECK(gpu_ != nullptr, ErrorCode::InvalidArgument, "flow: a device state passed to a CPU flow model");
-    x = gpu_->solve(*st.gpu, x.ptr(), mu.ptr(), st.spk80.data(), c, F, seg, st.left_chunks, st.has_prompt);
+    x = gpu_->solve(*st.gpu, x.ptr(), mu_device ? nullptr : mu.ptr(), st.spk80.data(), c, F, seg, st.left_chunks,
+                    st.has_prompt, mu_device);
     st.tokens_done += n;
     st.segments_done += 1;
     return x;
@@ -532,6 +558,12 @@ Tensor FlowModel::offline(const std::vector<int64_t>& tokens, const std::vector<
   } else {
     if (P > 0) segs.push_back({0, P});
     for (int64_t a = P; a < P + N; a += chunk_tokens) segs.push_back({a, std::min(a + chunk_tokens, P + N)});
+  }
+  {  // device buffers (and the device encoder, with bounded attention) for the longest segment
+    int64_t longest = 0;
+    for (auto [a, b] : segs) longest = std::max(longest, b - a);
+    const bool bounded = left_chunks >= 0 && chunk_tokens > 0;
+    reserve(st, longest, bounded ? std::min(P + N, P + (left_chunks + 1) * chunk_tokens) : P + N);
   }
   Tensor out({2 * N, mel});
   for (auto [a, b] : segs) {

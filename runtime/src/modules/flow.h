@@ -67,7 +67,8 @@ struct FlowKV {
 class FlowModel;
 namespace cuda {
 class CudaFlowEncoder;
-}
+class CudaFlowEncoderState;
+}  // namespace cuda
 
 // Per-utterance state of the flow (see the header comment). Created by FlowModel::new_state.
 struct FlowState {
@@ -84,6 +85,9 @@ struct FlowState {
   // The estimator's device state (K/V caches, conv context, buffers) on a model with a device
   // estimator (FlowModel::gpu()), else null.
   std::unique_ptr<cuda::CudaFlowState, void (*)(cuda::CudaFlowState*)> gpu{nullptr, nullptr};
+  // The encoder's device state (FlowModel::reserve makes it, on gpu's stream), else null: the
+  // encoder then runs on the CPU. Declared after gpu, so destroyed before it.
+  std::unique_ptr<cuda::CudaFlowEncoderState, void (*)(cuda::CudaFlowEncoderState*)> gpu_enc{nullptr, nullptr};
   std::vector<float> spk80;                 // projected speaker [80]
   bool has_prompt = false;
   int64_t left_chunks = -1;
@@ -95,9 +99,9 @@ class FlowModel {
  public:
   FlowModel(const FlowConfig& config, const WeightStore& weights);
   // device: null for the CPU, else the estimator and its Euler / guidance loop run on the CUDA
-  // backend (backends/cuda/flow_cuda.h; the encoder stays on the CPU for now). A model the device
-  // kernels do not run is a BundleError, or, with cpu_fallback given, loads on the CPU and stores
-  // the reason there.
+  // backend (backends/cuda/flow_cuda.h), and the encoder too (backends/cuda/flow_encoder_cuda.h) for
+  // states that FlowModel::reserve sized. A model the device kernels do not run is a BundleError, or,
+  // with cpu_fallback given, loads on the CPU and stores the reason there.
   static std::shared_ptr<const FlowModel> load(const WeightStore& weights, const nlohmann::json& config,
                                                const std::shared_ptr<cuda::Device>& device = nullptr,
                                                std::string* cpu_fallback = nullptr);
@@ -113,14 +117,20 @@ class FlowModel {
   FlowState new_state(const std::vector<float>& speaker, bool has_prompt, int64_t left_chunks) const;
   // With a device estimator: sizes the state's device buffers for segments of up to
   // `segment_tokens` tokens and caches of `cache_tokens` tokens now (segments grow them when they
-  // need more). A no-op on the CPU.
+  // need more). On a fresh state with bounded attention (left_chunks >= 0), it also moves the
+  // state's encoder to the device, with buffers of exactly those sizes: a later segment longer than
+  // segment_tokens, or caches beyond cache_tokens (prompt + (left_chunks + 1) chunks), are then an
+  // InvalidArgument. A no-op on the CPU.
   void reserve(FlowState& st, int64_t segment_tokens, int64_t cache_tokens) const;
+  // "cpu" or the device the state's encoder runs on.
+  std::string encoder_device(const FlowState& st) const;
 
   // Processes the next segment: tokens [n] (their absolute index = state.tokens_done), followed by
   // up to pre_lookahead lookahead tokens (fewer only at the end of the utterance), cond [2n, 80]
   // (prompt mel for prompt frames, or null for zeros), noise seed. Returns the segment's mel
   // [2n, 80]. Token ids are checked (InvalidArgument). With a device estimator (gpu()), the
-  // encoder runs on the CPU, mu is uploaded and the n_timesteps Euler steps run on the device.
+  // n_timesteps Euler steps run on the device, after the encoder: on the device too when the state
+  // has a device encoder (reserve()), mu staying there; else on the CPU, mu uploaded.
   Tensor segment(FlowState& st, const int64_t* tokens, int64_t n, const int64_t* lookahead, int64_t n_look,
                  const float* cond, uint64_t seed) const;
 
@@ -187,6 +197,7 @@ class FlowModel {
   std::vector<float> t_span_;              // n_timesteps + 1
   std::vector<std::vector<float>> temb_;   // per step: time embedding [4 * est_channels]
   std::shared_ptr<const cuda::CudaFlow> gpu_;
+  std::shared_ptr<const cuda::CudaFlowEncoder> gpu_enc_;  // with gpu_, unless the encoder's weights are quantized
   friend class cuda::CudaFlow;  // uploads the estimator weights above
 };
 

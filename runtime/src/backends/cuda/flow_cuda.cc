@@ -205,6 +205,7 @@ void CudaFlowState::reserve(int64_t F, int64_t rows) {
     act_.place(&f, R * 4 * ch);
     act_.place(&dphi, R * o.mel_);
     act_.place(&x, F * o.mel_);
+    act_.place(&mu, F * o.mel_);
     act_.commit(o.device_);
     host_in_ = Allocation(o.device_, sizeof(float) * (R * 4 * o.mel_ + F * o.mel_), MemoryKind::PinnedHost);
     host_out_ = Allocation(o.device_, sizeof(float) * F * o.mel_, MemoryKind::PinnedHost);
@@ -337,8 +338,15 @@ void CudaFlow::enqueue(CudaFlowState& s, int64_t F) const {
   s.launches_ += 1;
 }
 
+float* CudaFlowState::mu_buffer(int64_t F) {
+  reserve(F, cache_rows());
+  return mu;
+}
+
 Tensor CudaFlow::solve(CudaFlowState& s, const float* x0, const float* mu, const float* spk, const float* cond,
-                       int64_t F, int64_t seg, int64_t left_chunks, bool has_prompt) const {
+                       int64_t F, int64_t seg, int64_t left_chunks, bool has_prompt, const float* mu_device) const {
+  MINMO_CHECK(mu_device == nullptr || mu_device == s.mu, ErrorCode::InvalidArgument,
+              "flow: a device mu that is not the state's mu_buffer");
   MINMO_CHECK(F >= 1 && F < (int64_t{1} << 24), ErrorCode::InvalidArgument, "flow: a segment of " << F << " frames");
   const Stream& st = s.stream_;
   // drop the rows this segment may not see (the same rows in every cache)
@@ -361,7 +369,7 @@ Tensor CudaFlow::solve(CudaFlowState& s, const float* x0, const float* mu, const
     float* r0 = hin + i * W;
     float* r1 = hin + (F + i) * W;
     std::memcpy(r0, x0 + i * mel_, sizeof(float) * mel_);
-    std::memcpy(r0 + mel_, mu + i * mel_, sizeof(float) * mel_);
+    if (!mu_device) std::memcpy(r0 + mel_, mu + i * mel_, sizeof(float) * mel_);
     std::memcpy(r0 + 2 * mel_, spk, sizeof(float) * mel_);
     std::memcpy(r0 + 3 * mel_, cond + i * mel_, sizeof(float) * mel_);
     std::memcpy(r1, x0 + i * mel_, sizeof(float) * mel_);
@@ -372,6 +380,8 @@ Tensor CudaFlow::solve(CudaFlowState& s, const float* x0, const float* mu, const
   st.upload(s.in, hin, sizeof(float) * 2 * F * W);
   st.upload(s.x, hx, sizeof(float) * F * mel_);
   st.upload(s.rows_.data(), s.host_rows_.data(), sizeof(int32_t));
+  if (mu_device)  // branch 0's mu columns of the first estimator call
+    MINMO_DEVICE_CALL(st, flow_copy_rows_f32, mu_device, mel_, F, s.in + mel_, 4 * mel_, F, mel_);
   auto g = s.graphs_.find(F);
   if (g == s.graphs_.end() && ++s.seen_[F] >= 2 && s.graphs_.size() < kMaxGraphs)
     g = s.graphs_.emplace(F, st.capture([this, &s, F] { enqueue(s, F); })).first;

@@ -66,9 +66,10 @@ class CudaFlow {
   // The Euler loop of one segment of F frames (FlowModel::segment after the encoder): x0, mu, cond
   // [F, mel] and spk [mel] host fp32 -> the segment's mel [F, mel] (synchronised). seg: the
   // segment's index; the caches drop segments < seg - left_chunks (left_chunks >= 0), keeping
-  // segment 0 when has_prompt, as FlowKV::prune.
+  // segment 0 when has_prompt, as FlowKV::prune. With mu_device (the device encoder's output in
+  // s.mu_buffer(F), written on s.stream()), mu is read there and the host mu is ignored.
   Tensor solve(CudaFlowState& s, const float* x0, const float* mu, const float* spk, const float* cond, int64_t F,
-               int64_t seg, int64_t left_chunks, bool has_prompt) const;
+               int64_t seg, int64_t left_chunks, bool has_prompt, const float* mu_device = nullptr) const;
 
   std::string device() const { return device_->name(); }
 
@@ -131,6 +132,12 @@ class CudaFlowState {
   // Kernel and product launches of one segment (all steps; counted when it last ran without a graph).
   int64_t launches_per_segment() const { return launches_; }
   int64_t graphs() const { return static_cast<int64_t>(graphs_.size()); }
+  // The state's stream and cuBLAS handle (the device encoder enqueues on them, so that the Euler
+  // loop reads its mu in order).
+  const Stream& stream() const { return stream_; }
+  const Gemm& gemm() const { return *gemm_; }
+  // Device room for a segment's mu [F, mel] (grows the buffers to F frames first).
+  float* mu_buffer(int64_t F);
 
  private:
   friend class CudaFlow;
@@ -144,7 +151,7 @@ class CudaFlowState {
   int64_t max_frames_ = 0, cap_ = 0, launches_ = 0;
   Arena act_;
   float *in = nullptr, *cat = nullptr, *a = nullptr, *b = nullptr, *t1 = nullptr, *col = nullptr, *y = nullptr,
-        *qkv = nullptr, *att = nullptr, *f = nullptr, *dphi = nullptr, *x = nullptr;
+        *qkv = nullptr, *att = nullptr, *f = nullptr, *dphi = nullptr, *x = nullptr, *mu = nullptr;
   Allocation kv_, ctx_, ctx_next_, rows_;  // caches, conv contexts, the cache's row count (int32)
   Allocation host_in_, host_out_, host_rows_;  // pinned staging
   std::vector<int64_t> seg_;  // segment of each cache row
