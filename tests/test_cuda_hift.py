@@ -1,6 +1,8 @@
-"""HiFT's f0 predictor and decode (filter network + iSTFT) on the CUDA backend
-(runtime/src/backends/cuda/hift_cuda.h) against the CPU module and the PyTorch reference, streamed HiftStream on the device against the
-offline synthesis, and a whole speaking session's audio on device="cuda-sim".
+"""HiFT's f0 predictor, NSF source and decode (filter network + iSTFT) on the CUDA backend
+(runtime/src/backends/cuda/hift_cuda.h) against the CPU module and the PyTorch reference, streamed
+HiftStream on the device (one enqueue per window, f0 / phase history in device memory) against the
+CPU HiftStream and the offline synthesis, concurrent device streams, the device's counter-based
+noise against the host's, and a whole speaking session's audio on device="cuda-sim".
 
 Every test runs on "cuda-sim" (the backend's buffers, products and launch sequence with each kernel
 replaced by its CPU twin and the fp32 products by OpenBLAS) and on "cuda" where a GPU is usable
@@ -27,6 +29,12 @@ T2W = _core.testing_t2w
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 DEVICE_TOL = 1e-5
+# Device stream vs CPU stream (and vs the device's offline synthesis): both fp32; on cuda-sim the
+# products run in another BLAS order and the source's harmonics are rounded to fp32 after float64
+# libm calls that may differ by an ulp: measured 1.6e-7 .. 1.7e-7 vs the CPU stream and 5e-8 ..
+# 1e-7 vs the device offline audio, the size of the decode-only difference (1.6e-7); 1e-6 leaves
+# a factor 6. On a GPU DEVICE_TOL (sinf / expf / tanhf and cuBLAS summation order).
+STREAM_TOL = {"cuda-sim": 1e-6, "cuda": DEVICE_TOL}
 
 
 def _save(tmp_path_factory, model: HiFT, name: str):
@@ -72,12 +80,17 @@ def test_device_f0_matches_cpu_and_reference(hift, files, device):
     assert rel(got, ref) <= DEVICE_TOL
 
 
-def test_device_synthesize_matches_reference(hift, files, device):
+@pytest.mark.parametrize("frames", [33, 300])
+def test_device_synthesize_matches_reference(hift, files, device, frames):
+    """Offline on the device (f0, source and decode; 300 frames: the phase scan folds runs of 2
+    frames per thread) against the reference and the CPU module."""
     hw, hc = files
-    mel = torch.randn(33, 80, generator=torch.Generator().manual_seed(3))
+    mel = torch.randn(frames, 80, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref = hift(mel, seed=5)
-    assert rel(T2W.hift_synthesize(hw, hc, mel.numpy(), 5, device=device), ref) <= DEVICE_TOL
+    got = T2W.hift_synthesize(hw, hc, mel.numpy(), 5, device=device)
+    assert rel(got, ref) <= DEVICE_TOL
+    assert rel(got, T2W.hift_synthesize(hw, hc, mel.numpy(), 5)) <= STREAM_TOL[device]
 
 
 @pytest.mark.parametrize("sizes", [[3] * 30, [30] * 3, [7, 1, 23, 2, 40, 17], [200]])
@@ -98,6 +111,65 @@ def test_device_stream_equals_offline(hift, files, device, sizes):
     _, right = receptive_field(hift.cfg)
     if sizes[0] == 30:
         assert outs[0] == (30 - right) * 480
+
+
+def _voiced_fraction(files, mel):
+    hw, hc = files
+    return float(np.mean(T2W.hift_f0(hw, hc, mel) > json.loads(hc)["nsf_voiced_threshold"]))
+
+
+@pytest.mark.parametrize("sizes", [[36, 7, 40, 13, 64, 5, 90], [1, 2, 3, 50, 4, 100]])
+def test_device_stream_matches_cpu_stream(hift, files, device, sizes):
+    """Windows of several lengths (first window without left context, steady ones, 90 and 100 new
+    frames split into windows of at most kMaxStep, the end at finish()): each push's audio on the
+    device equals the CPU HiftStream's, and the whole stream the device's offline synthesis."""
+    hw, hc = files
+    mel = torch.randn(sum(sizes), 80, generator=torch.Generator().manual_seed(len(sizes))).numpy()
+    assert 0.2 < _voiced_fraction(files, mel) < 0.9  # harmonics and noise-only frames both present
+    got, outs = T2W.hift_streamed(hw, hc, mel, sizes, 21, device=device)
+    cpu, cpu_outs = T2W.hift_streamed(hw, hc, mel, sizes, 21)
+    assert outs == cpu_outs and len(outs) == len(sizes) + 1
+    assert rel(got, cpu) <= STREAM_TOL[device]
+    at = 0
+    for n in outs:
+        if n:
+            assert rel(got[at:at + n], cpu[at:at + n]) <= STREAM_TOL[device]
+        at += n
+    assert rel(got, T2W.hift_synthesize(hw, hc, mel, 21, device=device)) <= STREAM_TOL[device]
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_two_concurrent_device_streams(hift, files, device, threads):
+    """Two streams of one device model, interleaved push by push or on two threads, each with its own
+    state (history ring, graphs): each one's audio is what it makes alone, and the CPU stream's."""
+    hw, hc = files
+    g = torch.Generator().manual_seed(8)
+    mels = [torch.randn(n, 80, generator=g).numpy() for n in (97, 130)]
+    seeds, sizes = [3, 4], [11, 30, 5]
+    both = T2W.hift_streamed_concurrent(hw, hc, mels, sizes, seeds, device=device, threads=threads)
+    for mel, seed, got in zip(mels, seeds, both):
+        alone = T2W.hift_streamed_concurrent(hw, hc, [mel], sizes, [seed], device=device)[0]
+        cpu = T2W.hift_streamed_concurrent(hw, hc, [mel], sizes, [seed])[0]
+        if device == "cuda-sim":
+            assert np.array_equal(got, alone)
+        else:
+            assert rel(got, alone) <= 1e-6
+        assert rel(got, cpu) <= STREAM_TOL[device]
+    assert rel(both[0][:40000], both[1][:40000]) > 0.1  # different mel and seed: different audio
+
+
+def test_device_noise_is_the_hosts_counter_normal(device):
+    """minmo_counter_normal_f32 (the source's noise) against the runtime's counter_normal: equal on
+    cuda-sim (the twin, libm on both sides); on a GPU its float64 log / cos may round an ulp apart,
+    which can move the float result by one ulp at most."""
+    for seed, stream, start, count in [(0, 1, 0, 4097), (2**63 + 11, 1, 3 * 10**9, 1001), (7, 0, 5, 33)]:
+        host = T2W.counter_normal(seed, stream, start, count)
+        got = T2W.counter_normal(seed, stream, start, count, device=device)
+        if device == "cuda-sim":
+            assert np.array_equal(got, host)
+        else:
+            assert np.max(np.abs(got - host) / np.maximum(np.abs(host), 1e-30)) <= 2.0 ** -23
+            assert np.mean(got == host) > 0.999
 
 
 def test_device_is_reported(files, device):
