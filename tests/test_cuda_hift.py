@@ -35,6 +35,14 @@ DEVICE_TOL = 1e-5
 # 1e-7 vs the device offline audio, the size of the decode-only difference (1.6e-7); 1e-6 leaves
 # a factor 6. On a GPU DEVICE_TOL (sinf / expf / tanhf and cuBLAS summation order).
 STREAM_TOL = {"cuda-sim": 1e-6, "cuda": DEVICE_TOL}
+# With speech-like f0 (tens to hundreds of Hz) the harmonic phase integrates f0: an fp32 rounding
+# difference d in a frame's f0 moves harmonic h's phase by S (h + 1) d / sr turns from that frame
+# on, so the audio's agreement degrades with f0 and length. Measured on cuda-sim over 213 frames:
+# device stream vs CPU stream 3.9e-5, CPU stream vs CPU offline 4.0e-5 (the window's products
+# round f0 differently from the whole utterance's), device stream vs device offline 7.7e-5; a
+# different noise seed alone moves the audio by 1e-2. 5e-4 is a factor 6 above the measurements
+# and 20 below a seed change (a wrong carried phase or f0 is a difference of order 1).
+VOICED_TOL = 5e-4
 
 
 def _save(tmp_path_factory, model: HiFT, name: str):
@@ -111,6 +119,38 @@ def test_device_stream_equals_offline(hift, files, device, sizes):
     _, right = receptive_field(hift.cfg)
     if sizes[0] == 30:
         assert outs[0] == (30 - right) * 480
+
+
+@pytest.fixture(scope="module")
+def voiced_files(tmp_path_factory):
+    """The tiny HiFT with its f0 classifier scaled to speech-like f0 (median about 270 Hz, 5 % below
+    30 Hz) and the default voiced threshold of 10 Hz: the phase advances by whole turns per frame."""
+    torch.manual_seed(0)
+    model = perturb(HiFT(tiny_hift_config(nsf_voiced_threshold=10.0)), 2)
+    with torch.no_grad():
+        model.f0_predictor.classifier.weight.mul_(4000.0)
+        model.f0_predictor.classifier.bias.mul_(4000.0)
+    return model, _save(tmp_path_factory, model, "hift_voiced")
+
+
+def test_device_stream_with_speech_like_f0(voiced_files, device):
+    """Speech-like f0: device stream vs CPU stream, vs the device's offline synthesis and vs the
+    reference, windows of several lengths (VOICED_TOL: see above)."""
+    model, (hw, hc) = voiced_files
+    sizes = [36, 7, 40, 13, 64, 5, 48]
+    mel = torch.randn(sum(sizes), 80, generator=torch.Generator().manual_seed(7))
+    f0 = T2W.hift_f0(hw, hc, mel.numpy())
+    assert np.median(f0) > 100 and 0.5 < np.mean(f0 > 10.0) < 1.0
+    got, outs = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 11, device=device)
+    cpu, cpu_outs = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 11)
+    assert outs == cpu_outs
+    assert rel(got, cpu) <= VOICED_TOL
+    assert rel(got, T2W.hift_synthesize(hw, hc, mel.numpy(), 11, device=device)) <= VOICED_TOL
+    with torch.no_grad():
+        ref = model(mel, seed=11)
+    assert rel(got, ref) <= VOICED_TOL
+    other, _ = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 12, device=device)
+    assert rel(other, cpu) > 20 * VOICED_TOL  # the bound tells seeds (noise alone) apart
 
 
 def _voiced_fraction(files, mel):

@@ -10,9 +10,11 @@
 // frames: f0 predictor, NSF source and decode on the device, one enqueue) and, unless --no-check,
 // a device HiftStream against a CPU HiftStream over pushes of --frames, 7, 40 and 13 frames then
 // finish() (windows of several lengths, phase and f0 history carried on the device). The f0
-// classifier's weights are scaled so that f0 spans about 0..400 Hz (voiced and unvoiced frames).
-// Exit status 1 when the device audio differs from the CPU's by more than 1e-4 (relative L2; fp32
-// on both).
+// classifier's weights are scaled so that f0 spans about 1..50 Hz (voiced and unvoiced frames).
+// Exit status 1 when the device decode differs from the CPU's by more than 1e-4 (relative L2; fp32
+// on both), or the device stream from the CPU stream by more than 5e-4: the harmonic phase
+// integrates f0, so fp32 rounding differences in f0 grow along the utterance (tests/test_cuda_hift.py
+// VOICED_TOL; a different noise seed alone is a difference of about 1e-2).
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -36,6 +38,7 @@ namespace {
 // 1/sqrt(3 fan_in)), Snake alphas near 1: activations stay O(1) through the network.
 float init_std(int64_t fan_in) { return 1.f / std::sqrt(3.f * static_cast<float>(fan_in)); }
 constexpr float kF0Scale = 400.f;
+constexpr double kStreamTol = 5e-4;
 
 WeightStore random_hift(const HiftConfig& c) {
   RandomTensors r("random hift weights", 2000);
@@ -179,9 +182,10 @@ int hift_check(int argc, char** argv) {
     report["stream_vs_cpu"] = {{"pushes", pushes},           {"samples", c.size()},
                                {"voiced_fraction", static_cast<double>(voiced) / static_cast<double>(total)},
                                {"rel_err_vs_cpu", err}};
+    report["stream_vs_cpu"]["tolerance"] = kStreamTol;
     std::cerr << "device HiftStream vs CPU HiftStream (pushes " << frames << ", 7, 40, 13; " << voiced << "/" << total
-              << " frames voiced): rel err " << err << (err <= 1e-4 ? " (ok)\n" : " (FAILED)\n");
-    if (!(err <= 1e-4)) rc = 1;
+              << " frames voiced): rel err " << err << (err <= kStreamTol ? " (ok)\n" : " (FAILED)\n");
+    if (!(err <= kStreamTol)) rc = 1;
   }
   report["check_tolerance"] = 1e-4;
   write_report(report, json_out);

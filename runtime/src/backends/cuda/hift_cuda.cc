@@ -284,6 +284,7 @@ std::vector<float> CudaHift::window(CudaHiftState& s, const float* mel, int64_t 
               "hift: a window of " << T << " frames on a device state of " << s.max_frames_);
   MINMO_CHECK(a0 >= 0 && a0 <= e0 && e0 <= e1 && e1 <= a0 + T, ErrorCode::InvalidArgument,
               "hift: window [" << a0 << ", " << a0 + T << ") cannot finalise frames [" << e0 << ", " << e1 << ")");
+  MINMO_CHECK(S_ * T > n_fft_ / 2, ErrorCode::InvalidArgument, "hift: too few samples for the STFT");
   MINMO_CHECK(e0 == 0 || e0 == s.final_, ErrorCode::InvalidArgument,
               "hift: frames before " << e0 << " are not the last ones made final on this state (" << s.final_ << ")");
   const Shape sh = shape(T);
