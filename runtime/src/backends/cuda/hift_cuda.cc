@@ -16,6 +16,9 @@ namespace {
 
 int64_t round_up4(int64_t v) { return (v + 3) / 4 * 4; }
 
+// Graph kinds of a state (CudaHift::run_graph).
+constexpr int kDecodeGraph = 0, kWindowGraph = 1;
+
 // Every length and kernel parameter the kernels take as int32.
 bool fits_int32(int64_t v) { return v >= 0 && v < (int64_t{1} << 31); }
 
@@ -28,9 +31,10 @@ std::string CudaHift::unsupported(const HiftConfig& c) {
        << MINMO_HIFT_MAX_NFFT << ", hop <= n_fft / 2; kernels/include/minmo_kernels/hift.h)";
   for (int64_t v : c.upsample_kernel_sizes)
     if (!fits_int32(v)) os << "upsampling kernel " << v << " too large";
-  if (c.nb_harmonics + 1 > MINMO_HIFT_MAX_HARMONICS || !fits_int32(c.samples_per_frame()))
+  if (c.nb_harmonics + 1 > MINMO_HIFT_MAX_HARMONICS)
     os << "nb_harmonics " << c.nb_harmonics << " is not run by the source kernels (at most "
        << MINMO_HIFT_MAX_HARMONICS - 1 << "; kernels/include/minmo_kernels/hift.h)";
+  if (!fits_int32(c.samples_per_frame())) os << c.samples_per_frame() << " samples per frame too many";
   return os.str();
 }
 
@@ -96,10 +100,8 @@ CudaHift::CudaHift(const HiftModel& m, std::shared_ptr<Device> device)
   }
   MINMO_CHECK(m.l_linear_.w != nullptr, ErrorCode::BundleError, "hift: a quantized m_source.l_linear is not supported");
   lin_w_ = vec(m.l_linear_.w, nsf_.harmonics);
-  {
-    const float zero = 0.f, b = m.l_linear_.b ? m.l_linear_.b[0] : zero;
-    lin_b_ = up.add(sizeof(float), [b](uint8_t* dst) { std::memcpy(dst, &b, sizeof(float)); });
-  }
+  const float lin_b = m.l_linear_.b ? m.l_linear_.b[0] : 0.f;
+  lin_b_ = up.add(sizeof(float), [lin_b](uint8_t* dst) { std::memcpy(dst, &lin_b, sizeof(float)); });
   pre_ = conv(m.conv_pre_);
   post_ = conv(m.conv_post_);
   for (size_t i = 0; i < m.ups_.size(); ++i) {
@@ -294,7 +296,7 @@ std::vector<float> CudaHift::window(CudaHiftState& s, const float* mel, int64_t 
   *s.win_in_.as<minmo_hift_window>() = minmo_hift_window{a0, e0, e1, seed};
   st.upload(s.mel, in, sizeof(float) * T * mel_dim_);
   st.upload(s.win, s.win_in_.data(), sizeof(minmo_hift_window));
-  run_graph(s, 1, T, [this, &s, sh] { enqueue_window(s, sh); });
+  run_graph(s, kWindowGraph, T, [this, &s, sh] { enqueue_window(s, sh); });
   const int64_t first = (e0 - a0) * S_, n = (e1 - e0) * S_;
   if (n > 0) st.download(s.out_.data(), s.audio + first, sizeof(float) * n);
   st.sync();
@@ -330,7 +332,7 @@ std::vector<float> CudaHift::decode(CudaHiftState& s, const float* mel, int64_t 
   std::memcpy(in + s.max_frames_ * mel_dim_, source, sizeof(float) * sh.N);
   st.upload(s.mel, in, sizeof(float) * T * mel_dim_);
   st.upload(s.src, in + s.max_frames_ * mel_dim_, sizeof(float) * sh.N);
-  run_graph(s, 0, T, [this, &s, sh] { enqueue(s, sh); });
+  run_graph(s, kDecodeGraph, T, [this, &s, sh] { enqueue(s, sh); });
   st.download(s.out_.data(), s.audio, sizeof(float) * sh.N);
   st.sync();
   const float* out = s.out_.as<float>();
