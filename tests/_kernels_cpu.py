@@ -13,7 +13,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "kernels")
 sys.path.insert(0, os.path.join(KERNELS, "python"))
-from minmo_kernels_ctypes import RasParams, RasState, SamplingParams  # noqa: E402  (re-exported for the tests)
+from minmo_kernels_ctypes import HiftNsf, HiftWindow, RasParams, RasState, SamplingParams  # noqa: E402,F401  (re-exported)
 
 
 def load_cpu_kernels() -> ctypes.CDLL:
@@ -31,6 +31,9 @@ def load_cpu_kernels() -> ctypes.CDLL:
         "minmo_conv_transpose1d_col2im_f32_cpu": [vp, vp, vp, i64, i64, i32, i32, i32, i32],
         "minmo_hift_stft_f32_cpu": [vp, vp, i64, i32, i32],
         "minmo_axpby_f32_cpu": [vp, vp, i64, f32, f32],
+        "minmo_hift_phase_f64_cpu": [vp, ctypes.POINTER(HiftWindow), vp, vp, i64, vp, vp, i64, HiftNsf],
+        "minmo_hift_source_f32_cpu": [vp, vp, ctypes.POINTER(HiftWindow), vp, vp, vp, i64, HiftNsf],
+        "minmo_counter_normal_f32_cpu": [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, i64, vp],
         "minmo_sample_ras_f32_cpu": [vp, i64, vp, i64, vp, i64, SamplingParams, ctypes.POINTER(ctypes.c_int32)],
         "minmo_philox4x32_cpu": [ctypes.c_uint64, ctypes.c_uint64, vp, vp],
         "minmo_sample_ras_loop_f32_cpu": [vp, i64, vp, i64, ctypes.POINTER(RasState), vp, RasParams,

@@ -1,6 +1,8 @@
-"""HiFT's f0 predictor and decode (filter network + iSTFT) on the CUDA backend
-(runtime/src/backends/cuda/hift_cuda.h) against the CPU module and the PyTorch reference, streamed HiftStream on the device against the
-offline synthesis, and a whole speaking session's audio on device="cuda-sim".
+"""HiFT's f0 predictor, NSF source and decode (filter network + iSTFT) on the CUDA backend
+(runtime/src/backends/cuda/hift_cuda.h) against the CPU module and the PyTorch reference, streamed
+HiftStream on the device (one enqueue per window, f0 / phase history in device memory) against the
+CPU HiftStream and the offline synthesis, concurrent device streams, the device's counter-based
+noise against the host's, and a whole speaking session's audio on device="cuda-sim".
 
 Every test runs on "cuda-sim" (the backend's buffers, products and launch sequence with each kernel
 replaced by its CPU twin and the fp32 products by OpenBLAS) and on "cuda" where a GPU is usable
@@ -27,6 +29,20 @@ T2W = _core.testing_t2w
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 DEVICE_TOL = 1e-5
+# Device stream vs CPU stream (and vs the device's offline synthesis): both fp32; on cuda-sim the
+# products run in another BLAS order and the source's harmonics are rounded to fp32 after float64
+# libm calls that may differ by an ulp: measured 1.6e-7 .. 1.7e-7 vs the CPU stream and 5e-8 ..
+# 1e-7 vs the device offline audio, the size of the decode-only difference (1.6e-7); 1e-6 leaves
+# a factor 6. On a GPU DEVICE_TOL (sinf / expf / tanhf and cuBLAS summation order).
+STREAM_TOL = {"cuda-sim": 1e-6, "cuda": DEVICE_TOL}
+# With speech-like f0 (tens to hundreds of Hz) the harmonic phase integrates f0: an fp32 rounding
+# difference d in a frame's f0 moves harmonic h's phase by S (h + 1) d / sr turns from that frame
+# on, so the audio's agreement degrades with f0 and length. Measured on cuda-sim over 213 frames:
+# device stream vs CPU stream 3.9e-5, CPU stream vs CPU offline 4.0e-5 (the window's products
+# round f0 differently from the whole utterance's), device stream vs device offline 7.7e-5; a
+# different noise seed alone moves the audio by 1e-2. 5e-4 is a factor 6 above the measurements
+# and 20 below a seed change (a wrong carried phase or f0 is a difference of order 1).
+VOICED_TOL = 5e-4
 
 
 def _save(tmp_path_factory, model: HiFT, name: str):
@@ -72,12 +88,17 @@ def test_device_f0_matches_cpu_and_reference(hift, files, device):
     assert rel(got, ref) <= DEVICE_TOL
 
 
-def test_device_synthesize_matches_reference(hift, files, device):
+@pytest.mark.parametrize("frames", [33, 300])
+def test_device_synthesize_matches_reference(hift, files, device, frames):
+    """Offline on the device (f0, source and decode; 300 frames: the phase scan folds runs of 2
+    frames per thread) against the reference and the CPU module."""
     hw, hc = files
-    mel = torch.randn(33, 80, generator=torch.Generator().manual_seed(3))
+    mel = torch.randn(frames, 80, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref = hift(mel, seed=5)
-    assert rel(T2W.hift_synthesize(hw, hc, mel.numpy(), 5, device=device), ref) <= DEVICE_TOL
+    got = T2W.hift_synthesize(hw, hc, mel.numpy(), 5, device=device)
+    assert rel(got, ref) <= DEVICE_TOL
+    assert rel(got, T2W.hift_synthesize(hw, hc, mel.numpy(), 5)) <= STREAM_TOL[device]
 
 
 @pytest.mark.parametrize("sizes", [[3] * 30, [30] * 3, [7, 1, 23, 2, 40, 17], [200]])
@@ -98,6 +119,97 @@ def test_device_stream_equals_offline(hift, files, device, sizes):
     _, right = receptive_field(hift.cfg)
     if sizes[0] == 30:
         assert outs[0] == (30 - right) * 480
+
+
+@pytest.fixture(scope="module")
+def voiced_files(tmp_path_factory):
+    """The tiny HiFT with its f0 classifier scaled to speech-like f0 (median about 270 Hz, 5 % below
+    30 Hz) and the default voiced threshold of 10 Hz: the phase advances by whole turns per frame."""
+    torch.manual_seed(0)
+    model = perturb(HiFT(tiny_hift_config(nsf_voiced_threshold=10.0)), 2)
+    with torch.no_grad():
+        model.f0_predictor.classifier.weight.mul_(4000.0)
+        model.f0_predictor.classifier.bias.mul_(4000.0)
+    return model, _save(tmp_path_factory, model, "hift_voiced")
+
+
+def test_device_stream_with_speech_like_f0(voiced_files, device):
+    """Speech-like f0: device stream vs CPU stream, vs the device's offline synthesis and vs the
+    reference, windows of several lengths (VOICED_TOL: see above)."""
+    model, (hw, hc) = voiced_files
+    sizes = [36, 7, 40, 13, 64, 5, 48]
+    mel = torch.randn(sum(sizes), 80, generator=torch.Generator().manual_seed(7))
+    f0 = T2W.hift_f0(hw, hc, mel.numpy())
+    assert np.median(f0) > 100 and 0.5 < np.mean(f0 > 10.0) < 1.0
+    got, outs = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 11, device=device)
+    cpu, cpu_outs = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 11)
+    assert outs == cpu_outs
+    assert rel(got, cpu) <= VOICED_TOL
+    assert rel(got, T2W.hift_synthesize(hw, hc, mel.numpy(), 11, device=device)) <= VOICED_TOL
+    with torch.no_grad():
+        ref = model(mel, seed=11)
+    assert rel(got, ref) <= VOICED_TOL
+    other, _ = T2W.hift_streamed(hw, hc, mel.numpy(), sizes, 12, device=device)
+    assert rel(other, cpu) > 20 * VOICED_TOL  # the bound tells seeds (noise alone) apart
+
+
+def _voiced_fraction(files, mel):
+    hw, hc = files
+    return float(np.mean(T2W.hift_f0(hw, hc, mel) > json.loads(hc)["nsf_voiced_threshold"]))
+
+
+@pytest.mark.parametrize("sizes", [[36, 7, 40, 13, 64, 5, 90], [1, 2, 3, 50, 4, 100]])
+def test_device_stream_matches_cpu_stream(hift, files, device, sizes):
+    """Windows of several lengths (first window without left context, steady ones, 90 and 100 new
+    frames split into windows of at most kMaxStep, the end at finish()): each push's audio on the
+    device equals the CPU HiftStream's, and the whole stream the device's offline synthesis."""
+    hw, hc = files
+    mel = torch.randn(sum(sizes), 80, generator=torch.Generator().manual_seed(len(sizes))).numpy()
+    assert 0.2 < _voiced_fraction(files, mel) < 0.9  # harmonics and noise-only frames both present
+    got, outs = T2W.hift_streamed(hw, hc, mel, sizes, 21, device=device)
+    cpu, cpu_outs = T2W.hift_streamed(hw, hc, mel, sizes, 21)
+    assert outs == cpu_outs and len(outs) == len(sizes) + 1
+    assert rel(got, cpu) <= STREAM_TOL[device]
+    at = 0
+    for n in outs:
+        if n:
+            assert rel(got[at:at + n], cpu[at:at + n]) <= STREAM_TOL[device]
+        at += n
+    assert rel(got, T2W.hift_synthesize(hw, hc, mel, 21, device=device)) <= STREAM_TOL[device]
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_two_concurrent_device_streams(hift, files, device, threads):
+    """Two streams of one device model, interleaved push by push or on two threads, each with its own
+    state (history ring, graphs): each one's audio is what it makes alone, and the CPU stream's."""
+    hw, hc = files
+    g = torch.Generator().manual_seed(8)
+    mels = [torch.randn(n, 80, generator=g).numpy() for n in (97, 130)]
+    seeds, sizes = [3, 4], [11, 30, 5]
+    both = T2W.hift_streamed_concurrent(hw, hc, mels, sizes, seeds, device=device, threads=threads)
+    for mel, seed, got in zip(mels, seeds, both):
+        alone = T2W.hift_streamed_concurrent(hw, hc, [mel], sizes, [seed], device=device)[0]
+        cpu = T2W.hift_streamed_concurrent(hw, hc, [mel], sizes, [seed])[0]
+        if device == "cuda-sim":
+            assert np.array_equal(got, alone)
+        else:
+            assert rel(got, alone) <= 1e-6
+        assert rel(got, cpu) <= STREAM_TOL[device]
+    assert rel(both[0][:40000], both[1][:40000]) > 0.1  # different mel and seed: different audio
+
+
+def test_device_noise_is_the_hosts_counter_normal(device):
+    """minmo_counter_normal_f32 (the source's noise) against the runtime's counter_normal: equal on
+    cuda-sim (the twin, libm on both sides); on a GPU its float64 log / cos may round an ulp apart,
+    which can move the float result by one ulp at most."""
+    for seed, stream, start, count in [(0, 1, 0, 4097), (2**63 + 11, 1, 3 * 10**9, 1001), (7, 0, 5, 33)]:
+        host = T2W.counter_normal(seed, stream, start, count)
+        got = T2W.counter_normal(seed, stream, start, count, device=device)
+        if device == "cuda-sim":
+            assert np.array_equal(got, host)
+        else:
+            assert np.max(np.abs(got - host) / np.maximum(np.abs(host), 1e-30)) <= 2.0 ** -23
+            assert np.mean(got == host) > 0.999
 
 
 def test_device_is_reported(files, device):

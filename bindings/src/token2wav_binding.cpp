@@ -6,9 +6,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <exception>
 #include <optional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/backend.h"
@@ -332,6 +334,91 @@ MINMO_PY_BINDING(bind_token2wav) {
       },
       py::arg("weights_path"), py::arg("config"), py::arg("mel"), py::arg("push_sizes"), py::arg("seed") = 0,
       py::arg("device") = "cpu", "Exact streaming HiFT: pushes mel rows in pieces, then finish(). Returns (audio, samples out per call).");
+
+  t.def(
+      "hift_streamed_concurrent",
+      [](const std::string& weights, const std::string& config, std::vector<FloatArray> mels,
+         std::vector<int64_t> sizes, std::vector<uint64_t> seeds, const std::string& device, bool threads) {
+        MINMO_CHECK(!mels.empty() && mels.size() == seeds.size() && !sizes.empty(), ErrorCode::InvalidArgument,
+                    "one seed per mel and at least one push size");
+        auto h = load_hift(weights, config, device);
+        const int64_t M = h->config().mel_dim;
+        std::vector<const float*> rows(mels.size());
+        std::vector<int64_t> frames(mels.size());
+        for (size_t i = 0; i < mels.size(); ++i) rows[i] = mel_rows(mels[i], M, &frames[i]);
+        std::vector<std::vector<float>> wav(mels.size());
+        {
+          py::gil_scoped_release release;
+          std::vector<std::unique_ptr<minmo::HiftStream>> st;
+          for (uint64_t seed : seeds) st.push_back(std::make_unique<minmo::HiftStream>(*h, seed));
+          std::vector<int64_t> at(mels.size(), 0);
+          // push number j of stream i: sizes[j % sizes.size()] rows (the rest at the end), then finish()
+          auto step = [&](size_t i, size_t j) {
+            const int64_t n = std::min(sizes[j % sizes.size()], frames[i] - at[i]);
+            auto a = n > 0 ? st[i]->push(rows[i] + at[i] * M, n) : st[i]->finish();
+            at[i] += n > 0 ? n : 0;
+            wav[i].insert(wav[i].end(), a.begin(), a.end());
+            return n > 0;
+          };
+          if (threads) {
+            std::vector<std::thread> pool;
+            std::vector<std::exception_ptr> err(mels.size());
+            for (size_t i = 0; i < mels.size(); ++i)
+              pool.emplace_back([&, i] {
+                try {
+                  for (size_t j = 0; step(i, j); ++j) {
+                  }
+                } catch (...) {
+                  err[i] = std::current_exception();
+                }
+              });
+            for (auto& th : pool) th.join();
+            for (auto& e : err)
+              if (e) std::rethrow_exception(e);
+          } else {
+            std::vector<bool> live(mels.size(), true);
+            for (size_t j = 0, n_live = mels.size(); n_live > 0; ++j)
+              for (size_t i = 0; i < mels.size(); ++i)
+                if (live[i] && !step(i, j)) {
+                  live[i] = false;
+                  --n_live;
+                }
+          }
+        }
+        py::list out;
+        for (const auto& w : wav) out.append(vec_to_numpy(w, {static_cast<int64_t>(w.size())}));
+        return out;
+      },
+      py::arg("weights_path"), py::arg("config"), py::arg("mels"), py::arg("push_sizes"), py::arg("seeds"),
+      py::arg("device") = "cpu", py::arg("threads") = false,
+      "Several exact HiFT streams of one model: push i of each stream has push_sizes[i % len] rows, then finish(); "
+      "interleaved push by push on one thread, or one thread per stream. Returns each stream's audio.");
+  t.def(
+      "counter_normal",
+      [](uint64_t seed, uint64_t stream, uint64_t start, int64_t count, const std::string& device) {
+        MINMO_CHECK(count >= 1, ErrorCode::InvalidArgument, "count must be >= 1");
+        std::vector<float> out(static_cast<size_t>(count));
+        {
+          py::gil_scoped_release release;
+          auto dev = minmo::open_device(device);
+          if (!dev) {
+            minmo::counter_normal(seed, stream, start, count, out.data());
+          } else {
+            namespace cu = minmo::cuda;
+            cu::Stream st(dev);
+            cu::Allocation d(dev, sizeof(float) * count, cu::MemoryKind::Device);
+            cu::Allocation h(dev, sizeof(float) * count, cu::MemoryKind::PinnedHost);
+            MINMO_DEVICE_CALL(st, counter_normal_f32, seed, stream, start, count, d.as<float>());
+            st.download(h.data(), d.data(), sizeof(float) * count);
+            st.sync();
+            std::memcpy(out.data(), h.data(), sizeof(float) * count);
+          }
+        }
+        return vec_to_numpy(out, {count});
+      },
+      py::arg("seed"), py::arg("stream"), py::arg("start"), py::arg("count"), py::arg("device") = "cpu",
+      "Normals start .. start+count-1 of (seed, stream): the runtime's counter_normal on the CPU, "
+      "minmo_counter_normal_f32 on a device.");
 
   py::class_<PyStream>(t, "Token2WavStream")
       .def(py::init([](const std::string& flow_weights, const std::string& flow_config, const std::string& hift_weights,

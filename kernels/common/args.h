@@ -206,6 +206,38 @@ inline bool repeat_rows_ok(const float* ctx, int64_t ctx_rows, const float* x, i
   return !overlap(out, no, x, rows * dim * 4) && !overlap(out, no, ctx, ctx_rows * dim * 4);
 }
 
+// HiFT NSF source (minmo_kernels/hift.h).
+inline bool hift_nsf_ok(const minmo_hift_nsf& n) {
+  return n.harmonics >= 1 && n.harmonics <= MINMO_HIFT_MAX_HARMONICS && n.samples_per_frame >= 1 &&
+         n.sample_rate > 0.0;
+}
+inline bool hift_phase_ok(const float* f0_raw, const minmo_hift_window* window, const float* f0_hist,
+                          const double* q_hist, int64_t cap, const float* f0, const double* q, int64_t frames,
+                          const minmo_hift_nsf& nsf) {
+  if (!f0_raw || !window || !f0_hist || !q_hist || !f0 || !q || frames < 1 || cap < frames + 1 || !hift_nsf_ok(nsf) ||
+      cap > (int64_t{1} << 40))
+    return false;
+  const int64_t H = nsf.harmonics;
+  const struct {
+    const void* p;
+    int64_t bytes;
+  } b[] = {{f0_raw, frames * 4}, {window, int64_t{sizeof(minmo_hift_window)}}, {f0_hist, cap * 4},
+           {q_hist, cap * H * 8}, {f0, frames * 4}, {q, (frames + 1) * H * 8}};
+  for (size_t i = 0; i < 6; ++i)
+    for (size_t j = i + 1; j < 6; ++j)
+      if (overlap(b[i].p, b[i].bytes, b[j].p, b[j].bytes)) return false;
+  return true;
+}
+inline bool hift_source_ok(const float* f0, const double* q, const minmo_hift_window* window, const float* lin_w,
+                           const float* out, int64_t frames, const minmo_hift_nsf& nsf) {
+  if (!f0 || !q || !window || !lin_w || !out || frames < 1 || !hift_nsf_ok(nsf) ||
+      frames > (int64_t{1} << 40) / nsf.samples_per_frame)
+    return false;
+  const int64_t n = frames * nsf.samples_per_frame;
+  return !overlap(out, n * 4, f0, frames * 4) && !overlap(out, n * 4, q, (frames + 1) * nsf.harmonics * 8) &&
+         !overlap(out, n * 4, window, int64_t{sizeof(minmo_hift_window)}) && !overlap(out, n * 4, lin_w, nsf.harmonics * 4);
+}
+
 }  // namespace minmo_args
 
 #endif  // MINMO_KERNELS_COMMON_ARGS_H_

@@ -43,6 +43,13 @@ const char* minmo_kernel_status_string(int status);
 }
 #endif
 
+/* Helpers defined in the family headers and shared by a CUDA kernel and its CPU twin. */
+#ifdef __CUDACC__
+#define MINMO_HD __host__ __device__ __forceinline__
+#else
+#define MINMO_HD static inline
+#endif
+
 /* Kernel families (one include line each). */
 #include "minmo_kernels/norm.h"
 #include "minmo_kernels/gemv.h"

@@ -69,6 +69,10 @@ _SIGNATURES = {
     "silu_rows_f32": "pqqq",
     "embedding_rows_f32": "pppqqqq",
     "repeat_rows_f32": "pqpqqip",
+    # HiFT NSF source (hift.h)
+    "hift_phase_f64": "ppppqppqN",
+    "hift_source_f32": "ppppppqN",
+    "counter_normal_f32": "uuuqp",
 }
 
 
@@ -90,10 +94,22 @@ class RasState(ctypes.Structure):
     _fields_ = [("rng", ctypes.c_uint64), ("n_history", ctypes.c_int64)]
 
 
-# Argument codes: p = pointer, q = int64, i = int32, f = float, S = SamplingParams, R = RasParams,
-# s = cudaStream_t.
-_CTYPES = {"p": ctypes.c_void_p, "q": ctypes.c_int64, "i": ctypes.c_int32, "f": ctypes.c_float, "S": SamplingParams,
-           "R": RasParams, "s": ctypes.c_void_p}
+class HiftWindow(ctypes.Structure):
+    """minmo_hift_window (hift.h): a window's place in its utterance (passed by pointer)."""
+    _fields_ = [("a0", ctypes.c_int64), ("e0", ctypes.c_int64), ("e1", ctypes.c_int64), ("seed", ctypes.c_uint64)]
+
+
+class HiftNsf(ctypes.Structure):
+    """minmo_hift_nsf (hift.h): the NSF source's constants, passed by value."""
+    _fields_ = [("harmonics", ctypes.c_int32), ("samples_per_frame", ctypes.c_int32), ("sample_rate", ctypes.c_double),
+                ("alpha", ctypes.c_double), ("sigma", ctypes.c_double), ("voiced_threshold", ctypes.c_double),
+                ("noise_stream", ctypes.c_uint64)]
+
+
+# Argument codes: p = pointer, q = int64, u = uint64, i = int32, f = float, S = SamplingParams,
+# R = RasParams, N = HiftNsf, s = cudaStream_t.
+_CTYPES = {"p": ctypes.c_void_p, "q": ctypes.c_int64, "u": ctypes.c_uint64, "i": ctypes.c_int32, "f": ctypes.c_float,
+           "S": SamplingParams, "R": RasParams, "N": HiftNsf, "s": ctypes.c_void_p}
 
 
 class KernelError(RuntimeError):

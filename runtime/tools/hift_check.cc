@@ -7,8 +7,14 @@
 // length): the first Token2Wav chunk's window (--frames mel frames, as HiftStream decodes the first
 // push: no left context, its lookahead inside), and a steady window of --frames new frames plus the
 // receptive field (left + frames + right). Also the first push of a device HiftStream (--frames
-// frames: f0 predictor and NSF source on the host, decode on the device). Exit status 1 when the
-// device audio differs from the CPU's by more than 1e-4 (relative L2; fp32 on both).
+// frames: f0 predictor, NSF source and decode on the device, one enqueue) and, unless --no-check,
+// a device HiftStream against a CPU HiftStream over pushes of --frames, 7, 40 and 13 frames then
+// finish() (windows of several lengths, phase and f0 history carried on the device). The f0
+// classifier's weights are scaled so that f0 spans about 1..50 Hz (voiced and unvoiced frames).
+// Exit status 1 when the device decode differs from the CPU's by more than 1e-4 (relative L2; fp32
+// on both), or the device stream from the CPU stream by more than 5e-4: the harmonic phase
+// integrates f0, so fp32 rounding differences in f0 grow along the utterance (tests/test_cuda_hift.py
+// VOICED_TOL; a different noise seed alone is a difference of about 1e-2).
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -31,6 +37,8 @@ namespace {
 // Random weights with PyTorch's default initialisation scale (uniform +-1/sqrt(fan_in), i.e. std
 // 1/sqrt(3 fan_in)), Snake alphas near 1: activations stay O(1) through the network.
 float init_std(int64_t fan_in) { return 1.f / std::sqrt(3.f * static_cast<float>(fan_in)); }
+constexpr float kF0Scale = 400.f;
+constexpr double kStreamTol = 5e-4;
 
 WeightStore random_hift(const HiftConfig& c) {
   RandomTensors r("random hift weights", 2000);
@@ -49,8 +57,9 @@ WeightStore random_hift(const HiftConfig& c) {
   };
   for (int64_t i = 0; i < c.f0_layers; ++i)
     conv("f0_predictor.condnet." + std::to_string(2 * i), i == 0 ? c.mel_dim : c.f0_channels, c.f0_channels, 3);
-  r.add("f0_predictor.classifier.weight", {1, c.f0_channels}, 0.f, init_std(c.f0_channels));
-  r.add("f0_predictor.classifier.bias", {1}, 0.f, init_std(c.f0_channels));
+  // f0 = |classifier| in Hz: scaled so that frames fall on both sides of the voiced threshold
+  r.add("f0_predictor.classifier.weight", {1, c.f0_channels}, 0.f, kF0Scale * init_std(c.f0_channels));
+  r.add("f0_predictor.classifier.bias", {1}, 0.f, kF0Scale * init_std(c.f0_channels));
   r.add("m_source.l_linear.weight", {1, c.nb_harmonics + 1}, 0.f, init_std(c.nb_harmonics + 1));
   r.add("m_source.l_linear.bias", {1}, 0.f, init_std(c.nb_harmonics + 1));
   const int64_t base = c.base_channels, n_up = static_cast<int64_t>(c.upsample_rates.size());
@@ -145,6 +154,38 @@ int hift_check(int argc, char** argv) {
     report["first_push_stream"] = {{"frames", frames}, {"samples_out", samples}, {"push", stats(ms)}};
     std::cerr << "first push of a device HiftStream (" << frames << " frames): p50 "
               << report["first_push_stream"]["push"].value("p50_ms", -1.0) << " ms\n";
+  }
+  if (check) {  // device stream vs CPU stream over windows of several lengths
+    const std::vector<int64_t> pushes{frames, 7, 40, 13};
+    int64_t total = 0;
+    for (int64_t n : pushes) total += n;
+    Tensor smel({total, cfg.mel_dim});
+    fill_random(smel, 9, -4.f, 2.f);
+    auto run_stream = [&](const HiftModel& m) {
+      HiftStream s(m, 11);
+      std::vector<float> out;
+      int64_t at = 0;
+      for (int64_t n : pushes) {
+        const auto a = s.push(smel.ptr() + at * cfg.mel_dim, n);
+        out.insert(out.end(), a.begin(), a.end());
+        at += n;
+      }
+      const auto a = s.finish();
+      out.insert(out.end(), a.begin(), a.end());
+      return out;
+    };
+    const std::vector<float> d = run_stream(*gpu), c = run_stream(*cpu);
+    const std::vector<float> f0 = cpu->f0(smel.ptr(), total);
+    int64_t voiced = 0;
+    for (float v : f0) voiced += static_cast<double>(v) > cfg.nsf_voiced_threshold;
+    const double err = d.size() == c.size() ? rel(d, c) : INFINITY;
+    report["stream_vs_cpu"] = {{"pushes", pushes},           {"samples", c.size()},
+                               {"voiced_fraction", static_cast<double>(voiced) / static_cast<double>(total)},
+                               {"rel_err_vs_cpu", err}};
+    report["stream_vs_cpu"]["tolerance"] = kStreamTol;
+    std::cerr << "device HiftStream vs CPU HiftStream (pushes " << frames << ", 7, 40, 13; " << voiced << "/" << total
+              << " frames voiced): rel err " << err << (err <= kStreamTol ? " (ok)\n" : " (FAILED)\n");
+    if (!(err <= kStreamTol)) rc = 1;
   }
   report["check_tolerance"] = 1e-4;
   write_report(report, json_out);

@@ -111,14 +111,8 @@ void minmo_philox4x32_cpu(uint64_t seed, uint64_t counter, uint32_t words[4], fl
 }
 #endif
 
-/* Shared by the CUDA kernel and the CPU twin. */
+/* Shared by the CUDA kernel and the CPU twin (MINMO_HD: minmo_kernels.h). */
 #include <math.h>
-
-#ifdef __CUDACC__
-#define MINMO_HD __host__ __device__ __forceinline__
-#else
-#define MINMO_HD static inline
-#endif
 
 MINMO_HD void minmo_philox4x32_10(uint64_t seed, uint64_t counter, uint32_t out[4]) {
   uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0u, c3 = 0u;

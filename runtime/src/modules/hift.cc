@@ -356,10 +356,12 @@ std::vector<float> HiftModel::decode(const float* mel, int64_t T, const float* s
 
 std::vector<float> HiftModel::synthesize(const float* mel, int64_t T, uint64_t seed) const {
   MINMO_CHECK(T > 0, ErrorCode::InvalidArgument, "hift: no mel frames to synthesise");
+  if (gpu_) {  // utterance-sized state: not pooled
+    cuda::CudaHiftState state(*gpu_, T);
+    return gpu_->window(state, mel, T, 0, 0, T, seed);
+  }
   const int64_t H = cfg_.nb_harmonics + 1, S = cfg_.samples_per_frame();
-  std::unique_ptr<cuda::CudaHiftState> state;
-  if (gpu_) state = std::make_unique<cuda::CudaHiftState>(*gpu_, T);  // utterance-sized: not pooled
-  std::vector<float> f = gpu_ ? gpu_->f0(*state, mel, T) : f0(mel, T);
+  std::vector<float> f = f0(mel, T);
   std::vector<double> q(T * H), r(H), acc(H, 0.0);
   for (int64_t k = 0; k < T; ++k) {
     phase_step(f[k], r.data());
@@ -370,7 +372,6 @@ std::vector<float> HiftModel::synthesize(const float* mel, int64_t T, uint64_t s
     }
   }
   std::vector<float> src = source(f.data(), q.data(), nullptr, T, 0, seed);
-  if (gpu_) return gpu_->decode(*state, mel, T, src.data());
   return decode(mel, T, src.data());
 }
 
@@ -420,10 +421,35 @@ std::vector<float> HiftStream::finish() {
 // end, e1 == total_, the window ends at total_).
 std::vector<float> HiftStream::emit(int64_t e1) {
   const auto [L, R] = m_.receptive_field();
-  const int64_t M = m_.config().mel_dim, S = m_.config().samples_per_frame(), H = H_;
+  const int64_t M = m_.config().mel_dim, H = H_;
   const int64_t a0 = std::max<int64_t>(0, e0_ - L), a1 = std::min(total_, e1 + R), T = a1 - a0;
   const float* win = mel_.data() + (a0 - mel_base_) * M;
-  std::vector<float> fw = gpu_ ? m_.gpu()->f0(*gpu_->state, win, T) : m_.f0(win, T);
+  std::vector<float> out;
+  if (gpu_) {  // f0, source and decode on the device; f0 / phase history in the state's ring
+    out = m_.gpu()->window(*gpu_->state, win, T, a0, e0_, e1, seed_);
+  } else {
+    out = emit_cpu(win, T, a0, e1);
+  }
+  e0_ = e1;
+  // keep what the next window reads: mel from e1 - L, history from e1 - L - 1
+  const int64_t keep_hist = std::max<int64_t>(0, e1 - L - 1);
+  if (!gpu_ && keep_hist > hist_base_) {
+    f0_hist_.erase(f0_hist_.begin(), f0_hist_.begin() + (keep_hist - hist_base_));
+    q_hist_.erase(q_hist_.begin(), q_hist_.begin() + (keep_hist - hist_base_) * H);
+    hist_base_ = keep_hist;
+  }
+  const int64_t keep_mel = std::max<int64_t>(0, e1 - L);
+  if (keep_mel > mel_base_) {
+    mel_.erase(mel_.begin(), mel_.begin() + (keep_mel - mel_base_) * M);
+    mel_base_ = keep_mel;
+  }
+  return out;
+}
+
+// The host path of emit(): f0 on the CPU, the source from the host history, decode on the CPU.
+std::vector<float> HiftStream::emit_cpu(const float* win, int64_t T, int64_t a0, int64_t e1) {
+  const int64_t S = m_.config().samples_per_frame(), H = H_, a1 = a0 + T;
+  std::vector<float> fw = m_.f0(win, T);
   std::vector<double> q(T * H), r(H), acc(H, 0.0);
   if (e0_ > 0) std::copy_n(q_hist_.begin() + (e0_ - 1 - hist_base_) * H, H, acc.begin());
   for (int64_t k = a0; k < a1; ++k) {
@@ -442,26 +468,12 @@ std::vector<float> HiftStream::emit(int64_t e1) {
   }
   const double* q_prev = a0 > 0 ? q_hist_.data() + (a0 - 1 - hist_base_) * H : nullptr;
   std::vector<float> src = m_.source(fw.data(), q.data(), q_prev, T, a0, seed_);
-  std::vector<float> audio = gpu_ ? m_.gpu()->decode(*gpu_->state, win, T, src.data()) : m_.decode(win, T, src.data());
-  std::vector<float> out(audio.begin() + (e0_ - a0) * S, audio.begin() + (e1 - a0) * S);
+  std::vector<float> audio = m_.decode(win, T, src.data());
   for (int64_t k = e0_; k < e1; ++k) {
     f0_hist_.push_back(fw[k - a0]);
     q_hist_.insert(q_hist_.end(), q.begin() + (k - a0) * H, q.begin() + (k - a0 + 1) * H);
   }
-  e0_ = e1;
-  // keep what the next window reads: mel from e1 - L, history from e1 - L - 1
-  const int64_t keep_hist = std::max<int64_t>(0, e1 - L - 1);
-  if (keep_hist > hist_base_) {
-    f0_hist_.erase(f0_hist_.begin(), f0_hist_.begin() + (keep_hist - hist_base_));
-    q_hist_.erase(q_hist_.begin(), q_hist_.begin() + (keep_hist - hist_base_) * H);
-    hist_base_ = keep_hist;
-  }
-  const int64_t keep_mel = std::max<int64_t>(0, e1 - L);
-  if (keep_mel > mel_base_) {
-    mel_.erase(mel_.begin(), mel_.begin() + (keep_mel - mel_base_) * M);
-    mel_base_ = keep_mel;
-  }
-  return out;
+  return std::vector<float>(audio.begin() + (e0_ - a0) * S, audio.begin() + (e1 - a0) * S);
 }
 
 }  // namespace minmo

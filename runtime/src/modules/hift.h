@@ -49,9 +49,10 @@ struct HiftConfig {
 class HiftModel {
  public:
   HiftModel(const HiftConfig& config, const WeightStore& weights);
-  // device: null for the CPU, else the f0 predictor and the decode of streams and synthesize() run
-  // on the CUDA backend (backends/cuda/hift_cuda.h); the NSF source stays on the host. A configuration the kernels do not run is a BundleError, or, with
-  // cpu_fallback given, loads on the CPU and stores the reason there.
+  // device: null for the CPU, else streams and synthesize() run on the CUDA backend
+  // (backends/cuda/hift_cuda.h: f0 predictor, NSF source and decode, one enqueue per window). A
+  // configuration the kernels do not run is a BundleError, or, with cpu_fallback given, loads on
+  // the CPU and stores the reason there.
   static std::shared_ptr<const HiftModel> load(const WeightStore& weights, const nlohmann::json& config,
                                                const std::shared_ptr<cuda::Device>& device = nullptr,
                                                std::string* cpu_fallback = nullptr);
@@ -104,7 +105,9 @@ class HiftModel {
 
 // Exact streaming HiFT over mel frames pushed in order (see the header comment).
 // On a model with a device decode, the stream holds a device state for windows of the receptive
-// field plus CudaHift::kMaxStep frames and finalises at most kMaxStep frames per window.
+// field plus CudaHift::kMaxStep frames and finalises at most kMaxStep frames per window; the f0
+// and phase of finished frames stay in that state (CudaHift::window), so a window is one upload of
+// its mel, one enqueue and one download of its final audio.
 class HiftStream {
  public:
   HiftStream(const HiftModel& model, uint64_t seed);
@@ -117,6 +120,8 @@ class HiftStream {
 
  private:
   std::vector<float> emit(int64_t e1);
+  // emit() on the CPU: the audio of frames [e0_, e1) from the mel window [a0, a0 + T) at win.
+  std::vector<float> emit_cpu(const float* win, int64_t T, int64_t a0, int64_t e1);
   // Emits up to e1 in windows the device state holds.
   std::vector<float> emit_steps(int64_t e1);
   const HiftModel& m_;
@@ -126,7 +131,7 @@ class HiftStream {
   int64_t H_;
   std::vector<float> mel_;   // rows from mel_base_
   int64_t mel_base_ = 0, total_ = 0, e0_ = 0;
-  std::vector<float> f0_hist_;   // exact f0 of frames hist_base_ .. e0_-1
+  std::vector<float> f0_hist_;   // CPU: exact f0 of frames hist_base_ .. e0_-1 (device: in its state)
   std::vector<double> q_hist_;   // their phases [*, H]
   int64_t hist_base_ = 0;
 };

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "backends/cuda/weights.h"
+#include "modules/flow.h"
 #include "modules/hift.h"
 
 namespace minmo {
@@ -14,6 +15,9 @@ namespace cuda {
 namespace {
 
 int64_t round_up4(int64_t v) { return (v + 3) / 4 * 4; }
+
+// Graph kinds of a state (CudaHift::run_graph).
+constexpr int kDecodeGraph = 0, kWindowGraph = 1;
 
 // Every length and kernel parameter the kernels take as int32.
 bool fits_int32(int64_t v) { return v >= 0 && v < (int64_t{1} << 31); }
@@ -27,6 +31,10 @@ std::string CudaHift::unsupported(const HiftConfig& c) {
        << MINMO_HIFT_MAX_NFFT << ", hop <= n_fft / 2; kernels/include/minmo_kernels/hift.h)";
   for (int64_t v : c.upsample_kernel_sizes)
     if (!fits_int32(v)) os << "upsampling kernel " << v << " too large";
+  if (c.nb_harmonics + 1 > MINMO_HIFT_MAX_HARMONICS)
+    os << "nb_harmonics " << c.nb_harmonics << " is not run by the source kernels (at most "
+       << MINMO_HIFT_MAX_HARMONICS - 1 << "; kernels/include/minmo_kernels/hift.h)";
+  if (!fits_int32(c.samples_per_frame())) os << c.samples_per_frame() << " samples per frame too many";
   return os.str();
 }
 
@@ -42,6 +50,13 @@ CudaHift::CudaHift(const HiftModel& m, std::shared_ptr<Device> device)
   nk_ = static_cast<int64_t>(c.resblock_kernel_sizes.size());
   lrelu_ = static_cast<float>(c.lrelu_slope);
   limit_ = static_cast<float>(c.audio_limit);
+  nsf_.harmonics = static_cast<int32_t>(c.nb_harmonics + 1);
+  nsf_.samples_per_frame = static_cast<int32_t>(S_);
+  nsf_.sample_rate = static_cast<double>(c.sample_rate);
+  nsf_.alpha = c.nsf_alpha;
+  nsf_.sigma = c.nsf_sigma;
+  nsf_.voiced_threshold = c.nsf_voiced_threshold;
+  nsf_.noise_stream = kHiftNoiseStream;
   Uploads up(weights_);
   auto conv = [&](const ConvW& w) {
     Conv d;
@@ -83,6 +98,10 @@ CudaHift::CudaHift(const HiftModel& m, std::shared_ptr<Device> device)
     MINMO_CHECK(cls.w != nullptr, ErrorCode::BundleError, "hift: a quantized f0 classifier is not supported");
     f0_cls_ = conv(cls);
   }
+  MINMO_CHECK(m.l_linear_.w != nullptr, ErrorCode::BundleError, "hift: a quantized m_source.l_linear is not supported");
+  lin_w_ = vec(m.l_linear_.w, nsf_.harmonics);
+  const float lin_b = m.l_linear_.b ? m.l_linear_.b[0] : 0.f;
+  lin_b_ = up.add(sizeof(float), [lin_b](uint8_t* dst) { std::memcpy(dst, &lin_b, sizeof(float)); });
   pre_ = conv(m.conv_pre_);
   post_ = conv(m.conv_post_);
   for (size_t i = 0; i < m.ups_.size(); ++i) {
@@ -161,9 +180,17 @@ CudaHiftState::CudaHiftState(const CudaHift& o, int64_t max_frames)
   for (float** p : {&x, &y, &si, &tmp, &h}) arena_.place(p, act);
   arena_.place(&post, sh.F * (o.n_fft_ + 2));
   arena_.place(&audio, sh.N);
+  const int64_t H = o.nsf_.harmonics;
+  cap_ = sh.T + 1;
+  arena_.place(&f0w, sh.T);
+  arena_.place(&f0_hist, cap_);
+  arena_.place(&q, (sh.T + 1) * H);
+  arena_.place(&q_hist, cap_ * H);
+  arena_.place(&win, 1);
   arena_.commit(o.device_);
   in_ = Allocation(o.device_, sizeof(float) * (sh.T * o.mel_dim_ + sh.N), MemoryKind::PinnedHost);
   out_ = Allocation(o.device_, sizeof(float) * sh.N, MemoryKind::PinnedHost);
+  win_in_ = Allocation(o.device_, sizeof(minmo_hift_window), MemoryKind::PinnedHost);
 }
 
 // ---- decode ------------------------------------------------------------------------------------
@@ -221,14 +248,9 @@ void CudaHift::enqueue(CudaHiftState& s, const Shape& sh) const {
                     static_cast<int32_t>(n_fft_), static_cast<int32_t>(hop_), limit_);
 }
 
-std::vector<float> CudaHift::f0(CudaHiftState& s, const float* mel, int64_t T) const {
-  MINMO_CHECK(T >= 1 && T <= s.max_frames_, ErrorCode::InvalidArgument,
-              "hift: a window of " << T << " frames on a device state of " << s.max_frames_);
-  const Stream& st = s.stream_;
-  float* in = s.in_.as<float>();
-  std::memcpy(in, mel, sizeof(float) * T * mel_dim_);
-  st.upload(s.mel, in, sizeof(float) * T * mel_dim_);
-  // Conv + bias per layer; the ELU after each is applied by the next layer's gather.
+// Conv + bias per layer; the ELU after each is applied by the next layer's gather. s.mel -> s.f0
+// (signed: the source kernels take its absolute value).
+void CudaHift::enqueue_f0(CudaHiftState& s, int64_t T) const {
   const float* x = s.mel;
   float* bufs[2] = {s.x, s.y};
   for (size_t i = 0; i < f0_convs_.size(); ++i) {
@@ -236,6 +258,61 @@ std::vector<float> CudaHift::f0(CudaHiftState& s, const float* mel, int64_t T) c
     x = bufs[i % 2];
   }
   conv(s, f0_cls_, x, T, MINMO_CONV_ACT_ELU, 0.f, 0, s.f0, 0.f);
+}
+
+// s.mel and s.win -> s.audio: f0 predictor, source phase (history ring), source, decode.
+void CudaHift::enqueue_window(CudaHiftState& s, const Shape& sh) const {
+  const Stream& st = s.stream_;
+  enqueue_f0(s, sh.T);
+  MINMO_DEVICE_CALL(st, hift_phase_f64, static_cast<const float*>(s.f0), static_cast<const minmo_hift_window*>(s.win),
+                    s.f0_hist, s.q_hist, s.cap_, s.f0w, s.q, sh.T, nsf_);
+  MINMO_DEVICE_CALL(st, hift_source_f32, static_cast<const float*>(s.f0w), static_cast<const double*>(s.q),
+                    static_cast<const minmo_hift_window*>(s.win), at(lin_w_), at(lin_b_), s.src, sh.T, nsf_);
+  enqueue(s, sh);
+}
+
+void CudaHift::run_graph(CudaHiftState& s, int kind, int64_t T, const std::function<void()>& enqueue) const {
+  const std::pair<int, int64_t> key{kind, T};
+  auto g = s.graphs_.find(key);
+  if (g == s.graphs_.end() && ++s.seen_[key] >= 2 && s.graphs_.size() < kMaxGraphs)
+    g = s.graphs_.emplace(key, s.stream_.capture(enqueue)).first;
+  if (g != s.graphs_.end()) s.stream_.launch(g->second);
+  else enqueue();
+}
+
+std::vector<float> CudaHift::window(CudaHiftState& s, const float* mel, int64_t T, int64_t a0, int64_t e0, int64_t e1,
+                                    uint64_t seed) const {
+  MINMO_CHECK(T >= 1 && T <= s.max_frames_, ErrorCode::InvalidArgument,
+              "hift: a window of " << T << " frames on a device state of " << s.max_frames_);
+  MINMO_CHECK(a0 >= 0 && a0 <= e0 && e0 <= e1 && e1 <= a0 + T, ErrorCode::InvalidArgument,
+              "hift: window [" << a0 << ", " << a0 + T << ") cannot finalise frames [" << e0 << ", " << e1 << ")");
+  MINMO_CHECK(S_ * T > n_fft_ / 2, ErrorCode::InvalidArgument, "hift: too few samples for the STFT");
+  MINMO_CHECK(e0 == 0 || e0 == s.final_, ErrorCode::InvalidArgument,
+              "hift: frames before " << e0 << " are not the last ones made final on this state (" << s.final_ << ")");
+  const Shape sh = shape(T);
+  const Stream& st = s.stream_;
+  float* in = s.in_.as<float>();
+  std::memcpy(in, mel, sizeof(float) * T * mel_dim_);
+  *s.win_in_.as<minmo_hift_window>() = minmo_hift_window{a0, e0, e1, seed};
+  st.upload(s.mel, in, sizeof(float) * T * mel_dim_);
+  st.upload(s.win, s.win_in_.data(), sizeof(minmo_hift_window));
+  run_graph(s, kWindowGraph, T, [this, &s, sh] { enqueue_window(s, sh); });
+  const int64_t first = (e0 - a0) * S_, n = (e1 - e0) * S_;
+  if (n > 0) st.download(s.out_.data(), s.audio + first, sizeof(float) * n);
+  st.sync();
+  s.final_ = e1;
+  const float* out = s.out_.as<float>();
+  return std::vector<float>(out, out + n);
+}
+
+std::vector<float> CudaHift::f0(CudaHiftState& s, const float* mel, int64_t T) const {
+  MINMO_CHECK(T >= 1 && T <= s.max_frames_, ErrorCode::InvalidArgument,
+              "hift: a window of " << T << " frames on a device state of " << s.max_frames_);
+  const Stream& st = s.stream_;
+  float* in = s.in_.as<float>();
+  std::memcpy(in, mel, sizeof(float) * T * mel_dim_);
+  st.upload(s.mel, in, sizeof(float) * T * mel_dim_);
+  enqueue_f0(s, T);
   st.download(s.out_.data(), s.f0, sizeof(float) * T);
   st.sync();
   const float* out = s.out_.as<float>();
@@ -255,11 +332,7 @@ std::vector<float> CudaHift::decode(CudaHiftState& s, const float* mel, int64_t 
   std::memcpy(in + s.max_frames_ * mel_dim_, source, sizeof(float) * sh.N);
   st.upload(s.mel, in, sizeof(float) * T * mel_dim_);
   st.upload(s.src, in + s.max_frames_ * mel_dim_, sizeof(float) * sh.N);
-  auto g = s.graphs_.find(T);
-  if (g == s.graphs_.end() && ++s.seen_[T] >= 2 && s.graphs_.size() < kMaxGraphs)
-    g = s.graphs_.emplace(T, st.capture([this, &s, sh] { enqueue(s, sh); })).first;
-  if (g != s.graphs_.end()) st.launch(g->second);
-  else enqueue(s, sh);
+  run_graph(s, kDecodeGraph, T, [this, &s, sh] { enqueue(s, sh); });
   st.download(s.out_.data(), s.audio, sizeof(float) * sh.N);
   st.sync();
   const float* out = s.out_.as<float>();
