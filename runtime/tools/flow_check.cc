@@ -35,7 +35,8 @@ namespace {
 
 float init_std(int64_t fan_in) { return 1.f / std::sqrt(3.f * static_cast<float>(fan_in)); }
 
-// Every tensor FlowModel loads, with PyTorch's default initialisation scale; LayerNorm gains near 1.
+}  // namespace
+
 WeightStore random_flow(const FlowConfig& c) {
   RandomTensors r("random flow weights", 3000);
   const int64_t d = c.d_model, mel = c.mel_dim, ch = c.est_channels, tdim = 4 * ch, cin = 4 * mel;
@@ -63,8 +64,8 @@ WeightStore random_flow(const FlowConfig& c) {
     norm(p + ".norm_ff", d);
     for (const char* l : {"linear_q", "linear_k", "linear_v", "linear_out"}) linear(p + ".self_attn." + l, d, d);
     linear(p + ".self_attn.linear_pos", d, d, false);
-    r.add(p + ".self_attn.pos_bias_u", {c.n_heads, d / c.n_heads}, 0.f, 0.05f);
-    r.add(p + ".self_attn.pos_bias_v", {c.n_heads, d / c.n_heads}, 0.f, 0.05f);
+    r.add(p + ".self_attn.pos_bias_u", {c.n_heads, d / c.n_heads}, 0.f, 0.1f);
+    r.add(p + ".self_attn.pos_bias_v", {c.n_heads, d / c.n_heads}, 0.f, 0.1f);
     linear(p + ".feed_forward.w_1", d, c.ffn_dim);
     linear(p + ".feed_forward.w_2", c.ffn_dim, d);
   };
@@ -112,6 +113,8 @@ WeightStore random_flow(const FlowConfig& c) {
   linear(e + "time_mlp.linear_2", tdim, tdim);
   return r.store();
 }
+
+namespace {
 
 double rel(const Tensor& a, const Tensor& b) { return rel_err(a, b); }
 

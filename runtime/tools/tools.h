@@ -53,6 +53,13 @@ class RandomTensors {
   SafetensorsFile file_;
   uint64_t seed_;
 };
+}  // namespace tools
+struct FlowConfig;
+namespace tools {
+// Every tensor FlowModel loads (modules/flow.cc) for config c, random, with PyTorch's default
+// initialisation scales and LayerNorm gains near 1 (tools/flow_check.cc; the flow and flow-encoder
+// checks share it).
+WeightStore random_flow(const FlowConfig& c);
 // ||a - b|| / ||b||.
 double rel_err(const Tensor& a, const Tensor& b);
 // Prints the report; also writes it to `path` unless empty.
