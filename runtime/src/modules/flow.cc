@@ -9,18 +9,11 @@
 #include "backends/cuda/flow_cuda.h"
 #include "backends/cuda/flow_encoder_cuda.h"
 #include "minmo/status.h"
+#include "minmo_kernels/hift.h"
 
 namespace minmo {
 
 namespace {
-
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
-
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 void mish_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
@@ -45,15 +38,8 @@ void add_rows(float* y, const float* x, int64_t n) { cpu::add_inplace(y, x, n); 
 }  // namespace
 
 void counter_normal(uint64_t seed, uint64_t stream, uint64_t start, int64_t count, float* out) {
-  const uint64_t key = mix64(seed + kGolden * (stream + 1));
-  for (int64_t i = 0; i < count; ++i) {
-    const uint64_t idx = start + static_cast<uint64_t>(i);
-    const uint64_t h1 = mix64(key + (2 * idx) * kGolden);
-    const uint64_t h2 = mix64(key + (2 * idx + 1) * kGolden);
-    const double u1 = (static_cast<double>(h1 >> 11) + 1.0) * 0x1.0p-53;
-    const double u2 = static_cast<double>(h2 >> 11) * 0x1.0p-53;
-    out[i] = static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
-  }
+  const uint64_t key = minmo_counter_key(seed, stream);  // shared with the device (minmo_kernels/hift.h)
+  for (int64_t i = 0; i < count; ++i) out[i] = minmo_counter_normal_at(key, start + static_cast<uint64_t>(i));
 }
 
 FlowConfig FlowConfig::from_json(const nlohmann::json& config) {
