@@ -21,19 +21,11 @@ from minmo_rt import _core
 from minmo_rt.export.reference import Flow, flow_offline, token2wav_offline
 
 from test_cuda_backend import device  # noqa: F401  (the cuda-sim / cuda fixture)
-from test_token2wav import MEL_TOL, MODULE_TOL, WAV_TOL, _inputs, perturb, rel, tiny_flow_config, tiny_hift_config
+from test_token2wav import MEL_TOL, MODULE_TOL, WAV_TOL, _inputs, perturb, rel, save_module, tiny_flow_config, tiny_hift_config
 
 T2W = _core.testing_t2w
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 DEVICE_TOL = 1e-5
-
-
-def _save(tmp_path_factory, model, name, state):
-    d = tmp_path_factory.mktemp(name)
-    path = str(d / f"{name}.safetensors")
-    safetensors_torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
-    return path, json.dumps(model.cfg.to_dict())
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def flow():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, flow):
-    return _save(tmp_path_factory, flow, "flow", flow.state_dict())
+    return save_module(tmp_path_factory, flow, "flow")
 
 
 def _segments(model, spk, tokens, sizes, prompt=None, pmel=None, left=-1, seed=3, lookahead=3, reserve=False):
@@ -137,18 +129,14 @@ def test_two_concurrent_states_on_one_model(files, device):
 
 
 @pytest.mark.parametrize("left,prompt", [(-1, 0), (1, 4)])
-def test_device_token2wav_stream_equals_offline(flow, files, device, left, prompt):
+def test_device_token2wav_stream_equals_offline(flow, files, device, left, prompt, tmp_path_factory):
     """Token2WavStream with flow and HiFT on the device against the offline reference."""
     from minmo_rt.export.reference import HiFT
 
     fw, fc = files
     torch.manual_seed(0)
     hift = perturb(HiFT(tiny_hift_config()), 2)
-    import tempfile, os
-    d = tempfile.mkdtemp()
-    hw = os.path.join(d, "hift.safetensors")
-    safetensors_torch.save_file({k: v.contiguous() for k, v in hift.plain_state_dict().items()}, hw)
-    hc = json.dumps(hift.cfg.to_dict())
+    hw, hc = save_module(tmp_path_factory, hift, "hift")
     tokens, spk, ptok, pmel = _inputs(21, 23, prompt)
     mel_ref, wav_ref = token2wav_offline(flow, hift, tokens, spk, ptok if prompt else None, pmel if prompt else None,
                                          seed=2, chunk_tokens=5, left_chunks=left)
@@ -207,7 +195,7 @@ def test_bad_input_with_the_device_encoder(files):
 def test_unsupported_head_dim_is_a_bundle_error(tmp_path_factory):
     torch.manual_seed(0)
     big = perturb(Flow(tiny_flow_config(est_heads=1, est_head_dim=264)), 3)
-    fw, fc = _save(tmp_path_factory, big, "flow264", big.state_dict())
+    fw, fc = save_module(tmp_path_factory, big, "flow264")
     with pytest.raises(minmo_rt.BundleError, match="head dim 264"):
         T2W.FlowModel(fw, fc, "cuda-sim")
     assert T2W.FlowModel(fw, fc).device == "cpu"

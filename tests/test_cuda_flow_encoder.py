@@ -9,8 +9,6 @@ its CPU twin and the fp32 products by OpenBLAS) and on "cuda" where a GPU is usa
 otherwise). Both paths are fp32; DEVICE_TOL leaves room for the GPU's expf and cuBLAS summation order."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -21,19 +19,11 @@ from minmo_rt.export.reference import Flow
 from minmo_rt.export.reference.token2wav import stream_masks
 
 from test_cuda_backend import device  # noqa: F401  (the cuda-sim / cuda fixture)
-from test_token2wav import perturb, rel, tiny_flow_config
+from test_token2wav import perturb, rel, save_module, tiny_flow_config
 
 T2W = _core.testing_t2w
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 DEVICE_TOL = 1e-5
-
-
-def _files(tmp_path_factory, flow: Flow, name: str):
-    d = tmp_path_factory.mktemp(name)
-    path = str(d / "flow.safetensors")
-    safetensors_torch.save_file({k: v.contiguous() for k, v in flow.state_dict().items()}, path)
-    return path, json.dumps(flow.cfg.to_dict())
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +34,7 @@ def flow():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, flow):
-    return _files(tmp_path_factory, flow, "flow_enc")
+    return save_module(tmp_path_factory, flow, "flow_enc")
 
 
 def _tokens(flow, n, seed):
@@ -116,7 +106,7 @@ def test_odd_sizes(tmp_path_factory, device):
     torch.manual_seed(1)
     flow = perturb(Flow(tiny_flow_config(d_model=36, n_heads=3, ffn_dim=50, n_blocks=1, n_up_blocks=3, pre_lookahead=2,
                                          vocab_size=37)), 9, scale=0.1)
-    fw, fc = _files(tmp_path_factory, flow, "flow_odd")
+    fw, fc = save_module(tmp_path_factory, flow, "flow_odd")
     tokens = _tokens(flow, 20, 2)
     kw = dict(prompt_tokens=3, chunk_tokens=7, left_chunks=0)
     got = _segments(fw, fc, [tokens], device, **kw)[0]

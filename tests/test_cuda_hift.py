@@ -23,7 +23,7 @@ from minmo_rt.export.reference import HiFT
 from minmo_rt.export.reference.hift import receptive_field
 
 from test_cuda_backend import device  # noqa: F401  (the cuda-sim / cuda fixture)
-from test_token2wav import WAV_TOL, perturb, rel, tiny_hift_config
+from test_token2wav import WAV_TOL, perturb, rel, save_module, tiny_hift_config
 
 T2W = _core.testing_t2w
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -45,13 +45,6 @@ STREAM_TOL = {"cuda-sim": 1e-6, "cuda": DEVICE_TOL}
 VOICED_TOL = 5e-4
 
 
-def _save(tmp_path_factory, model: HiFT, name: str):
-    d = tmp_path_factory.mktemp(name)
-    path = str(d / "hift.safetensors")
-    safetensors_torch.save_file({k: v.contiguous() for k, v in model.plain_state_dict().items()}, path)
-    return path, json.dumps(model.cfg.to_dict())
-
-
 @pytest.fixture(scope="module")
 def hift():
     torch.manual_seed(0)
@@ -60,7 +53,7 @@ def hift():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, hift):
-    return _save(tmp_path_factory, hift, "hift")
+    return save_module(tmp_path_factory, hift, "hift")
 
 
 @pytest.mark.parametrize("frames", [1, 21, 70])
@@ -130,7 +123,7 @@ def voiced_files(tmp_path_factory):
     with torch.no_grad():
         model.f0_predictor.classifier.weight.mul_(4000.0)
         model.f0_predictor.classifier.bias.mul_(4000.0)
-    return model, _save(tmp_path_factory, model, "hift_voiced")
+    return model, save_module(tmp_path_factory, model, "hift_voiced")
 
 
 def test_device_stream_with_speech_like_f0(voiced_files, device):
@@ -223,7 +216,7 @@ def test_unsupported_config_is_a_bundle_error(tmp_path_factory):
     (the Runtime loads such a module on the CPU and names the reason in cpu_fallbacks)."""
     torch.manual_seed(0)
     big = perturb(HiFT(tiny_hift_config(n_fft=64, hop_len=4)), 3)
-    hw, hc = _save(tmp_path_factory, big, "hift64")
+    hw, hc = save_module(tmp_path_factory, big, "hift64")
     with pytest.raises(minmo_rt.BundleError, match="not run by the iSTFT kernel"):
         T2W.hift_device(hw, hc, "cuda-sim")
     assert T2W.hift_device(hw, hc, "cpu") == "cpu"

@@ -157,15 +157,20 @@ T2W = _core.testing_t2w
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory, flow, hift):
+def save_module(tmp_path_factory, model, name):
+    """A reference Flow / HiFT as the runtime loads it: (path of <name>.safetensors in a fresh
+    directory, its config as JSON). HiFT is saved with its weight norms folded (plain_state_dict)."""
     import json
 
-    d = tmp_path_factory.mktemp("t2w")
-    fw, hw = str(d / "flow.safetensors"), str(d / "hift.safetensors")
-    safetensors_torch.save_file({k: v.contiguous() for k, v in flow.state_dict().items()}, fw)
-    safetensors_torch.save_file({k: v.contiguous() for k, v in hift.plain_state_dict().items()}, hw)
-    return fw, json.dumps(flow.cfg.to_dict()), hw, json.dumps(hift.cfg.to_dict())
+    state = model.plain_state_dict() if hasattr(model, "plain_state_dict") else model.state_dict()
+    path = str(tmp_path_factory.mktemp(name) / f"{name}.safetensors")
+    safetensors_torch.save_file({k: v.contiguous() for k, v in state.items()}, path)
+    return path, json.dumps(model.cfg.to_dict())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, flow, hift):
+    return (*save_module(tmp_path_factory, flow, "flow"), *save_module(tmp_path_factory, hift, "hift"))
 
 
 def _inputs(seed, n, prompt=0, vocab=61):
